@@ -1,0 +1,127 @@
+"""Configuration from ``TIPLINE_*`` environment variables and ``.env`` (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SignalMode(StrEnum):
+    """How signal-cli-rest-api hands over received messages."""
+
+    NORMAL = "normal"
+    JSON_RPC = "json-rpc"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """All settings of a tipline instance; frozen once read."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIPLINE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    passphrase: SecretStr | None = None
+    passphrase_file: Path | None = None
+    root_key_file: Path | None = None
+    keyring_file: Path | None = None
+
+    telegram_token: SecretStr | None = None
+    telegram_base_url: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+
+    signal_api_url: str | None = None
+    signal_number: SecretStr | None = None
+    signal_mode: SignalMode = SignalMode.NORMAL
+
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    draft_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    languages: Annotated[tuple[str, ...], NoDecode] = ("az", "ru", "en")
+    log_level: str = "INFO"
+
+    argon2_iterations: int = Field(default=4, ge=1, le=100)
+    argon2_memory_kib: int = Field(default=262_144, ge=8, le=8 * 1024 * 1024)
+    argon2_lanes: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _split_languages(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [lang for lang in value if lang not in ("az", "ru", "en")]
+        if unknown or not value:
+            raise ValueError("must be a comma-separated list of az, ru, en")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _one_root_source(self) -> Settings:
+        sources = [self.passphrase, self.passphrase_file, self.root_key_file]
+        if sum(s is not None for s in sources) > 1:
+            raise ValueError(
+                "set only one of TIPLINE_PASSPHRASE, TIPLINE_PASSPHRASE_FILE, TIPLINE_ROOT_KEY_FILE"
+            )
+        if self.argon2_memory_kib < 8 * self.argon2_lanes:
+            raise ValueError("TIPLINE_ARGON2_MEMORY_KIB must be at least 8 x TIPLINE_ARGON2_LANES")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tipline.db').resolve()}"
+
+    @property
+    def effective_keyring_file(self) -> Path:
+        """Where the sealed keyring lives (never inside the database)."""
+        return self.keyring_file or self.data_dir / "keyring"
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """Whether a Telegram bot token is configured."""
+        return self.telegram_token is not None
+
+    @property
+    def signal_enabled(self) -> bool:
+        """Whether a signal-cli-rest-api endpoint and number are configured."""
+        return bool(self.signal_api_url and self.signal_number)
+
+
+def load_settings() -> Settings:
+    """Read settings; a bad value becomes one ConfigError line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc") or ()
+        name = f"TIPLINE_{str(loc[0]).upper()}" if loc else "configuration"
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}") from None

@@ -1,0 +1,151 @@
+"""Inbound events and outbound messages of the reporter conversation, shared by every channel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.domain.questionnaire import Answer
+
+# ---- inbound events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The reporter opens (or reopens) the conversation; the hint is the messenger's language."""
+
+    language_hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Choose:
+    """A single option was picked."""
+
+    option: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChooseMany:
+    """Several options were picked at once (numbered channels)."""
+
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Toggle:
+    """One option of a multi-select step was switched on or off (button channels)."""
+
+    option: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The reporter finished a multi-select or attachment step."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """The reporter skipped an optional step."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextAnswer:
+    """Free text typed by the reporter."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A typed reply on a numbered channel (console, Signal), read against the current step."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentAdded:
+    """A file was accepted and stored; only its opaque reference reaches the domain."""
+
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Input that could not be understood (a number out of range, a stray button)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLanguage:
+    """The reporter asked to switch language."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop and delete the draft."""
+
+
+Event = (
+    Start
+    | Choose
+    | ChooseMany
+    | Toggle
+    | Done
+    | Skip
+    | TextAnswer
+    | Reply
+    | AttachmentAdded
+    | Invalid
+    | ChangeLanguage
+    | Stop
+)
+
+# ---- outbound ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OptionView:
+    """An option as shown to the reporter."""
+
+    id: str
+    label: str
+    selected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A question to show; channels render it as buttons or a numbered list."""
+
+    step: str
+    text: str
+    options: tuple[OptionView, ...]
+    multi: bool
+    free_text: bool
+    can_skip: bool
+    labels: Mapping[str, str]
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A short message that is not a question."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitReport:
+    """The reporter confirmed: the service stores the case and answers with a receipt."""
+
+    language: str
+    channel: str
+    answers: Mapping[str, Answer]
+    submitted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DraftDeleted:
+    """The reporter stopped: the draft must be deleted."""
+
+
+Outbound = Question | Notice | SubmitReport | DraftDeleted

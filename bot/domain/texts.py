@@ -1,0 +1,32 @@
+"""Translated texts as plain data; loading them from the catalogs is the adapters' job."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+FALLBACK_LANGUAGE = "en"
+
+
+class MissingText(KeyError):
+    """A catalog key has no text in any language."""
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """Texts by language and key, with the English text as fallback."""
+
+    catalogs: Mapping[str, Mapping[str, str]]
+
+    def get(self, language: str, key: str, **params: object) -> str:
+        """The text for ``key`` in ``language`` (English if untranslated), formatted with params."""
+        for lang in (language, FALLBACK_LANGUAGE):
+            text = self.catalogs.get(lang, {}).get(key)
+            if text:
+                return text.format(**params) if params else text
+        raise MissingText(key)
+
+    def missing(self, language: str, keys: list[str]) -> list[str]:
+        """Keys that have no text of their own in ``language``."""
+        catalog = self.catalogs.get(language, {})
+        return [k for k in keys if not catalog.get(k)]

@@ -1,0 +1,196 @@
+"""Composition root: unlock the keys, open the database, wire services for CLI, jobs, channels."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.domain.engine import Engine
+from bot.domain.questionnaire import REPORT
+from bot.i18n import load_texts
+from bot.services.clock import Clock, system_clock
+from bot.services.intake import IntakePolicy, IntakeService
+from storage import migrate
+from storage.db import make_engine, make_session_factory
+from storage.keyring import (
+    Argon2Cost,
+    KeyFile,
+    Keyring,
+    KeyringError,
+    KeyringFile,
+    Passphrase,
+    RootSecret,
+)
+from storage.repositories import SqlUnitOfWork
+
+MIN_PASSPHRASE = 12
+
+
+class Locked(KeyringError):
+    """No root key source is configured: the service stays locked."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database does not answer or is not migrated; the message is one clear line."""
+
+
+def describe_url(url: str) -> str:
+    """A database URL safe to print (no password)."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def root_secret(settings: Settings, *, interactive: bool = False, confirm: bool = False) -> RootSecret:
+    """The configured root key source; a terminal may be asked for the passphrase."""
+    if settings.root_key_file is not None:
+        return KeyFile.read(settings.root_key_file)
+    if settings.passphrase_file is not None:
+        try:
+            text = settings.passphrase_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise KeyringError(
+                f"cannot read TIPLINE_PASSPHRASE_FILE {settings.passphrase_file}: {exc.strerror}"
+            ) from exc
+        return _passphrase(text)
+    if settings.passphrase is not None:
+        return _passphrase(settings.passphrase.get_secret_value())
+    if interactive and sys.stdin.isatty():
+        first = getpass.getpass("tipline passphrase: ")
+        if confirm and getpass.getpass("again: ") != first:
+            raise KeyringError("the two passphrases differ")
+        return _passphrase(first)
+    raise Locked(
+        "locked: no root key; set TIPLINE_PASSPHRASE_FILE "
+        "(or TIPLINE_ROOT_KEY_FILE for development)"
+    )
+
+
+def _passphrase(text: str) -> Passphrase:
+    if len(text) < MIN_PASSPHRASE:
+        raise KeyringError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+    return Passphrase(text.encode("utf-8"))
+
+
+def argon2_cost(settings: Settings) -> Argon2Cost:
+    """Argon2id costs from the settings."""
+    return Argon2Cost(settings.argon2_iterations, settings.argon2_memory_kib, settings.argon2_lanes)
+
+
+async def check_database(engine: AsyncEngine, url: str, *, need_head: bool = True) -> None:
+    """Fail with one clear line when the database does not answer or is behind the code."""
+    try:
+        revision = await migrate.current(engine)
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"database does not answer: {describe_url(url)}") from exc
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"database error at {describe_url(url)}") from exc
+    if need_head and revision not in migrate.heads():
+        raise DatabaseUnavailable("the database schema is not current: run 'tipline db upgrade'")
+
+
+def open_engine(settings: Settings) -> AsyncEngine:
+    """The database engine; the data directory is made private first for SQLite."""
+    url = settings.effective_database_url
+    if settings.database_url is None:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kwargs = {} if make_url(url).get_backend_name() == "sqlite" else {"connect_args": {"timeout": 10}}
+    return make_engine(url, **kwargs)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything an unlocked instance needs, built once."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: Keyring
+    intake: IntakeService
+    conversation: Engine
+    clock: Clock
+
+    def uow(self) -> SqlUnitOfWork:
+        """A new unit of work."""
+        return SqlUnitOfWork(self.sessions, self.keyring)
+
+    async def close(self) -> None:
+        """Release database connections."""
+        await self.engine.dispose()
+
+
+async def open_runtime(
+    settings: Settings, *, clock: Clock = system_clock, secret: RootSecret | None = None
+) -> Runtime:
+    """Unlock the keyring and open the database; raises Locked, KeyringError or
+    DatabaseUnavailable with a clear message."""
+    keyring = KeyringFile(settings.effective_keyring_file).load(secret or root_secret(settings))
+    engine = open_engine(settings)
+    try:
+        await check_database(engine, settings.effective_database_url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    sessions = make_session_factory(engine)
+    engine_ = Engine(REPORT, load_texts(settings.languages))
+    policy = IntakePolicy(
+        draft_ttl=timedelta(hours=settings.draft_ttl_hours),
+        retention=timedelta(days=settings.retention_days),
+    )
+
+    def uow() -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions, keyring)
+
+    intake = IntakeService(uow, engine_, clock, policy)
+    return Runtime(settings, engine, sessions, keyring, intake, engine_, clock)
+
+
+async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clock) -> str:
+    """Create the data directory, the keyring and the schema; safe to run again."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if dev and settings.root_key_file is not None and not settings.root_key_file.exists():
+        _write_dev_key(settings.root_key_file)
+    secret = root_secret(settings, interactive=True, confirm=True)
+    keyring_file = KeyringFile(settings.effective_keyring_file)
+    created = not keyring_file.exists()
+    if created:
+        keyring = Keyring.generate(clock())
+        keyring_file.save(keyring, secret, argon2_cost(settings))
+    else:
+        keyring = keyring_file.load(secret)
+    engine = open_engine(settings)
+    try:
+        url = settings.effective_database_url
+        await check_database(engine, url, need_head=False)
+        await migrate.upgrade(engine)
+        async with SqlUnitOfWork(make_session_factory(engine), keyring) as uow:
+            await uow.audit.append("admin", "init" if created else "init.again", None, clock())
+            await uow.commit()
+    finally:
+        await engine.dispose()
+    return "initialised" if created else "already initialised; schema is current"
+
+
+def _write_dev_key(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(os.urandom(32).hex() + "\n")
+
+
+async def upgrade_database(settings: Settings) -> str | None:
+    """Bring the schema to the latest revision; returns the revision reached."""
+    engine = open_engine(settings)
+    try:
+        await check_database(engine, settings.effective_database_url, need_head=False)
+        await migrate.upgrade(engine)
+        return await migrate.current(engine)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,343 @@
+"""The key hierarchy: a root key (Argon2id or key file) seals a keyring file of versioned KEKs.
+
+The keyring never goes into the database, so that destroying a KEK here erases every copy of
+what it wrapped, including old database backups (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from storage.crypto import KEY_BYTES, DecryptionError, associated_data, seal, unseal
+
+FORMAT = "tipline-keyring"
+FORMAT_VERSION = 1
+SALT_BYTES = 16
+
+
+class KeyringError(Exception):
+    """Base class of keyring problems an admin can act on; the message is one clear line."""
+
+
+class KeyringMissing(KeyringError):
+    """There is no keyring file: the instance was never initialised."""
+
+
+class KeyringExists(KeyringError):
+    """A keyring file is already there; initialising again would orphan the data."""
+
+
+class WrongRootKey(KeyringError):
+    """The passphrase or key file does not open this keyring."""
+
+
+class KeyringCorrupt(KeyringError):
+    """The keyring file is not a keyring this version understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """Argon2id cost parameters, stored in the keyring header so unlocking uses the same."""
+
+    salt: bytes
+    iterations: int
+    memory_kib: int
+    lanes: int
+
+    def derive(self, passphrase: bytes) -> bytes:
+        """The root key for this passphrase."""
+        kdf = Argon2id(
+            salt=self.salt,
+            length=KEY_BYTES,
+            iterations=self.iterations,
+            lanes=self.lanes,
+            memory_cost=self.memory_kib,
+        )
+        return kdf.derive(passphrase)
+
+    def to_json(self) -> dict[str, Any]:
+        """Header form (the salt is not secret)."""
+        return {
+            "type": "argon2id",
+            "salt": base64.b64encode(self.salt).decode(),
+            "iterations": self.iterations,
+            "memory_kib": self.memory_kib,
+            "lanes": self.lanes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Passphrase:
+    """A root key source: an admin passphrase, stretched with Argon2id."""
+
+    secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """A root key source for development: 32 random bytes read from a file."""
+
+    key: bytes
+
+    @classmethod
+    def read(cls, path: Path) -> KeyFile:
+        """Read a key file of 32 raw bytes or 64 hex digits."""
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise KeyringError(f"cannot read the root key file {path}: {exc.strerror}") from exc
+        text = raw.strip()
+        if len(text) == 2 * KEY_BYTES:
+            try:
+                return cls(bytes.fromhex(text.decode("ascii")))
+            except (UnicodeDecodeError, ValueError):
+                pass
+        if len(raw) == KEY_BYTES:
+            return cls(raw)
+        raise KeyringError(f"the root key file {path} must hold 32 bytes or 64 hex digits")
+
+
+RootSecret = Passphrase | KeyFile
+
+
+def _hkdf(key: bytes, label: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label.encode()).derive(
+        key
+    )
+
+
+@dataclass(slots=True)
+class Kek:
+    """One version of the key-encryption key."""
+
+    id: int
+    key: bytes
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class Keyring:
+    """The unlocked keyring in memory: KEKs by version and the index key for keyed hashes."""
+
+    keks: dict[int, Kek]
+    current_id: int
+    index_key: bytes
+    _pseudonym_key: bytes = field(init=False, repr=False)
+    _receipt_key: bytes = field(init=False, repr=False)
+    _audit_key: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pseudonym_key = _hkdf(self.index_key, "tipline/pseudonym/v1")
+        self._receipt_key = _hkdf(self.index_key, "tipline/receipt/v1")
+        self._audit_key = _hkdf(self.index_key, "tipline/audit/v1")
+
+    @classmethod
+    def generate(cls, now: datetime) -> Keyring:
+        """A new keyring with one KEK."""
+        kek = Kek(1, os.urandom(KEY_BYTES), now)
+        return cls({1: kek}, 1, os.urandom(KEY_BYTES))
+
+    @property
+    def current_kek_id(self) -> int:
+        """Id of the KEK that wraps new DEKs."""
+        return self.current_id
+
+    def kek(self, kek_id: int) -> bytes:
+        """The KEK with this id; a destroyed or unknown id is a decryption failure."""
+        found = self.keks.get(kek_id)
+        if found is None:
+            raise DecryptionError
+        return found.key
+
+    def add_kek(self, now: datetime) -> Kek:
+        """Make a new KEK the current one (old ones stay until destroyed)."""
+        new = Kek(max(self.keks) + 1, os.urandom(KEY_BYTES), now)
+        self.keks[new.id] = new
+        self.current_id = new.id
+        return new
+
+    def destroy(self, kek_ids: Iterable[int]) -> None:
+        """Forget KEKs (never the current one); persisted by the next save."""
+        for kek_id in kek_ids:
+            if kek_id != self.current_id:
+                self.keks.pop(kek_id, None)
+
+    def pseudonym(self, channel: str, chat_id: str) -> str:
+        """Keyed pseudonym of a chat, for finding its draft again without storing its id."""
+        msg = associated_data(channel, chat_id)
+        return hmac.new(self._pseudonym_key, msg, hashlib.sha256).hexdigest()
+
+    def receipt_hash(self, normalized_code: str) -> bytes:
+        """Keyed hash of a receipt code: the only form in which a code is stored."""
+        return hmac.new(self._receipt_key, normalized_code.encode(), hashlib.sha256).digest()
+
+    def audit_mac(self, message: bytes) -> str:
+        """MAC that chains audit entries: a database-only attacker cannot forge the chain."""
+        return hmac.new(self._audit_key, message, hashlib.sha256).hexdigest()
+
+    def _payload(self) -> bytes:
+        return json.dumps(
+            {
+                "current": self.current_id,
+                "index_key": base64.b64encode(self.index_key).decode(),
+                "keks": [
+                    {
+                        "id": k.id,
+                        "key": base64.b64encode(k.key).decode(),
+                        "created_at": k.created_at.isoformat(),
+                    }
+                    for k in sorted(self.keks.values(), key=lambda k: k.id)
+                ],
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def _from_payload(cls, raw: bytes) -> Keyring:
+        data = json.loads(raw)
+        keks = {
+            int(k["id"]): Kek(
+                int(k["id"]),
+                base64.b64decode(k["key"]),
+                datetime.fromisoformat(k["created_at"]),
+            )
+            for k in data["keks"]
+        }
+        return cls(keks, int(data["current"]), base64.b64decode(data["index_key"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Cost:
+    """Argon2id costs used when sealing with a new passphrase."""
+
+    iterations: int = 4
+    memory_kib: int = 262_144
+    lanes: int = 4
+
+
+class KeyringFile:
+    """The keyring on disk: a JSON header (KDF parameters) and the sealed KEKs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        """Whether a keyring file is present."""
+        return self.path.exists()
+
+    def _header(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError as exc:
+            raise KeyringMissing(
+                f"no keyring at {self.path}: run 'tipline init' first"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise KeyringCorrupt(f"the keyring file {self.path} is unreadable") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise KeyringCorrupt(f"{self.path} is not a tipline keyring")
+        if data.get("version") != FORMAT_VERSION:
+            raise KeyringCorrupt(f"{self.path} has an unsupported keyring version")
+        return data
+
+    @staticmethod
+    def _root(kdf: dict[str, Any], secret: RootSecret) -> bytes:
+        if kdf.get("type") == "argon2id":
+            if not isinstance(secret, Passphrase):
+                raise WrongRootKey("this keyring is sealed with a passphrase, not a key file")
+            params = KdfParams(
+                base64.b64decode(kdf["salt"]),
+                int(kdf["iterations"]),
+                int(kdf["memory_kib"]),
+                int(kdf["lanes"]),
+            )
+            return params.derive(secret.secret)
+        if kdf.get("type") == "keyfile":
+            if not isinstance(secret, KeyFile):
+                raise WrongRootKey("this keyring is sealed with a key file, not a passphrase")
+            return secret.key
+        raise KeyringCorrupt("unknown key derivation in the keyring header")
+
+    @staticmethod
+    def _ad(kdf: dict[str, Any]) -> bytes:
+        return associated_data(
+            "tipline/keyring/v1", FORMAT_VERSION, json.dumps(kdf, sort_keys=True)
+        )
+
+    def load(self, secret: RootSecret) -> Keyring:
+        """Unlock the keyring; a wrong passphrase or key file is :class:`WrongRootKey`."""
+        header = self._header()
+        try:
+            kdf = dict(header["kdf"])
+            root = self._root(kdf, secret)
+            sealed = base64.b64decode(header["sealed"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyringCorrupt(f"the keyring file {self.path} is damaged") from exc
+        try:
+            payload = unseal(_hkdf(root, "tipline/keyring-seal/v1"), sealed, self._ad(kdf))
+        except DecryptionError as exc:
+            raise WrongRootKey("the passphrase or root key does not open the keyring") from exc
+        return Keyring._from_payload(payload)
+
+    def save(self, keyring: Keyring, secret: RootSecret, cost: Argon2Cost | None = None) -> None:
+        """Seal and write atomically (temp file, fsync, rename); a new salt on every save."""
+        if isinstance(secret, Passphrase):
+            cost = cost or self._current_cost() or Argon2Cost()
+            params = KdfParams(os.urandom(SALT_BYTES), cost.iterations, cost.memory_kib, cost.lanes)
+            kdf = params.to_json()
+            root = params.derive(secret.secret)
+        else:
+            kdf = {"type": "keyfile"}
+            root = secret.key
+        sealed = seal(_hkdf(root, "tipline/keyring-seal/v1"), keyring._payload(), self._ad(kdf))
+        doc = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "kdf": kdf,
+            "sealed": base64.b64encode(sealed).decode(),
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write(self.path, json.dumps(doc, indent=1).encode())
+
+    def _current_cost(self) -> Argon2Cost | None:
+        if not self.exists():
+            return None
+        kdf = self._header().get("kdf", {})
+        if kdf.get("type") != "argon2id":
+            return None
+        return Argon2Cost(int(kdf["iterations"]), int(kdf["memory_kib"]), int(kdf["lanes"]))
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

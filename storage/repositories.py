@@ -1,0 +1,278 @@
+"""SQLAlchemy repositories that encrypt on the way in and decrypt on the way out."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
+from storage.keyring import Keyring
+from storage.models import AuditEntry, Case, Draft, StatCounter
+
+GENESIS_MAC = "0" * 64
+
+
+def new_id() -> str:
+    """A random record id (128 bits), so ids reveal neither order nor count."""
+    return secrets.token_hex(16)
+
+
+def _dumps(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise DecryptionError from exc
+    if not isinstance(value, dict):
+        raise DecryptionError
+    return value
+
+
+class SqlDraftStore:
+    """Drafts keyed by a keyed pseudonym of (channel, chat id)."""
+
+    table = "drafts"
+
+    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._cipher = cipher
+
+    async def _row(self, channel: str, chat_id: str) -> Draft | None:
+        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        result = await self._session.execute(
+            select(Draft).where(Draft.chat_pseudonym == pseudonym)
+        )
+        return result.scalar_one_or_none()
+
+    async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
+        """The decrypted state, or None when there is none or it has expired."""
+        row = await self._row(channel, chat_id)
+        if row is None:
+            return None
+        if row.expires_at <= now:
+            await self._session.delete(row)
+            return None
+        dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+        return _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
+
+    async def save(
+        self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
+    ) -> None:
+        """Create or replace the draft; an existing draft keeps its DEK."""
+        row = await self._row(channel, chat_id)
+        if row is None:
+            row = Draft(id=new_id(), chat_pseudonym=self._keyring.pseudonym(channel, chat_id))
+            dek, wrapped = self._cipher.new_dek(self.table, row.id)
+            row.kek_id, row.wrapped_dek = wrapped.kek_id, wrapped.wrapped
+            self._session.add(row)
+        else:
+            dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+        row.state_ct = self._cipher.encrypt(dek, self.table, row.id, "state", _dumps(state))
+        row.expires_at = expires_at
+
+    async def delete(self, channel: str, chat_id: str) -> bool:
+        """Delete the chat's draft, if any."""
+        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        result = await self._session.execute(
+            delete(Draft).where(Draft.chat_pseudonym == pseudonym)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class CaseContent:
+    """A decrypted case, for lawyers and tests; never logged."""
+
+    id: str
+    status: str
+    priority: int
+    answers: dict[str, Any]
+    meta: dict[str, Any]
+    reply_address: str | None
+
+
+class SqlCaseStore:
+    """Submitted cases: answers, routing metadata and reply address each encrypted."""
+
+    table = "cases"
+
+    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._cipher = cipher
+
+    async def add(
+        self,
+        *,
+        receipt: str,
+        priority: int,
+        status: str,
+        created_on: date,
+        expires_at: datetime,
+        answers: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        reply_address: str | None,
+    ) -> str:
+        """Encrypt and store a case; returns its id."""
+        case_id = new_id()
+        dek, wrapped = self._cipher.new_dek(self.table, case_id)
+        enc = self._cipher.encrypt
+        row = Case(
+            id=case_id,
+            created_on=created_on,
+            priority=priority,
+            status=status,
+            expires_at=expires_at,
+            kek_id=wrapped.kek_id,
+            wrapped_dek=wrapped.wrapped,
+            receipt_hash=self._keyring.receipt_hash(receipt),
+            answers_ct=enc(dek, self.table, case_id, "answers", _dumps(answers)),
+            meta_ct=enc(dek, self.table, case_id, "meta", _dumps(meta)),
+            reply_address_ct=(
+                None
+                if reply_address is None
+                else enc(dek, self.table, case_id, "reply_address", reply_address.encode())
+            ),
+        )
+        self._session.add(row)
+        return case_id
+
+    async def status_by_receipt(self, receipt: str) -> str | None:
+        """Status of the case whose receipt hashes to the same keyed hash."""
+        result = await self._session.execute(
+            select(Case.status).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
+        )
+        return result.scalar_one_or_none()
+
+    async def get(self, case_id: str) -> CaseContent | None:
+        """Decrypt one case."""
+        row = await self._session.get(Case, case_id)
+        if row is None:
+            return None
+        dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+        dec = self._cipher.decrypt
+        reply = None
+        if row.reply_address_ct is not None:
+            reply = dec(dek, self.table, row.id, "reply_address", row.reply_address_ct).decode()
+        return CaseContent(
+            id=row.id,
+            status=row.status,
+            priority=row.priority,
+            answers=_loads(dec(dek, self.table, row.id, "answers", row.answers_ct)),
+            meta=_loads(dec(dek, self.table, row.id, "meta", row.meta_ct)),
+            reply_address=reply,
+        )
+
+
+class SqlStatsStore:
+    """Counters by week, region and category."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def increment(self, week: date, region: str, categories: Iterable[str]) -> None:
+        """Add one to each counter, creating the ones that do not exist yet."""
+        for category in categories:
+            key = {"week": week, "region": region, "category": category}
+            result = await self._session.execute(
+                update(StatCounter).filter_by(**key).values(count=StatCounter.count + 1)
+            )
+            if not getattr(result, "rowcount", 0):
+                self._session.add(StatCounter(**key, count=1))
+                await self._session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProblem:
+    """Where the audit chain breaks."""
+
+    entry_id: int
+    reason: str
+
+
+class SqlAuditLog:
+    """Append-only audit entries, each MAC-chained to the previous one."""
+
+    def __init__(self, session: AsyncSession, keyring: Keyring) -> None:
+        self._session = session
+        self._keyring = keyring
+
+    def _mac(self, entry: AuditEntry) -> str:
+        message = associated_data(
+            entry.prev_mac,
+            entry.at.isoformat(),
+            entry.actor,
+            entry.action,
+            entry.case_id or "",
+        )
+        return self._keyring.audit_mac(message)
+
+    async def append(self, actor: str, action: str, case_id: str | None, at: datetime) -> None:
+        """Add an entry after the current last one."""
+        result = await self._session.execute(
+            select(AuditEntry.mac).order_by(AuditEntry.id.desc()).limit(1)
+        )
+        prev = result.scalar_one_or_none() or GENESIS_MAC
+        at = at.replace(microsecond=0)
+        entry = AuditEntry(at=at, actor=actor, action=action, case_id=case_id, prev_mac=prev)
+        entry.mac = self._mac(entry)
+        self._session.add(entry)
+        await self._session.flush()
+
+    async def verify(self) -> AuditProblem | None:
+        """The first entry that was changed, removed or reordered, or None if the chain holds."""
+        prev = GENESIS_MAC
+        result = await self._session.stream_scalars(select(AuditEntry).order_by(AuditEntry.id))
+        async for entry in result:
+            if entry.prev_mac != prev:
+                return AuditProblem(entry.id, "does not follow the entry before it")
+            if entry.mac != self._mac(entry):
+                return AuditProblem(entry.id, "was changed")
+            prev = entry.mac
+        return None
+
+
+class SqlUnitOfWork:
+    """One database transaction over every repository."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+        self._cipher = RecordCipher(keyring)
+
+    async def __aenter__(self) -> Self:
+        """Open a session and the repositories over it."""
+        self.session = self._sessions()
+        self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher)
+        self.cases = SqlCaseStore(self.session, self._keyring, self._cipher)
+        self.stats = SqlStatsStore(self.session)
+        self.audit = SqlAuditLog(self.session, self._keyring)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back whatever was not committed."""
+        try:
+            await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    async def commit(self) -> None:
+        """Commit the transaction."""
+        await self.session.commit()
