@@ -20,9 +20,9 @@ def load_catalog(language: str, locales_dir: Path = LOCALES_DIR) -> dict[str, st
         catalog = read_po(handle, locale=language)
     result: dict[str, str] = {}
     for message in catalog:
-        if message.id and isinstance(message.id, str) and isinstance(message.string, str):
-            if message.string and not message.fuzzy:
-                result[message.id] = message.string
+        key, text = message.id, message.string
+        if key and isinstance(key, str) and text and isinstance(text, str) and not message.fuzzy:
+            result[key] = text
     return result
 
 

@@ -48,7 +48,9 @@ def describe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def root_secret(settings: Settings, *, interactive: bool = False, confirm: bool = False) -> RootSecret:
+def root_secret(
+    settings: Settings, *, interactive: bool = False, confirm: bool = False
+) -> RootSecret:
     """The configured root key source; a terminal may be asked for the passphrase."""
     if settings.root_key_file is not None:
         return KeyFile.read(settings.root_key_file)
@@ -101,7 +103,9 @@ def open_engine(settings: Settings) -> AsyncEngine:
     url = settings.effective_database_url
     if settings.database_url is None:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    kwargs = {} if make_url(url).get_backend_name() == "sqlite" else {"connect_args": {"timeout": 10}}
+    kwargs = (
+        {} if make_url(url).get_backend_name() == "sqlite" else {"connect_args": {"timeout": 10}}
+    )
     return make_engine(url, **kwargs)
 
 

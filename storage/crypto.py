@@ -18,7 +18,7 @@ _FIELD_PURPOSE = "tipline/field/v1"
 
 
 class DecryptionError(Exception):
-    """Raised for every failure to decrypt or unwrap, whatever the cause (like Fernet's InvalidToken)."""
+    """Every failure to decrypt or unwrap, whatever the cause (like Fernet's InvalidToken)."""
 
 
 def associated_data(*parts: str | int) -> bytes:

@@ -243,9 +243,7 @@ class KeyringFile:
         try:
             data = json.loads(self.path.read_bytes())
         except FileNotFoundError as exc:
-            raise KeyringMissing(
-                f"no keyring at {self.path}: run 'tipline init' first"
-            ) from exc
+            raise KeyringMissing(f"no keyring at {self.path}: run 'tipline init' first") from exc
         except (OSError, ValueError) as exc:
             raise KeyringCorrupt(f"the keyring file {self.path} is unreadable") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -51,9 +51,7 @@ class SqlDraftStore:
 
     async def _row(self, channel: str, chat_id: str) -> Draft | None:
         pseudonym = self._keyring.pseudonym(channel, chat_id)
-        result = await self._session.execute(
-            select(Draft).where(Draft.chat_pseudonym == pseudonym)
-        )
+        result = await self._session.execute(select(Draft).where(Draft.chat_pseudonym == pseudonym))
         return result.scalar_one_or_none()
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
@@ -85,9 +83,7 @@ class SqlDraftStore:
     async def delete(self, channel: str, chat_id: str) -> bool:
         """Delete the chat's draft, if any."""
         pseudonym = self._keyring.pseudonym(channel, chat_id)
-        result = await self._session.execute(
-            delete(Draft).where(Draft.chat_pseudonym == pseudonym)
-        )
+        result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym == pseudonym))
         return bool(getattr(result, "rowcount", 0))
 
 

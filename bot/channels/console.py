@@ -6,7 +6,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from bot.domain.engine import Engine
-from bot.domain.messages import ChangeLanguage, Event, Notice, Outbound, Question, Reply, Start, Stop
+from bot.domain.messages import (
+    ChangeLanguage,
+    Event,
+    Notice,
+    Outbound,
+    Question,
+    Reply,
+    Start,
+    Stop,
+)
 from bot.domain.render import render_numbered
 from bot.services.intake import IntakeService
 

@@ -1,4 +1,4 @@
-"""The questionnaire engine: ``(state, event, now) -> (state, outbound)``, pure and deterministic."""
+"""The questionnaire engine: ``(state, event, now) -> (state, outbound)``, pure."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class Engine:
     def step(
         self, state: DraftState | None, event: Event, now: datetime, *, channel: str = "console"
     ) -> tuple[DraftState | None, list[Outbound]]:
-        """Handle one event; ``None`` as new state means there is no draft (stopped or submitted)."""
+        """Handle one event; a ``None`` state means no draft is left (stopped or submitted)."""
         if isinstance(event, Stop):
             lang = state.language if state else self._language(None)
             return None, [DraftDeleted(), Notice(self._t(lang, "ui.deleted"))]
@@ -199,7 +199,9 @@ class Engine:
         keys = ["stop", "skip", "done", "hint_choice", "hint_multi", "hint_text", "hint_files"]
         return {k: self._t(lang, f"ui.{k}") for k in keys} | {"kind": step.kind.value}
 
-    def _invalid(self, state: DraftState, key: str = "ui.invalid", **params: object) -> list[Outbound]:
+    def _invalid(
+        self, state: DraftState, key: str = "ui.invalid", **params: object
+    ) -> list[Outbound]:
         return [Notice(self._t(state.language, key, **params)), self.question(state)]
 
     def _interpret(self, state: DraftState, raw: str) -> Event:

@@ -26,7 +26,7 @@ class StepKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A step applies only when an earlier answer is (or, for multi steps, includes) one of these."""
+    """A step applies only when an earlier answer is (for multi steps: includes) one of these."""
 
     step: str
     any_of: frozenset[str]

@@ -68,10 +68,25 @@ class AuditLog(Protocol):
 class UnitOfWork(Protocol):
     """One transaction over every store; nothing is written unless ``commit`` is called."""
 
-    drafts: DraftStore
-    cases: CaseStore
-    stats: StatsStore
-    audit: AuditLog
+    @property
+    def drafts(self) -> DraftStore:
+        """Drafts in this transaction."""
+        ...
+
+    @property
+    def cases(self) -> CaseStore:
+        """Cases in this transaction."""
+        ...
+
+    @property
+    def stats(self) -> StatsStore:
+        """Statistics counters in this transaction."""
+        ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log in this transaction."""
+        ...
 
     async def commit(self) -> None:
         """Make the transaction's writes durable."""

@@ -1,0 +1,92 @@
+"""Test helpers that walk the questionnaire with a script of answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from bot.domain.engine import DraftState, Engine
+from bot.domain.messages import (
+    Choose,
+    ChooseMany,
+    Done,
+    Event,
+    Outbound,
+    Question,
+    Skip,
+    Start,
+    SubmitReport,
+    TextAnswer,
+)
+
+CANARY = "CANARY-7f3a9c1e-do-not-store"
+
+#: A complete report of someone detained right now; every free-text step carries the canary.
+DETAINED_NOW: dict[str, Event] = {
+    "language": Choose("en"),
+    "consent": Choose("agree"),
+    "about": Choose("someone_else"),
+    "situation": Choose("detained_now"),
+    "held_place": TextAnswer(f"Police station 9 {CANARY}"),
+    "held_since": Choose("under_3h"),
+    "city": Choose("baku"),
+    "district": TextAnswer(f"Nasimi {CANARY}"),
+    "what_happened": ChooseMany(("detained", "phone_searched")),
+    "injured": Choose("no"),
+    "under18": Choose("no"),
+    "needs_lawyer": Choose("urgently"),
+    "own_words": TextAnswer(f"They took his phone {CANARY}"),
+    "documents": Done(),
+    "contact": Choose("here"),
+    "review": Choose("submit"),
+}
+
+#: A report of an earlier incident, documentation only, optional steps skipped.
+DOCUMENTING: dict[str, Event] = {
+    "language": Choose("ru"),
+    "consent": Choose("agree"),
+    "about": Choose("myself"),
+    "situation": Choose("other_incident"),
+    "when": Choose("last_month"),
+    "city": Choose("other"),
+    "district": Skip(),
+    "what_happened": ChooseMany(("blackmail",)),
+    "injured": Choose("no"),
+    "under18": Choose("no"),
+    "needs_lawyer": Choose("documenting"),
+    "own_words": Skip(),
+    "documents": Skip(),
+    "contact": Choose("code"),
+    "review": Choose("submit"),
+}
+
+
+def last_question(outbound: list[Outbound]) -> Question:
+    """The question at the end of an engine answer."""
+    questions = [m for m in outbound if isinstance(m, Question)]
+    assert questions, f"no question in {outbound!r}"
+    return questions[-1]
+
+
+def walk(
+    engine: Engine,
+    script: Mapping[str, Event],
+    now: datetime,
+    *,
+    hint: str | None = None,
+    channel: str = "console",
+) -> tuple[list[str], SubmitReport]:
+    """Answer each asked step from the script; returns the steps asked and the submission."""
+    state: DraftState | None
+    state, out = engine.step(None, Start(hint), now, channel=channel)
+    asked: list[str] = []
+    for _ in range(60):
+        question = last_question(out)
+        asked.append(question.step)
+        assert state is not None
+        state, out = engine.step(state, script[question.step], now, channel=channel)
+        submitted = [m for m in out if isinstance(m, SubmitReport)]
+        if submitted:
+            assert state is None
+            return asked, submitted[0]
+    raise AssertionError("questionnaire did not finish")
