@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from storage.keyring import Keyring
 from storage.models import AuditEntry, Case, Draft, StatCounter
 
 GENESIS_MAC = "0" * 64
+log = logging.getLogger(__name__)
 
 
 def new_id() -> str:
@@ -62,8 +64,15 @@ class SqlDraftStore:
         if row.expires_at <= now:
             await self._session.delete(row)
             return None
-        dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
-        return _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
+        try:
+            dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+            return _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
+        except DecryptionError:
+            # A draft is disposable: one that cannot be read (tampered, or its KEK destroyed)
+            # is dropped and the reporter starts again, rather than being stuck.
+            log.warning("unreadable draft dropped")
+            await self._session.delete(row)
+            return None
 
     async def save(
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
@@ -263,11 +272,8 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Roll back whatever was not committed."""
-        try:
-            await self.session.rollback()
-        finally:
-            await self.session.close()
+        """Roll back whatever was not committed (closing a session rolls back its transaction)."""
+        await self.session.close()
 
     async def commit(self) -> None:
         """Commit the transaction."""
