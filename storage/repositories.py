@@ -11,7 +11,7 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
@@ -42,7 +42,11 @@ def _loads(raw: bytes) -> dict[str, Any]:
 
 
 class SqlDraftStore:
-    """Drafts keyed by a keyed pseudonym of (channel, chat id)."""
+    """Drafts keyed by a keyed pseudonym of (channel, chat id).
+
+    Every reporter message loads and saves its draft, so this path uses Core statements and
+    remembers the DEK it unwrapped for the save that follows within the same transaction.
+    """
 
     table = "drafts"
 
@@ -50,48 +54,68 @@ class SqlDraftStore:
         self._session = session
         self._keyring = keyring
         self._cipher = cipher
-
-    async def _row(self, channel: str, chat_id: str) -> Draft | None:
-        pseudonym = self._keyring.pseudonym(channel, chat_id)
-        result = await self._session.execute(select(Draft).where(Draft.chat_pseudonym == pseudonym))
-        return result.scalar_one_or_none()
+        self._known: dict[str, tuple[str, bytes]] = {}
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
-        row = await self._row(channel, chat_id)
+        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        columns = (Draft.id, Draft.expires_at, Draft.kek_id, Draft.wrapped_dek, Draft.state_ct)
+        result = await self._session.execute(
+            select(*columns).where(Draft.chat_pseudonym == pseudonym)
+        )
+        row = result.first()
         if row is None:
             return None
         if row.expires_at <= now:
-            await self._session.delete(row)
+            await self._session.execute(delete(Draft).where(Draft.id == row.id))
             return None
         try:
             dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
-            return _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
+            state = _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
         except DecryptionError:
             # A draft is disposable: one that cannot be read (tampered, or its KEK destroyed)
             # is dropped and the reporter starts again, rather than being stuck.
             log.warning("unreadable draft dropped")
-            await self._session.delete(row)
+            await self._session.execute(delete(Draft).where(Draft.id == row.id))
             return None
+        self._known[pseudonym] = (row.id, dek)
+        return state
 
     async def save(
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
     ) -> None:
         """Create or replace the draft; an existing draft keeps its DEK."""
-        row = await self._row(channel, chat_id)
-        if row is None:
-            row = Draft(id=new_id(), chat_pseudonym=self._keyring.pseudonym(channel, chat_id))
-            dek, wrapped = self._cipher.new_dek(self.table, row.id)
-            row.kek_id, row.wrapped_dek = wrapped.kek_id, wrapped.wrapped
-            self._session.add(row)
-        else:
-            dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
-        row.state_ct = self._cipher.encrypt(dek, self.table, row.id, "state", _dumps(state))
-        row.expires_at = expires_at
+        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        known = self._known.get(pseudonym)
+        if known is None:
+            await self.delete(channel, chat_id)
+            draft_id = new_id()
+            dek, wrapped = self._cipher.new_dek(self.table, draft_id)
+            state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
+            await self._session.execute(
+                insert(Draft).values(
+                    id=draft_id,
+                    chat_pseudonym=pseudonym,
+                    expires_at=expires_at,
+                    kek_id=wrapped.kek_id,
+                    wrapped_dek=wrapped.wrapped,
+                    state_ct=state_ct,
+                )
+            )
+            self._known[pseudonym] = (draft_id, dek)
+            return
+        draft_id, dek = known
+        state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
+        await self._session.execute(
+            update(Draft)
+            .where(Draft.id == draft_id)
+            .values(state_ct=state_ct, expires_at=expires_at)
+        )
 
     async def delete(self, channel: str, chat_id: str) -> bool:
         """Delete the chat's draft, if any."""
         pseudonym = self._keyring.pseudonym(channel, chat_id)
+        self._known.pop(pseudonym, None)
         result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym == pseudonym))
         return bool(getattr(result, "rowcount", 0))
 

@@ -147,8 +147,9 @@ class Engine:
         step = self.questionnaire.next_step(state.answers)
         lang = state.language
         text = self._t(lang, step.prompt_key)
-        if step.id == "consent":
-            text = text + "\n\n" + self._t(lang, f"notice.channel.{state.channel}")
+        channel_note = self.texts.find(lang, f"notice.channel.{state.channel}")
+        if step.id == "consent" and channel_note:
+            text = text + "\n\n" + channel_note
         if step.kind is StepKind.REVIEW:
             text = text + "\n\n" + self._summary(state)
         options = tuple(

@@ -18,13 +18,20 @@ class Texts:
 
     catalogs: Mapping[str, Mapping[str, str]]
 
-    def get(self, language: str, key: str, **params: object) -> str:
-        """The text for ``key`` in ``language`` (English if untranslated), formatted with params."""
+    def find(self, language: str, key: str, **params: object) -> str | None:
+        """The text for ``key`` in ``language`` (English if untranslated), or None."""
         for lang in (language, FALLBACK_LANGUAGE):
             text = self.catalogs.get(lang, {}).get(key)
             if text:
                 return text.format(**params) if params else text
-        raise MissingText(key)
+        return None
+
+    def get(self, language: str, key: str, **params: object) -> str:
+        """Like :meth:`find`, but a key with no text at all is a programming error."""
+        text = self.find(language, key, **params)
+        if text is None:
+            raise MissingText(key)
+        return text
 
     def missing(self, language: str, keys: list[str]) -> list[str]:
         """Keys that have no text of their own in ``language``."""

@@ -1,0 +1,252 @@
+"""Encrypted intake against a plaintext baseline, measured in one run on the same machine.
+
+Both sides run the same IntakeService and questionnaire engine with the same SQLAlchemy session
+pattern (one transaction per answer, on the same SQLite settings); the baseline's unit of work
+stores chat ids and answers as plaintext rows, ours encrypts them. Run: python bench/bench_intake.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import (
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.domain.engine import Engine  # noqa: E402
+from bot.domain.messages import Event, Question, Reply, Start  # noqa: E402
+from bot.domain.questionnaire import REPORT  # noqa: E402
+from bot.i18n import load_texts  # noqa: E402
+from bot.services.clock import FrozenClock  # noqa: E402
+from bot.services.intake import IntakeService  # noqa: E402
+from storage import migrate  # noqa: E402
+from storage.db import make_engine, make_session_factory  # noqa: E402
+from storage.keyring import Keyring  # noqa: E402
+from storage.repositories import SqlUnitOfWork, new_id  # noqa: E402
+
+ANSWERS = {
+    "language": "3",
+    "consent": "1",
+    "about": "1",
+    "situation": "2",
+    "when": "2",
+    "city": "1",
+    "district": "Nasimi district, near the metro",
+    "what_happened": "1,2,5",
+    "injured": "2",
+    "under18": "2",
+    "needs_lawyer": "2",
+    "own_words": "They came to the flat at night and took us to the station. " * 8,
+    "documents": "1",
+    "contact": "1",
+    "review": "1",
+}
+
+plain = MetaData()
+plain_drafts = Table(
+    "plain_drafts",
+    plain,
+    Column("id", String(32), primary_key=True),
+    Column("chat", String(128), unique=True),
+    Column("expires_at", String(40)),
+    Column("state", Text),
+)
+plain_cases = Table(
+    "plain_cases",
+    plain,
+    Column("id", String(32), primary_key=True),
+    Column("receipt", String(32), unique=True),
+    Column("priority", Integer),
+    Column("status", String(16)),
+    Column("created_on", Date),
+    Column("expires_at", String(40)),
+    Column("answers", Text),
+    Column("meta", Text),
+    Column("reply_address", Text),
+)
+plain_stats = Table(
+    "plain_stats",
+    plain,
+    Column("week", Date, primary_key=True),
+    Column("region", String(16), primary_key=True),
+    Column("category", String(48), primary_key=True),
+    Column("count", Integer),
+)
+
+
+class PlainUnitOfWork:
+    """The baseline: the same repository calls, plaintext rows, no keys."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def __aenter__(self) -> Self:
+        self.session = self._sessions()
+        self.drafts = self
+        self.cases = self
+        self.stats = self
+        self.audit = self
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.session.close()
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
+        row = (
+            await self.session.execute(
+                select(plain_drafts.c.state, plain_drafts.c.expires_at).where(
+                    plain_drafts.c.chat == f"{channel}:{chat_id}"
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return dict(json.loads(row.state))
+
+    async def save(
+        self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
+    ) -> None:
+        chat = f"{channel}:{chat_id}"
+        values = {"state": json.dumps(state), "expires_at": expires_at.isoformat()}
+        result = await self.session.execute(
+            update(plain_drafts).where(plain_drafts.c.chat == chat).values(**values)
+        )
+        if not getattr(result, "rowcount", 0):
+            await self.session.execute(
+                insert(plain_drafts).values(id=new_id(), chat=chat, **values)
+            )
+
+    async def delete(self, channel: str, chat_id: str) -> bool:
+        result = await self.session.execute(
+            delete(plain_drafts).where(plain_drafts.c.chat == f"{channel}:{chat_id}")
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def add(self, *, receipt: str, **fields: Any) -> str:
+        case_id = new_id()
+        await self.session.execute(
+            insert(plain_cases).values(
+                id=case_id,
+                receipt=receipt,
+                priority=fields["priority"],
+                status=fields["status"],
+                created_on=fields["created_on"],
+                expires_at=fields["expires_at"].isoformat(),
+                answers=json.dumps(fields["answers"]),
+                meta=json.dumps(fields["meta"]),
+                reply_address=fields["reply_address"],
+            )
+        )
+        return case_id
+
+    async def status_by_receipt(self, receipt: str) -> str | None:
+        return None
+
+    async def increment(self, week: date, region: str, categories: Iterable[str]) -> None:
+        for category in categories:
+            key = (
+                (plain_stats.c.week == week)
+                & (plain_stats.c.region == region)
+                & (plain_stats.c.category == category)
+            )
+            result = await self.session.execute(
+                update(plain_stats).where(key).values(count=plain_stats.c.count + 1)
+            )
+            if not getattr(result, "rowcount", 0):
+                await self.session.execute(
+                    insert(plain_stats).values(week=week, region=region, category=category, count=1)
+                )
+
+    async def append(self, actor: str, action: str, case_id: str | None, at: datetime) -> None:
+        return None
+
+
+async def one_report(service: IntakeService, chat: str) -> None:
+    out = await service.handle("bench", chat, Start())
+    for _ in range(40):
+        question = next((m for m in reversed(out) if isinstance(m, Question)), None)
+        if question is None:
+            return
+        event: Event = Reply(ANSWERS[question.step])
+        out = await service.handle("bench", chat, event)
+    raise RuntimeError("report did not finish")
+
+
+async def timed(service: IntakeService, start: int, count: int) -> float:
+    began = time.perf_counter()
+    for i in range(start, start + count):
+        await one_report(service, f"chat-{i}")
+    return time.perf_counter() - began
+
+
+async def main(reports: int, block: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_db: AsyncEngine = make_engine(f"sqlite+aiosqlite:///{tmp}/ours.db")
+        base_db: AsyncEngine = make_engine(f"sqlite+aiosqlite:///{tmp}/plain.db")
+        await migrate.upgrade(ours_db)
+        async with base_db.begin() as conn:
+            await conn.run_sync(plain.create_all)
+        clock = FrozenClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+        engine = Engine(REPORT, load_texts())
+        keyring = Keyring.generate(clock())
+        ours_sessions = make_session_factory(ours_db)
+        base_sessions = make_session_factory(base_db)
+        ours = IntakeService(lambda: SqlUnitOfWork(ours_sessions, keyring), engine, clock)
+        base = IntakeService(lambda: PlainUnitOfWork(base_sessions), engine, clock)  # type: ignore[arg-type,return-value]
+        await timed(ours, -20, 20)  # warm-up: imports, statement caches
+        await timed(base, -20, 20)
+        t_ours = t_base = 0.0
+        # Alternate blocks so drift in the machine's load hits both sides alike.
+        for start in range(0, reports, block):
+            n = min(block, reports - start)
+            t_base += await timed(base, start, n)
+            t_ours += await timed(ours, start, n)
+        await ours_db.dispose()
+        await base_db.dispose()
+    per_ours = t_ours / reports * 1000
+    per_base = t_base / reports * 1000
+    ratio = t_ours / t_base
+    print(
+        f"reports per side:            {reports} ({len(ANSWERS)} answers each, one transaction each)"
+    )
+    print(f"plaintext baseline:          {per_base:.2f} ms per report")
+    print(f"encrypted intake (ours):     {per_ours:.2f} ms per report")
+    print(
+        f"ratio ours / baseline:       {ratio:.2f}x (target <= 1.5x) {'OK' if ratio <= 1.5 else 'OVER'}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reports", type=int, default=1000)
+    parser.add_argument("--block", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.reports, args.block))
