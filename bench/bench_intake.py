@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,18 +32,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bot.domain.engine import Engine  # noqa: E402
-from bot.domain.messages import Event, Question, Reply, Start  # noqa: E402
-from bot.domain.questionnaire import REPORT  # noqa: E402
-from bot.i18n import load_texts  # noqa: E402
-from bot.services.clock import FrozenClock  # noqa: E402
-from bot.services.intake import IntakeService  # noqa: E402
-from storage import migrate  # noqa: E402
-from storage.db import make_engine, make_session_factory  # noqa: E402
-from storage.keyring import Keyring  # noqa: E402
-from storage.repositories import SqlUnitOfWork, new_id  # noqa: E402
+from bot.domain.engine import Engine
+from bot.domain.messages import Event, Question, Reply, Start
+from bot.domain.questionnaire import REPORT
+from bot.i18n import load_texts
+from bot.services.clock import FrozenClock
+from bot.services.intake import IntakeService
+from storage import migrate
+from storage.db import make_engine, make_session_factory
+from storage.keyring import Keyring
+from storage.repositories import SqlUnitOfWork, new_id
 
 ANSWERS = {
     "language": "3",
@@ -234,13 +230,11 @@ async def main(reports: int, block: int) -> None:
     per_ours = t_ours / reports * 1000
     per_base = t_base / reports * 1000
     ratio = t_ours / t_base
-    print(
-        f"reports per side:            {reports} ({len(ANSWERS)} answers each, one transaction each)"
-    )
+    print(f"reports per side:        {reports} ({len(ANSWERS)} answers each, a transaction each)")
     print(f"plaintext baseline:          {per_base:.2f} ms per report")
     print(f"encrypted intake (ours):     {per_ours:.2f} ms per report")
     print(
-        f"ratio ours / baseline:       {ratio:.2f}x (target <= 1.5x) {'OK' if ratio <= 1.5 else 'OVER'}"
+        f"ratio ours / baseline:   {ratio:.2f}x (target <= 1.5x) {'OK' if ratio <= 1.5 else 'OVER'}"
     )
 
 
