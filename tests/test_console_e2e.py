@@ -86,6 +86,7 @@ def test_full_report_then_status(initialised: dict[str, str], tmp_path: Path) ->
     codes = CODE.findall(run.stdout)
     assert len(codes) == 1, run.stdout
     assert CANARY not in run.stdout, "typed words are never echoed back"
+    assert run.stdout.rstrip().endswith("Goodbye.")
     for secret in (CANARY, codes[0]):
         assert secret not in run.stderr, "logs at DEBUG hold no content or receipt"
     for path in (tmp_path / "var").iterdir():

@@ -49,8 +49,10 @@ class ConsoleChannel:
         self._read = read
         self._write = write
         self._language = "en"
+        self._draft_open = False
 
     def _show(self, messages: list[Outbound]) -> None:
+        self._draft_open = any(isinstance(m, Question) for m in messages)
         for message in messages:
             if isinstance(message, Question):
                 self._language = message.language
@@ -58,7 +60,11 @@ class ConsoleChannel:
             elif isinstance(message, Notice):
                 self._write("\n" + message.text)
 
-    def _event(self, line: str) -> Event | None:
+    def _goodbye(self) -> str:
+        key = "ui.console_bye" if self._draft_open else "ui.console_goodbye"
+        return self._engine.notice(self._language, key).text
+
+    def _event(self, line: str) -> Event:
         word = line.strip().lower()
         if word in ("stop", "cancel"):
             return Stop()
@@ -75,19 +81,18 @@ class ConsoleChannel:
             try:
                 line = await self._read("> ")
             except (EOFError, KeyboardInterrupt):
-                self._write("\n" + self._engine.notice(self._language, "ui.console_bye").text)
+                self._write("\n" + self._goodbye())
                 return
             word = line.strip().lower()
             if word in ("quit", "exit"):
-                self._write(self._engine.notice(self._language, "ui.console_bye").text)
+                self._write(self._goodbye())
                 return
             if word in ("help", "?"):
                 self._write(self._engine.notice(self._language, "ui.console_help").text)
                 continue
             if word.startswith("status"):
                 code = line.strip()[len("status") :]
-                self._show([await self._intake.status(code, self._language)])
+                notice = await self._intake.status(code, self._language)
+                self._write("\n" + notice.text)
                 continue
-            event = self._event(line)
-            if event is not None:
-                self._show(await self._intake.handle(CHANNEL, CHAT_ID, event))
+            self._show(await self._intake.handle(CHANNEL, CHAT_ID, self._event(line)))
