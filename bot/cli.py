@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from enum import StrEnum
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 
 from bot.channels.console import ConsoleChannel
+from bot.charts import reports_chart
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
-from bot.runtime import DatabaseUnavailable, initialise, open_runtime, upgrade_database
+from bot.runtime import (
+    DatabaseUnavailable,
+    Runtime,
+    argon2_cost,
+    initialise,
+    open_runtime,
+    root_secret,
+    upgrade_database,
+)
 from storage.keyring import KeyringError
 
 log = logging.getLogger("tipline")
@@ -32,6 +45,18 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+class StatsFormat(StrEnum):
+    """Output formats of ``tipline stats``."""
+
+    TABLE = "table"
+    CSV = "csv"
+    PNG = "png"
 
 
 class CliError(Exception):
@@ -59,6 +84,159 @@ def _settings(*, interactive: bool = False) -> Settings:
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+async def _with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    runtime = await open_runtime(settings)
+    try:
+        return await action(runtime)
+    finally:
+        await runtime.close()
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    body = [[str(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    return "\n".join(lines)
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Key versions, how many records each wraps, and when each was made (no secret)."""
+    settings = _settings()
+    usage = _run(_with_runtime(settings, lambda rt: rt.admin.key_status()))
+    tables = sorted({t for k in usage for t in k.records})
+    rows = [
+        (
+            k.kek_id,
+            k.created_at.strftime("%Y-%m-%d %H:%M"),
+            "yes" if k.current else "",
+            *(k.records.get(t, 0) for t in tables),
+        )
+        for k in usage
+    ]
+    typer.echo(_table(["KEK", "created (UTC)", "current", *tables], rows))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    root: bool = typer.Option(False, "--root", help="Seal the KEKs under a new passphrase."),
+    new_passphrase_file: Path | None = typer.Option(
+        None, "--new-passphrase-file", help="File with the new passphrase (for --root)."
+    ),
+) -> None:
+    """A new KEK, every record re-wrapped in batches, the old KEK destroyed; resumable."""
+    settings = _settings()
+    if root:
+        if new_passphrase_file is None and not sys.stdin.isatty():
+            _fail("--root needs --new-passphrase-file (or a terminal to ask)", EXIT_USAGE)
+        new = Settings(passphrase_file=new_passphrase_file) if new_passphrase_file else None
+        secret = root_secret(new or Settings(), interactive=True, confirm=True)
+        cost = argon2_cost(settings)
+        _run(_with_runtime(settings, lambda rt: rt.admin.rotate_root(secret, cost)))
+        typer.echo(
+            "tipline: the keyring is sealed with the new passphrase; point "
+            "TIPLINE_PASSPHRASE_FILE at it before the next start"
+        )
+        return
+    report = _run(_with_runtime(settings, lambda rt: rt.admin.rotate()))
+    destroyed = ", ".join(str(k) for k in report.destroyed) or "none"
+    typer.echo(
+        f"tipline: KEK {report.current_kek_id} is current; {report.rewrapped} records "
+        f"re-wrapped; destroyed KEK: {destroyed}"
+    )
+    if report.unreadable_removed:
+        typer.echo(f"tipline: {report.unreadable_removed} unreadable records were removed")
+    if not report.complete:
+        _fail("rotation not finished: some records are in use; run it again")
+
+
+@app.command()
+def purge(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count what has expired; delete nothing."
+    ),
+) -> None:
+    """Delete expired drafts and cases, then ratchet the KEK (crypto-erase)."""
+    settings = _settings()
+    report = _run(_with_runtime(settings, lambda rt: rt.admin.purge(dry_run=dry_run)))
+    counts = ", ".join(f"{n} {table}" for table, n in report.expired.items())
+    if dry_run:
+        typer.echo(f"tipline: would purge {counts} (dry run: nothing deleted)")
+        return
+    if not any(report.expired.values()):
+        typer.echo("tipline: nothing has expired")
+        return
+    typer.echo(f"tipline: purged {counts}")
+    if report.rotation is not None:
+        destroyed = ", ".join(str(k) for k in report.rotation.destroyed) or "none"
+        typer.echo(
+            f"tipline: KEK {report.rotation.current_kek_id} is current; destroyed KEK: {destroyed}"
+        )
+
+
+@app.command()
+def wipe(
+    yes: bool = typer.Option(False, "--yes", help="Really destroy every key and every record."),
+) -> None:
+    """Emergency wipe: destroy every KEK first (all data unreadable at once), then every row."""
+    if not yes:
+        _fail(
+            "wipe destroys every key and every record, for good; run 'tipline wipe --yes' to do it",
+            EXIT_USAGE,
+        )
+    settings = _settings()
+    _run(_with_runtime(settings, lambda rt: rt.admin.wipe()))
+    typer.echo("tipline: wiped: every key destroyed, every record deleted")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain and name the first broken entry."""
+    settings = _settings()
+    count, problem = _run(_with_runtime(settings, lambda rt: rt.admin.verify_audit()))
+    if problem is not None:
+        _fail(f"audit log broken at entry {problem.entry_id}: it {problem.reason}")
+    typer.echo(f"tipline: audit log intact ({count} entries)")
+
+
+@app.command()
+def stats(
+    fmt: StatsFormat = typer.Option(StatsFormat.TABLE, "--format", help="table, csv or png."),
+    threshold: int | None = typer.Option(
+        None, "--threshold", min=2, help="Counts below this are shown as <N (default 5)."
+    ),
+    output: Path | None = typer.Option(None, "--output", help="File to write (png: required)."),
+) -> None:
+    """Counts by week, region and category; small cells suppressed."""
+    settings = _settings()
+    threshold = threshold or settings.stats_threshold
+    cells = _run(_with_runtime(settings, lambda rt: rt.admin.statistics(threshold)))
+    if not cells:
+        _fail("no statistics yet: nothing has been submitted")
+    if fmt is StatsFormat.PNG:
+        if output is None:
+            _fail("--format png needs --output FILE.png", EXIT_USAGE)
+        reports_chart(cells, threshold, output)
+        typer.echo(f"tipline: chart written to {output}")
+        return
+    header = ["week", "region", "category", "count"]
+    rows = [(c.week.isoformat(), c.region, c.category, c.shown) for c in cells]
+    if fmt is StatsFormat.CSV:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        text = _table(header, rows) + "\n"
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"tipline: statistics written to {output}")
+    else:
+        typer.echo(text, nl=False)
 
 
 @app.command()

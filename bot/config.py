@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     languages: Annotated[tuple[str, ...], NoDecode] = ("az", "ru", "en")
     log_level: str = "INFO"
 
+    purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    stats_threshold: int = Field(default=5, ge=2, le=1000)
+
     argon2_iterations: int = Field(default=4, ge=1, le=100)
     argon2_memory_kib: int = Field(default=262_144, ge=8, le=8 * 1024 * 1024)
     argon2_lanes: int = Field(default=4, ge=1, le=64)

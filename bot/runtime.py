@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
+from bot.services.admin import AdminService
 from bot.services.clock import Clock, system_clock
 from bot.services.intake import IntakePolicy, IntakeService
 from storage import migrate
@@ -24,12 +25,13 @@ from storage.db import make_engine, make_session_factory
 from storage.keyring import (
     Argon2Cost,
     KeyFile,
-    Keyring,
     KeyringError,
     KeyringFile,
+    KeyVault,
     Passphrase,
     RootSecret,
 )
+from storage.maintenance import Maintenance
 from storage.repositories import SqlUnitOfWork
 
 MIN_PASSPHRASE = 12
@@ -116,14 +118,24 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    keyring: Keyring
+    vault: KeyVault
     intake: IntakeService
     conversation: Engine
     clock: Clock
 
     def uow(self) -> SqlUnitOfWork:
         """A new unit of work."""
-        return SqlUnitOfWork(self.sessions, self.keyring)
+        return SqlUnitOfWork(self.sessions, self.vault.keyring, self.vault)
+
+    @property
+    def maintenance(self) -> Maintenance:
+        """Storage-level admin operations on this instance."""
+        return Maintenance(self.engine, self.vault)
+
+    @property
+    def admin(self) -> AdminService:
+        """Admin use cases (audited)."""
+        return AdminService(self.maintenance, self.clock)
 
     async def close(self) -> None:
         """Release database connections."""
@@ -135,7 +147,7 @@ async def open_runtime(
 ) -> Runtime:
     """Unlock the keyring and open the database; raises Locked, KeyringError or
     DatabaseUnavailable with a clear message."""
-    keyring = KeyringFile(settings.effective_keyring_file).load(secret or root_secret(settings))
+    vault = KeyringFile(settings.effective_keyring_file).open(secret or root_secret(settings))
     engine = open_engine(settings)
     try:
         await check_database(engine, settings.effective_database_url)
@@ -150,10 +162,10 @@ async def open_runtime(
     )
 
     def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, keyring)
+        return SqlUnitOfWork(sessions, vault.keyring, vault)
 
     intake = IntakeService(uow, engine_, clock, policy)
-    return Runtime(settings, engine, sessions, keyring, intake, engine_, clock)
+    return Runtime(settings, engine, sessions, vault, intake, engine_, clock)
 
 
 async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clock) -> str:
@@ -165,16 +177,15 @@ async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clo
     keyring_file = KeyringFile(settings.effective_keyring_file)
     created = not keyring_file.exists()
     if created:
-        keyring = Keyring.generate(clock())
-        keyring_file.save(keyring, secret, argon2_cost(settings))
+        vault = KeyVault.create(keyring_file, secret, argon2_cost(settings), clock())
     else:
-        keyring = keyring_file.load(secret)
+        vault = keyring_file.open(secret)
     engine = open_engine(settings)
     try:
         url = settings.effective_database_url
         await check_database(engine, url, need_head=False)
         await migrate.upgrade(engine)
-        async with SqlUnitOfWork(make_session_factory(engine), keyring) as uow:
+        async with SqlUnitOfWork(make_session_factory(engine), vault.keyring, vault) as uow:
             await uow.audit.append("admin", "init" if created else "init.again", None, clock())
             await uow.commit()
     finally:

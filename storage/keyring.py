@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +146,22 @@ class Keyring:
         self._audit_key = _hkdf(self.index_key, "tipline/audit/v1")
 
     @classmethod
-    def generate(cls, now: datetime) -> Keyring:
-        """A new keyring with one KEK."""
-        kek = Kek(1, os.urandom(KEY_BYTES), now)
-        return cls({1: kek}, 1, os.urandom(KEY_BYTES))
+    def generate(cls, now: datetime, first_id: int = 1) -> Keyring:
+        """A new keyring with one KEK (ids keep rising across a wipe, so none is reused)."""
+        kek = Kek(first_id, os.urandom(KEY_BYTES), now)
+        return cls({first_id: kek}, first_id, os.urandom(KEY_BYTES))
 
     @property
     def current_kek_id(self) -> int:
         """Id of the KEK that wraps new DEKs."""
         return self.current_id
+
+    def replace_with(self, other: Keyring) -> None:
+        """Take over another keyring's keys in place, so every holder sees the change."""
+        self.keks = dict(other.keks)
+        self.current_id = other.current_id
+        self.index_key = other.index_key
+        self.__post_init__()
 
     def kek(self, kek_id: int) -> bytes:
         """The KEK with this id; a destroyed or unknown id is a decryption failure."""
@@ -276,40 +283,57 @@ class KeyringFile:
             "tipline/keyring/v1", FORMAT_VERSION, json.dumps(kdf, sort_keys=True)
         )
 
-    def load(self, secret: RootSecret) -> Keyring:
+    def open(self, secret: RootSecret) -> KeyVault:
         """Unlock the keyring; a wrong passphrase or key file is :class:`WrongRootKey`."""
         header = self._header()
         try:
             kdf = dict(header["kdf"])
             root = self._root(kdf, secret)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyringCorrupt(f"the keyring file {self.path} is damaged") from exc
+        return KeyVault(self, self._unseal(header, root, kdf), root, kdf)
+
+    def load(self, secret: RootSecret) -> Keyring:
+        """Unlock and return just the keyring."""
+        return self.open(secret).keyring
+
+    def _unseal(self, header: dict[str, Any], root: bytes, kdf: dict[str, Any]) -> Keyring:
+        try:
             sealed = base64.b64decode(header["sealed"])
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyringCorrupt(f"the keyring file {self.path} is damaged") from exc
+        if header.get("kdf") != kdf:
+            raise WrongRootKey("the keyring was re-sealed under another root key")
         try:
             payload = unseal(_hkdf(root, "tipline/keyring-seal/v1"), sealed, self._ad(kdf))
         except DecryptionError as exc:
             raise WrongRootKey("the passphrase or root key does not open the keyring") from exc
         return Keyring._from_payload(payload)
 
-    def save(self, keyring: Keyring, secret: RootSecret, cost: Argon2Cost | None = None) -> None:
-        """Seal and write atomically (temp file, fsync, rename); a new salt on every save."""
+    @staticmethod
+    def derive(secret: RootSecret, cost: Argon2Cost | None) -> tuple[bytes, dict[str, Any]]:
+        """A root key and its header for a secret (a new salt for a passphrase)."""
         if isinstance(secret, Passphrase):
-            cost = cost or self._current_cost() or Argon2Cost()
+            cost = cost or Argon2Cost()
             params = KdfParams(os.urandom(SALT_BYTES), cost.iterations, cost.memory_kib, cost.lanes)
-            kdf = params.to_json()
-            root = params.derive(secret.secret)
-        else:
-            kdf = {"type": "keyfile"}
-            root = secret.key
+            return params.derive(secret.secret), params.to_json()
+        return secret.key, {"type": "keyfile"}
+
+    def write(self, keyring: Keyring, root: bytes, kdf: dict[str, Any]) -> None:
+        """Seal and write atomically (temp file, fsync, rename)."""
         sealed = seal(_hkdf(root, "tipline/keyring-seal/v1"), keyring._payload(), self._ad(kdf))
         doc = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "kdf": kdf,
             "sealed": base64.b64encode(sealed).decode(),
-            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         atomic_write(self.path, json.dumps(doc, indent=1).encode())
+
+    def save(self, keyring: Keyring, secret: RootSecret, cost: Argon2Cost | None = None) -> None:
+        """Seal under a secret, with a new salt, keeping the file's Argon2 cost unless given."""
+        root, kdf = self.derive(secret, cost or self._current_cost())
+        self.write(keyring, root, kdf)
 
     def _current_cost(self) -> Argon2Cost | None:
         if not self.exists():
@@ -318,6 +342,49 @@ class KeyringFile:
         if kdf.get("type") != "argon2id":
             return None
         return Argon2Cost(int(kdf["iterations"]), int(kdf["memory_kib"]), int(kdf["lanes"]))
+
+
+class KeyVault:
+    """An unlocked keyring together with what it takes to write it back.
+
+    The root key stays in memory while the service runs (as the KEKs do), so that a rotation can
+    persist the keyring, and other processes can reload it, without asking for the passphrase.
+    """
+
+    def __init__(
+        self, file: KeyringFile, keyring: Keyring, root: bytes, kdf: dict[str, Any]
+    ) -> None:
+        self.file = file
+        self.keyring = keyring
+        self._root = root
+        self._kdf = kdf
+
+    @classmethod
+    def create(
+        cls, file: KeyringFile, secret: RootSecret, cost: Argon2Cost | None, now: datetime
+    ) -> KeyVault:
+        """A new keyring with one KEK, written to ``file``."""
+        if file.exists():
+            raise KeyringExists(f"a keyring already exists at {file.path}")
+        root, kdf = KeyringFile.derive(secret, cost)
+        vault = cls(file, Keyring.generate(now), root, kdf)
+        vault.persist()
+        return vault
+
+    def persist(self) -> None:
+        """Write the keyring as it is in memory (destroyed KEKs are gone from the file)."""
+        self.file.write(self.keyring, self._root, self._kdf)
+
+    def reload(self) -> None:
+        """Re-read the file (another process rotated); the keyring object is updated in place."""
+        fresh = self.file._unseal(self.file._header(), self._root, self._kdf)
+        self.keyring.replace_with(fresh)
+
+    def rekey(self, secret: RootSecret, cost: Argon2Cost | None) -> None:
+        """Seal the same KEKs under a new root key (``tipline keys rotate --root``)."""
+        root, kdf = KeyringFile.derive(secret, cost)
+        self.file.write(self.keyring, root, kdf)
+        self._root, self._kdf = root, kdf
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -110,3 +110,16 @@ class StatCounter(Base):
     region: Mapped[str] = mapped_column(String(16), primary_key=True)
     category: Mapped[str] = mapped_column(String(48), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class KeyState(Base):
+    """The KEK version new records must use, shared by every process on this database.
+
+    Not a secret: it lets a running bot notice that an admin rotated the keyring, and lets a
+    rotation lock out writers while it checks that no record still needs the old KEK.
+    """
+
+    __tablename__ = "key_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    current_kek_id: Mapped[int] = mapped_column(Integer)

@@ -15,8 +15,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
-from storage.keyring import Keyring
-from storage.models import AuditEntry, Case, Draft, StatCounter
+from storage.keyring import Keyring, KeyringError, KeyVault
+from storage.models import AuditEntry, Case, Draft, KeyState, StatCounter
 
 GENESIS_MAC = "0" * 64
 log = logging.getLogger(__name__)
@@ -273,22 +273,62 @@ class SqlAuditLog:
         return None
 
 
-class SqlUnitOfWork:
-    """One database transaction over every repository."""
+class KeyringOutOfDate(KeyringError):
+    """The database was written under a newer KEK than this keyring holds."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: Keyring) -> None:
+
+async def read_key_state(session: AsyncSession, *, lock: bool) -> int | None:
+    """The KEK version new records must use; ``lock`` takes a shared row lock on PostgreSQL."""
+    query = select(KeyState.current_kek_id).where(KeyState.id == 1)
+    if lock:
+        query = query.with_for_update(read=True)
+    result = await session.execute(query)
+    return result.scalar_one_or_none()
+
+
+class SqlUnitOfWork:
+    """One database transaction over every repository.
+
+    It starts by reading the shared key state: if another process rotated the keyring, this
+    one reloads it before wrapping any new DEK, so that no record is written under a KEK that
+    a rotation is about to destroy.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        keyring: Keyring,
+        vault: KeyVault | None = None,
+    ) -> None:
         self._sessions = sessions
         self._keyring = keyring
+        self._vault = vault
         self._cipher = RecordCipher(keyring)
 
     async def __aenter__(self) -> Self:
-        """Open a session and the repositories over it."""
+        """Open a session, check the key state, and build the repositories over it."""
         self.session = self._sessions()
+        try:
+            await self._check_keys()
+        except BaseException:
+            await self.session.close()
+            raise
         self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher)
         self.cases = SqlCaseStore(self.session, self._keyring, self._cipher)
         self.stats = SqlStatsStore(self.session)
         self.audit = SqlAuditLog(self.session, self._keyring)
         return self
+
+    async def _check_keys(self) -> None:
+        published = await read_key_state(self.session, lock=True)
+        if published is None or published <= self._keyring.current_kek_id:
+            return
+        if self._vault is not None:
+            self._vault.reload()
+        if published > self._keyring.current_kek_id:
+            raise KeyringOutOfDate(
+                "the database uses a newer key than this keyring: is an old keyring restored?"
+            )
 
     async def __aexit__(
         self,

@@ -25,6 +25,7 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "INSERT INTO audit_log (at, actor, action, prev_mac, mac) VALUES (:t, 'admin', 'init', 'x', 'y')",
         "INSERT INTO stat_counters (week, region, category, count) VALUES (:d, 'baku', 'reports', 3)",
     ],
+    "0002": ["UPDATE key_state SET current_kek_id = 1 WHERE id = 1"],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
@@ -63,6 +64,8 @@ async def test_upgrade_and_downgrade_step_by_step_with_data(db_url: str) -> None
                     await conn.execute(text(statement), PARAMS)
         assert await _count(engine, "cases") == 1
         assert await _count(engine, "stat_counters") == 1
+        assert await _count(engine, "drafts") == 1
+        assert await _count(engine, "key_state") == 1
         for rev in reversed(revs):
             index = revs.index(rev)
             target = revs[index - 1] if index else "base"

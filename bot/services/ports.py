@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -103,4 +103,103 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None:
         """Roll back anything not committed and release the connection."""
+        ...
+
+
+class KekInfo(Protocol):
+    """One KEK version and how many records it wraps."""
+
+    @property
+    def kek_id(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def current(self) -> bool: ...
+    @property
+    def records(self) -> Mapping[str, int]: ...
+
+
+class RotationInfo(Protocol):
+    """What a rotation did."""
+
+    @property
+    def current_kek_id(self) -> int: ...
+    @property
+    def rewrapped(self) -> int: ...
+    @property
+    def destroyed(self) -> tuple[int, ...]: ...
+    @property
+    def unreadable_removed(self) -> int: ...
+    @property
+    def complete(self) -> bool: ...
+
+
+class PurgeInfo(Protocol):
+    """What a purge found or deleted."""
+
+    @property
+    def expired(self) -> Mapping[str, int]: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def rotation(self) -> RotationInfo | None: ...
+    @property
+    def checkpointed(self) -> bool: ...
+
+
+class StatInfo(Protocol):
+    """One advocacy counter."""
+
+    @property
+    def week(self) -> date: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+
+
+class AuditBreak(Protocol):
+    """Where the audit chain breaks."""
+
+    @property
+    def entry_id(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class MaintenanceStore(Protocol):
+    """Key and lifecycle operations that storage carries out, each in its own transactions."""
+
+    def uow(self) -> UnitOfWork:
+        """A unit of work on the same database and keys."""
+        ...
+
+    async def key_status(self) -> Sequence[KekInfo]:
+        """Every KEK version with its record counts."""
+        ...
+
+    async def rotate(self, now: datetime) -> RotationInfo:
+        """The ratchet: new KEK, re-wrap, destroy the old."""
+        ...
+
+    async def rekey_root(self, secret: Any, cost: Any) -> None:
+        """Seal the KEKs under a new root key."""
+        ...
+
+    async def purge(self, now: datetime, *, dry_run: bool = False) -> PurgeInfo:
+        """Delete what expired, then ratchet."""
+        ...
+
+    async def wipe(self, now: datetime) -> None:
+        """Destroy every KEK, then delete every row."""
+        ...
+
+    async def verify_audit(self) -> tuple[int, AuditBreak | None]:
+        """Entry count and the first broken audit entry."""
+        ...
+
+    async def stat_rows(self) -> Sequence[StatInfo]:
+        """Every advocacy counter."""
         ...

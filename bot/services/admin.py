@@ -1,0 +1,63 @@
+"""Admin use cases: key status and rotation, purge, wipe, audit verification, statistics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from bot.domain.stats import Cell, cells
+from bot.services.clock import Clock
+from bot.services.ports import AuditBreak, KekInfo, MaintenanceStore, PurgeInfo, RotationInfo
+
+log = logging.getLogger(__name__)
+ADMIN = "admin"
+
+
+class AdminService:
+    """What ``tipline`` admin commands and the expiry job call; every action is audited."""
+
+    def __init__(self, store: MaintenanceStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def _audit(self, action: str) -> None:
+        async with self._store.uow() as uow:
+            await uow.audit.append(ADMIN, action, None, self._clock())
+            await uow.commit()
+
+    async def key_status(self) -> Sequence[KekInfo]:
+        """KEK versions with their record counts; no secret."""
+        return await self._store.key_status()
+
+    async def rotate(self) -> RotationInfo:
+        """Rotate the KEK (resumable)."""
+        report = await self._store.rotate(self._clock())
+        await self._audit("keys.rotate" if report.complete else "keys.rotate.partial")
+        return report
+
+    async def rotate_root(self, secret: Any, cost: Any) -> None:
+        """Move the KEKs under a new root key."""
+        await self._store.rekey_root(secret, cost)
+        await self._audit("keys.rotate.root")
+
+    async def purge(self, *, dry_run: bool = False, job: bool = False) -> PurgeInfo:
+        """Delete expired drafts and cases, then ratchet the KEK."""
+        report = await self._store.purge(self._clock(), dry_run=dry_run)
+        if not dry_run and (any(report.expired.values()) or not job):
+            await self._audit("purge.job" if job else "purge")
+        return report
+
+    async def wipe(self) -> None:
+        """Destroy every key, then every row; the audit log starts again with the wipe."""
+        await self._store.wipe(self._clock())
+        await self._audit("wipe")
+
+    async def verify_audit(self) -> tuple[int, AuditBreak | None]:
+        """Check the audit chain."""
+        return await self._store.verify_audit()
+
+    async def statistics(self, threshold: int) -> list[Cell]:
+        """Counters by week, region and category, small cells suppressed."""
+        rows = await self._store.stat_rows()
+        return cells(((r.week, r.region, r.category, r.count) for r in rows), threshold)
