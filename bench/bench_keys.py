@@ -1,0 +1,148 @@
+"""Rotation and purge with 100,000 cases on SQLite, each against a bare baseline in one run.
+
+- Rotation: ``Maintenance.rotate`` (new KEK, every DEK unwrapped and re-wrapped in batches, old
+  KEK destroyed) against a bare rewrite of the same rows' key columns in the same batches (same
+  SELECT, same UPDATE by primary key, no crypto).
+- Purge: the deletion part of ``Maintenance.purge`` on half of the rows against a bare
+  ``DELETE`` of the same rows (the ratchet that follows a purge is a rotation: first figure).
+
+Each side runs on its own copy of the same database file. Run: python bench/bench_keys.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import migrate
+from storage.crypto import RecordCipher
+from storage.db import make_engine, make_session_factory
+from storage.keyring import KeyFile, KeyringFile, KeyVault
+from storage.maintenance import Maintenance
+from storage.models import Case
+from storage.repositories import new_id
+
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+BATCH = 500
+
+
+def url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+async def build(path: Path, vault: KeyVault, count: int) -> None:
+    engine = make_engine(url(path))
+    await migrate.upgrade(engine)
+    cipher = RecordCipher(vault.keyring)
+    answers = b'{"own_words":"' + b"x" * 400 + b'"}'
+    rows: list[dict[str, Any]] = []
+    for i in range(count):
+        case_id = new_id()
+        dek, wrapped = cipher.new_dek("cases", case_id)
+        rows.append(
+            {
+                "id": case_id,
+                "created_on": NOW.date(),
+                "priority": 3,
+                "status": "new",
+                # half expire tomorrow, half in 60 days
+                "expires_at": NOW + timedelta(days=1 if i % 2 else 60),
+                "kek_id": wrapped.kek_id,
+                "wrapped_dek": wrapped.wrapped,
+                "receipt_hash": os.urandom(32),
+                "answers_ct": cipher.encrypt(dek, "cases", case_id, "answers", answers),
+                "meta_ct": cipher.encrypt(dek, "cases", case_id, "meta", b'{"region":"baku"}'),
+                "reply_address_ct": None,
+            }
+        )
+    async with engine.begin() as conn:
+        for start in range(0, count, 5000):
+            await conn.execute(insert(Case), rows[start : start + 5000])
+    await engine.dispose()  # checkpoints the WAL into the file
+
+
+async def bare_rotation(engine: AsyncEngine, new_kek: int) -> None:
+    sessions = make_session_factory(engine)
+    while True:
+        async with sessions() as session, session.begin():
+            query = (
+                select(Case.id, Case.kek_id, Case.wrapped_dek)
+                .where(Case.kek_id != new_kek)
+                .order_by(Case.id)
+                .limit(BATCH)
+            )
+            rows = (await session.execute(query)).all()
+            if not rows:
+                return
+            await session.execute(
+                update(Case),
+                [{"id": r.id, "kek_id": new_kek, "wrapped_dek": r.wrapped_dek} for r in rows],
+            )
+
+
+async def timed(coro: Any) -> float:
+    began = time.perf_counter()
+    await coro
+    return time.perf_counter() - began
+
+
+async def main(count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        secret = KeyFile(os.urandom(32))
+        vault = KeyVault.create(KeyringFile(base / "keyring"), secret, None, NOW)
+        print(f"building {count:,} encrypted cases ...", flush=True)
+        await build(base / "seed.db", vault, count)
+        for name in ("ours", "bare", "ours-purge", "bare-purge"):
+            shutil.copy(base / "seed.db", base / f"{name}.db")
+        shutil.copy(base / "keyring", base / "keyring.seed")
+
+        ours = make_engine(url(base / "ours.db"))
+        t_rotate = await timed(Maintenance(ours, vault, batch_size=BATCH).rotate(NOW))
+        await ours.dispose()
+        bare = make_engine(url(base / "bare.db"))
+        t_bare_rotate = await timed(bare_rotation(bare, 2))
+        await bare.dispose()
+
+        shutil.copy(base / "keyring.seed", base / "keyring")
+        vault = KeyringFile(base / "keyring").open(secret)
+        later = NOW + timedelta(days=2)
+        ours = make_engine(url(base / "ours-purge.db"))
+        t_purge = await timed(Maintenance(ours, vault, batch_size=BATCH).delete_expired(later))
+        await ours.dispose()
+        bare = make_engine(url(base / "bare-purge.db"))
+
+        async def bare_delete() -> None:
+            async with bare.begin() as conn:
+                await conn.execute(delete(Case).where(Case.expires_at <= later))
+
+        t_bare_purge = await timed(bare_delete())
+        await bare.dispose()
+
+    r_rotate, r_purge = t_rotate / t_bare_rotate, t_purge / t_bare_purge
+    print(
+        f"rotation of {count:,} cases:   {t_rotate:.2f} s; bare key-column rewrite "
+        f"{t_bare_rotate:.2f} s; ratio {r_rotate:.2f}x (target <= 3x) "
+        f"{'OK' if r_rotate <= 3 else 'OVER'}"
+    )
+    print(
+        f"purge of {count // 2:,} cases:      {t_purge:.2f} s; bare DELETE {t_bare_purge:.2f} s; "
+        f"ratio {r_purge:.2f}x (target <= 2x) {'OK' if r_purge <= 2 else 'OVER'}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", type=int, default=100_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.cases))
