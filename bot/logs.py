@@ -21,7 +21,8 @@ QUIET_LOGGERS = (
     "aiosqlite",
     "asyncpg",
     "alembic",
-    "telegram.ext",
+    "telegram",
+    "tornado",
 )
 
 
@@ -42,8 +43,9 @@ def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler.set_name("tipline")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "tipline"] + [handler]
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -14,17 +14,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey
 from storage.db import make_session_factory
 from storage.keyring import Keyring, KeyVault
-from storage.models import AuditEntry, Case, Draft, KeyState, StatCounter
+from storage.models import (
+    Attachment,
+    AuditEntry,
+    Case,
+    Draft,
+    KeyState,
+    SeenUpdate,
+    StatCounter,
+)
 from storage.repositories import AuditProblem, SqlAuditLog, SqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
 #: Every table whose rows carry a wrapped DEK (id, kek_id, wrapped_dek).
-ENCRYPTED: tuple[Any, ...] = (Draft, Case)
+ENCRYPTED: tuple[Any, ...] = (Draft, Case, Attachment)
 #: Tables with an expiry date, purged by ``purge``.
-EXPIRING: tuple[Any, ...] = (Draft, Case)
+EXPIRING: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate)
 #: Everything ``wipe`` empties, children before parents.
-ALL_TABLES: tuple[Any, ...] = (Draft, Case, AuditEntry, StatCounter)
+ALL_TABLES: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate, AuditEntry, StatCounter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,3 +123,26 @@ class KeyState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     current_kek_id: Mapped[int] = mapped_column(Integer)
+
+
+class Attachment(Base):
+    """A file a reporter sent: the original bytes (evidence, lawyers only) and a cleaned copy."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    original_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    clean_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    meta_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SeenUpdate(Base):
+    """A keyed hash of a messenger update already handled, so a redelivery changes nothing."""
+
+    __tablename__ = "seen_updates"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import secrets
@@ -16,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
 from storage.keyring import Keyring, KeyringError, KeyVault
-from storage.models import AuditEntry, Case, Draft, KeyState, StatCounter
+from storage.models import (
+    Attachment,
+    AuditEntry,
+    Case,
+    Draft,
+    KeyState,
+    SeenUpdate,
+    StatCounter,
+)
 
 GENESIS_MAC = "0" * 64
 log = logging.getLogger(__name__)
@@ -185,6 +194,32 @@ class SqlCaseStore:
         )
         return result.scalar_one_or_none()
 
+    async def shred_reply_address(self, address: str) -> int:
+        """Forget a chat address in every case that holds it (the reporter's /forget)."""
+        result = await self._session.execute(
+            select(Case.id, Case.kek_id, Case.wrapped_dek, Case.reply_address_ct).where(
+                Case.reply_address_ct.is_not(None)
+            )
+        )
+        matches = []
+        for row in result.all():
+            try:
+                dek = self._cipher.unwrap(
+                    self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek)
+                )
+                found = self._cipher.decrypt(
+                    dek, self.table, row.id, "reply_address", row.reply_address_ct
+                )
+            except DecryptionError:
+                continue
+            if hmac.compare_digest(found, address.encode()):
+                matches.append(row.id)
+        if matches:
+            await self._session.execute(
+                update(Case).where(Case.id.in_(matches)).values(reply_address_ct=None)
+            )
+        return len(matches)
+
     async def get(self, case_id: str) -> CaseContent | None:
         """Decrypt one case."""
         row = await self._session.get(Case, case_id)
@@ -203,6 +238,90 @@ class SqlCaseStore:
             meta=_loads(dec(dek, self.table, row.id, "meta", row.meta_ct)),
             reply_address=reply,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentContent:
+    """A decrypted attachment, for lawyers and tests; never logged."""
+
+    id: str
+    original: bytes
+    clean: bytes | None
+    meta: dict[str, Any]
+
+
+class SqlAttachmentStore:
+    """Files sent by reporters, each under its own DEK."""
+
+    table = "attachments"
+
+    def __init__(self, session: AsyncSession, cipher: RecordCipher) -> None:
+        self._session = session
+        self._cipher = cipher
+
+    async def add(
+        self,
+        *,
+        original: bytes,
+        clean: bytes | None,
+        meta: Mapping[str, Any],
+        expires_at: datetime,
+    ) -> str:
+        """Encrypt and store a file; returns its opaque reference."""
+        ref = new_id()
+        dek, wrapped = self._cipher.new_dek(self.table, ref)
+        enc = self._cipher.encrypt
+        await self._session.execute(
+            insert(Attachment).values(
+                id=ref,
+                expires_at=expires_at,
+                kek_id=wrapped.kek_id,
+                wrapped_dek=wrapped.wrapped,
+                original_ct=enc(dek, self.table, ref, "original", original),
+                clean_ct=None if clean is None else enc(dek, self.table, ref, "clean", clean),
+                meta_ct=enc(dek, self.table, ref, "meta", _dumps(meta)),
+            )
+        )
+        return ref
+
+    async def set_expiry(self, refs: Iterable[str], expires_at: datetime) -> None:
+        """Give a case's attachments the case's expiry."""
+        refs = list(refs)
+        if refs:
+            await self._session.execute(
+                update(Attachment).where(Attachment.id.in_(refs)).values(expires_at=expires_at)
+            )
+
+    async def get(self, ref: str) -> AttachmentContent | None:
+        """Decrypt one attachment."""
+        row = await self._session.get(Attachment, ref)
+        if row is None:
+            return None
+        dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+        dec = self._cipher.decrypt
+        clean = None if row.clean_ct is None else dec(dek, self.table, ref, "clean", row.clean_ct)
+        return AttachmentContent(
+            id=row.id,
+            original=dec(dek, self.table, ref, "original", row.original_ct),
+            clean=clean,
+            meta=_loads(dec(dek, self.table, ref, "meta", row.meta_ct)),
+        )
+
+
+class SqlSeenStore:
+    """Keyed hashes of handled messenger updates, so a redelivered update is ignored."""
+
+    def __init__(self, session: AsyncSession, keyring: Keyring) -> None:
+        self._session = session
+        self._keyring = keyring
+
+    async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
+        """Record an update as handled; False when it already was."""
+        key = self._keyring.pseudonym(f"update:{channel}", update_id)
+        if await self._session.get(SeenUpdate, key) is not None:
+            return False
+        await self._session.execute(insert(SeenUpdate).values(key=key, expires_at=expires_at))
+        return True
 
 
 class SqlStatsStore:
@@ -317,6 +436,8 @@ class SqlUnitOfWork:
         self.cases = SqlCaseStore(self.session, self._keyring, self._cipher)
         self.stats = SqlStatsStore(self.session)
         self.audit = SqlAuditLog(self.session, self._keyring)
+        self.attachments = SqlAttachmentStore(self.session, self._cipher)
+        self.seen = SqlSeenStore(self.session, self._keyring)
         return self
 
     async def _check_keys(self) -> None:

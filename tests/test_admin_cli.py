@@ -139,4 +139,6 @@ def test_root_rotation_moves_keys_under_a_new_passphrase(
     env["TIPLINE_PASSPHRASE_FILE"] = str(new)
     status = tipline(env, "keys", "status", cwd=tmp_path)
     assert status.returncode == 0 and status.stdout.splitlines()[1].split()[-1] == "1"
-    assert "intact (2 entries)" in tipline(env, "audit", "verify", cwd=tmp_path).stdout  # init, root rotation
+    assert (
+        "intact (2 entries)" in tipline(env, "audit", "verify", cwd=tmp_path).stdout
+    )  # init, root rotation

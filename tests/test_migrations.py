@@ -26,6 +26,11 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "INSERT INTO stat_counters (week, region, category, count) VALUES (:d, 'baku', 'reports', 3)",
     ],
     "0002": ["UPDATE key_state SET current_kek_id = 1 WHERE id = 1"],
+    "0003": [
+        "INSERT INTO attachments (id, expires_at, kek_id, wrapped_dek, original_ct, meta_ct) "
+        "VALUES ('a1', :t, 1, :b, :b, :b)",
+        "INSERT INTO seen_updates (key, expires_at) VALUES ('k1', :t)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
@@ -66,6 +71,7 @@ async def test_upgrade_and_downgrade_step_by_step_with_data(db_url: str) -> None
         assert await _count(engine, "stat_counters") == 1
         assert await _count(engine, "drafts") == 1
         assert await _count(engine, "key_state") == 1
+        assert await _count(engine, "attachments") == 1
         for rev in reversed(revs):
             index = revs.index(rev)
             target = revs[index - 1] if index else "base"

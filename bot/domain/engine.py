@@ -22,6 +22,7 @@ from bot.domain.messages import (
     OptionView,
     Outbound,
     Question,
+    Refused,
     Reply,
     Skip,
     Start,
@@ -55,6 +56,8 @@ class DraftState:
     answers: Mapping[str, Answer] = field(default_factory=dict)
     pending: tuple[str, ...] = ()
     editing: bool = False
+    #: Opaque references of messages a channel should delete later (its questions on screen).
+    refs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form of the state."""
@@ -65,6 +68,7 @@ class DraftState:
             "answers": {k: list(v) if isinstance(v, tuple) else v for k, v in self.answers.items()},
             "pending": list(self.pending),
             "editing": self.editing,
+            "refs": list(self.refs),
         }
 
     @classmethod
@@ -87,6 +91,7 @@ class DraftState:
                 answers=answers,
                 pending=tuple(str(p) for p in data["pending"]),
                 editing=bool(data["editing"]),
+                refs=tuple(str(r) for r in data.get("refs", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptState("unreadable draft state") from exc
@@ -291,6 +296,8 @@ class Engine:
             return state, [notice, self.question(state)]
         if isinstance(event, Done):
             return self._advance(state, step, state.pending or None)
+        if isinstance(event, Refused):
+            return state, self._invalid(state, "ui.file_refused")
         return state, self._invalid(state, "ui.expect_file")
 
     def _review(

@@ -76,6 +76,11 @@ class Invalid:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A file that is not accepted (wrong type, too large, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeLanguage:
     """The reporter asked to switch language."""
 
@@ -96,6 +101,7 @@ Event = (
     | Reply
     | AttachmentAdded
     | Invalid
+    | Refused
     | ChangeLanguage
     | Stop
 )

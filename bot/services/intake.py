@@ -5,17 +5,36 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from bot.domain.engine import CorruptState, DraftState, Engine
-from bot.domain.messages import DraftDeleted, Event, Notice, Outbound, SubmitReport
+from bot.domain.messages import (
+    AttachmentAdded,
+    DraftDeleted,
+    Event,
+    Invalid,
+    Notice,
+    Outbound,
+    Refused,
+    SubmitReport,
+)
 from bot.domain.receipt import RECEIPT_BYTES, MalformedReceipt, format_receipt, normalize_receipt
 from bot.domain.triage import triage
+from bot.media import MediaRefused, inspect_file
 from bot.services.clock import Clock
 from bot.services.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file as received from a messenger, before any check."""
+
+    data: bytes
+    caption: str | None = None
+
 
 STATUS_NEW = "new"
 
@@ -26,6 +45,21 @@ class IntakePolicy:
 
     draft_ttl: timedelta = timedelta(hours=24)
     retention: timedelta = timedelta(days=30)
+    #: How long a handled update id is remembered (Telegram keeps updates for 24 hours).
+    seen_ttl: timedelta = timedelta(hours=48)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The outcome of one reporter event for a messenger channel."""
+
+    replies: list[Outbound]
+    #: References of earlier messages (questions on screen) to delete now.
+    to_delete: tuple[str, ...] = ()
+    #: The update was handled before: send nothing, change nothing.
+    duplicate: bool = False
+    #: Whether a draft is still open afterwards (new messages should be tracked).
+    draft_open: bool = False
 
 
 def week_of(day: date) -> date:
@@ -55,16 +89,35 @@ class IntakeService:
         self._policy = policy or IntakePolicy()
 
     async def handle(self, channel: str, chat_id: str, event: Event) -> list[Outbound]:
-        """Apply one reporter event in one transaction and return what to send back."""
+        """Apply one reporter event and return what to send back (channels without cleanup)."""
+        return (await self.turn(channel, chat_id, event)).replies
+
+    async def turn(
+        self,
+        channel: str,
+        chat_id: str,
+        event: Event,
+        *,
+        update_id: str | None = None,
+        attachment: Attachment | None = None,
+    ) -> Turn:
+        """Apply one reporter event in one transaction.
+
+        ``update_id`` makes a redelivered update a no-op; ``attachment`` is stored (encrypted)
+        only when the conversation is at the documents step.
+        """
         now = self._clock()
         async with self._uow() as uow:
-            raw = await uow.drafts.load(channel, chat_id, now)
-            state: DraftState | None = None
-            if raw is not None:
-                try:
-                    state = DraftState.from_dict(raw)
-                except CorruptState:
-                    log.warning("unreadable draft state discarded")
+            if update_id is not None and not await uow.seen.claim(
+                channel, update_id, now + self._policy.seen_ttl
+            ):
+                return Turn([], duplicate=True)
+            state = await self._load(uow, channel, chat_id, now)
+            to_delete = state.refs if state else ()
+            if state is not None:
+                state = replace(state, refs=())
+            if attachment is not None:
+                event = await self._store_attachment(uow, state, attachment, now)
             new_state, outbound = self._engine.step(state, event, now, channel=channel)
             replies: list[Outbound] = []
             for message in outbound:
@@ -78,7 +131,50 @@ class IntakeService:
                 expires = now + self._policy.draft_ttl
                 await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
             await uow.commit()
-        return replies
+        return Turn(replies, to_delete, draft_open=new_state is not None)
+
+    async def _load(
+        self, uow: UnitOfWork, channel: str, chat_id: str, now: datetime
+    ) -> DraftState | None:
+        raw = await uow.drafts.load(channel, chat_id, now)
+        if raw is None:
+            return None
+        try:
+            return DraftState.from_dict(raw)
+        except CorruptState:
+            log.warning("unreadable draft state discarded")
+            return None
+
+    async def _store_attachment(
+        self, uow: UnitOfWork, state: DraftState | None, attachment: Attachment, now: datetime
+    ) -> Event:
+        if state is None or self._engine.question(state).step != "documents":
+            return Invalid()
+        try:
+            checked = inspect_file(attachment.data)
+        except MediaRefused as exc:
+            log.info("file refused: %s", exc)
+            return Refused()
+        ref = await uow.attachments.add(
+            original=attachment.data,
+            clean=checked.clean,
+            meta={"kind": checked.kind, "mime": checked.mime, "caption": attachment.caption},
+            expires_at=now + self._policy.draft_ttl,
+        )
+        return AttachmentAdded(ref)
+
+    async def track(self, channel: str, chat_id: str, refs: list[str]) -> None:
+        """Remember messages just sent, to delete them at the next turn (if a draft is open)."""
+        if not refs:
+            return
+        now = self._clock()
+        async with self._uow() as uow:
+            state = await self._load(uow, channel, chat_id, now)
+            if state is None:
+                return
+            state = replace(state, refs=(*state.refs, *refs))
+            await uow.drafts.save(channel, chat_id, state.to_dict(), now + self._policy.draft_ttl)
+            await uow.commit()
 
     async def _submit(
         self, uow: UnitOfWork, report: SubmitReport, chat_id: str, now: datetime
@@ -88,12 +184,13 @@ class IntakeService:
         reach_here = report.answers.get("contact") == "here"
         region = str(report.answers.get("city") or "unknown")
         answers = {k: list(v) if isinstance(v, tuple) else v for k, v in report.answers.items()}
+        expires_at = _round_up_to_hour(now + self._policy.retention)
         await uow.cases.add(
             receipt=normalize_receipt(code),
             priority=int(result.priority),
             status=STATUS_NEW,
             created_on=now.date(),
-            expires_at=_round_up_to_hour(now + self._policy.retention),
+            expires_at=expires_at,
             answers=answers,
             meta={
                 "language": report.language,
@@ -103,6 +200,9 @@ class IntakeService:
             },
             reply_address=f"{report.channel}:{chat_id}" if reach_here else None,
         )
+        documents = report.answers.get("documents")
+        if isinstance(documents, tuple):
+            await uow.attachments.set_expiry(documents, expires_at)
         what = report.answers.get("what_happened")
         categories = ["reports", f"situation.{report.answers.get('situation')}"]
         if isinstance(what, tuple):
@@ -121,9 +221,12 @@ class IntakeService:
             status = await uow.cases.status_by_receipt(normalized)
         return self._engine.status(language, status)
 
-    async def forget(self, channel: str, chat_id: str) -> bool:
-        """Delete the chat's draft, if there is one."""
+    async def forget(self, channel: str, chat_id: str) -> tuple[str, ...]:
+        """Delete the chat's draft and its address in any case; returns messages to delete."""
+        now = self._clock()
         async with self._uow() as uow:
-            deleted = await uow.drafts.delete(channel, chat_id)
+            state = await self._load(uow, channel, chat_id, now)
+            await uow.drafts.delete(channel, chat_id)
+            await uow.cases.shred_reply_address(f"{channel}:{chat_id}")
             await uow.commit()
-        return deleted
+        return state.refs if state else ()

@@ -48,6 +48,37 @@ class CaseStore(Protocol):
         """The status of the case with this (normalised) receipt code, or None."""
         ...
 
+    async def shred_reply_address(self, address: str) -> int:
+        """Forget a chat address in every case holding it; how many there were."""
+        ...
+
+
+class AttachmentStore(Protocol):
+    """Encrypted files sent by reporters."""
+
+    async def add(
+        self,
+        *,
+        original: bytes,
+        clean: bytes | None,
+        meta: Mapping[str, Any],
+        expires_at: datetime,
+    ) -> str:
+        """Store a file; returns its opaque reference."""
+        ...
+
+    async def set_expiry(self, refs: Iterable[str], expires_at: datetime) -> None:
+        """Give files a new expiry (their case's)."""
+        ...
+
+
+class SeenStore(Protocol):
+    """Messenger updates already handled."""
+
+    async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
+        """Record an update as handled; False when it already was."""
+        ...
+
 
 class StatsStore(Protocol):
     """Advocacy counters that hold no link to any case."""
@@ -86,6 +117,16 @@ class UnitOfWork(Protocol):
     @property
     def audit(self) -> AuditLog:
         """The audit log in this transaction."""
+        ...
+
+    @property
+    def attachments(self) -> AttachmentStore:
+        """Attachments in this transaction."""
+        ...
+
+    @property
+    def seen(self) -> SeenStore:
+        """Handled messenger updates in this transaction."""
         ...
 
     async def commit(self) -> None:

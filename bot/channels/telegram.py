@@ -1,0 +1,343 @@
+"""Telegram adapter (python-telegram-bot 22): updates to domain events, outbound to API calls.
+
+Thin by design: no conversation state lives here or in PTB (no persistence at all); every
+update goes through the intake service, which keeps the encrypted draft. The chat is cleared as
+the conversation goes: the reporter's messages at once, the bot's questions at the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from bot.domain.engine import Engine
+from bot.domain.messages import (
+    ChangeLanguage,
+    Choose,
+    Done,
+    Event,
+    Invalid,
+    Notice,
+    Outbound,
+    Question,
+    Refused,
+    Skip,
+    Start,
+    Stop,
+    TextAnswer,
+    Toggle,
+)
+from bot.media import MAX_FILE_BYTES
+from bot.services.intake import Attachment, IntakeService
+from bot.services.ratelimit import ChatRateLimiter, Verdict
+
+log = logging.getLogger(__name__)
+# Opt in to PTB's coming behaviour (durations as timedelta) instead of its deprecation warning.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+CHANNEL = "telegram"
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+SEND_ATTEMPTS = 4
+DEFAULT_API = "https://api.telegram.org"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Where Telegram delivers updates, and where we listen behind the reverse proxy."""
+
+    url: str
+    secret: str
+    listen: str = "127.0.0.1"
+    port: int = 8443
+
+    @property
+    def path(self) -> str:
+        """The URL path the local server answers on."""
+        return urlsplit(self.url).path.lstrip("/")
+
+
+def api_urls(base: str | None) -> tuple[str, str]:
+    """Bot API and file URLs for a server root (``https://api.telegram.org`` by default)."""
+    root = (base or DEFAULT_API).rstrip("/").removesuffix("/bot")
+    return f"{root}/bot", f"{root}/file/bot"
+
+
+def callback_event(data: str | None) -> Event:
+    """A button press as a domain event; unknown or stale data is simply invalid."""
+    if not data:
+        return Invalid()
+    kind, _, option = data.partition(":")
+    if kind == "c" and option:
+        return Choose(option)
+    if kind == "t" and option:
+        return Toggle(option)
+    simple: dict[str, Event] = {"d": Done(), "s": Skip(), "x": Stop()}
+    return simple.get(data, Invalid())
+
+
+def keyboard(question: Question) -> InlineKeyboardMarkup:
+    """Buttons for a question: options (toggles with ✓ on multi-select), then Done, Skip, Stop."""
+    labels = question.labels
+    rows: list[list[InlineKeyboardButton]] = []
+    if not question.free_text and labels.get("kind") != "attachments":
+        for option in question.options:
+            if question.multi:
+                mark = "✓ " if option.selected else ""
+                rows.append(
+                    [InlineKeyboardButton(mark + option.label, callback_data=f"t:{option.id}")]
+                )
+            else:
+                rows.append([InlineKeyboardButton(option.label, callback_data=f"c:{option.id}")])
+    if question.multi or labels.get("kind") == "attachments":
+        rows.append([InlineKeyboardButton(labels["done"], callback_data="d")])
+    if question.can_skip and labels.get("kind") != "attachments":
+        rows.append([InlineKeyboardButton(labels["skip"], callback_data="s")])
+    rows.append([InlineKeyboardButton(labels["stop"], callback_data="x")])
+    return InlineKeyboardMarkup(rows)
+
+
+def _seconds(value: int | float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramChannel:
+    """Runs a PTB application whose only handler hands every update to the intake service."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        intake: IntakeService,
+        engine: Engine,
+        limiter: ChatRateLimiter,
+        base_url: str | None = None,
+        webhook: WebhookConfig | None = None,
+        sleep: Sleep = asyncio.sleep,
+        poll_timeout: int = 10,
+    ) -> None:
+        self._token = token
+        self._intake = intake
+        self._engine = engine
+        self._limiter = limiter
+        self._base_url = base_url
+        self._webhook = webhook
+        self._sleep = sleep
+        self._poll_timeout = poll_timeout
+        #: Updates fully handled so far (tests and benchmarks wait on it).
+        self.handled = 0
+        self.application = self._build()
+
+    def _build(self) -> Application:  # type: ignore[type-arg]
+        api, files = api_urls(self._base_url)
+        application = (
+            ApplicationBuilder().token(self._token).base_url(api).base_file_url(files).build()
+        )
+        application.add_handler(TypeHandler(Update, self._on_update))
+        application.add_error_handler(self._on_error)
+        return application
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll (or serve the webhook) until ``stop`` is set."""
+        app = self.application
+        async with app:
+            await app.start()
+            updater = app.updater
+            assert updater is not None
+            if self._webhook is not None:
+                await updater.start_webhook(
+                    listen=self._webhook.listen,
+                    port=self._webhook.port,
+                    url_path=self._webhook.path,
+                    webhook_url=self._webhook.url,
+                    secret_token=self._webhook.secret,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+            else:
+                await updater.start_polling(
+                    timeout=self._poll_timeout, allowed_updates=ALLOWED_UPDATES
+                )
+            log.info("telegram channel running (%s)", "webhook" if self._webhook else "polling")
+            await stop.wait()
+            await updater.stop()
+            await app.stop()
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram error: %s", type(context.error).__name__)
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        try:
+            if chat is None or chat.type != "private":
+                return
+            chat_id = str(chat.id)
+            try:
+                await self._handle(update, chat_id)
+            except Exception as exc:  # the reporter gets a calm message, never a traceback
+                log.error("telegram update failed: %s", type(exc).__name__)
+                await self._send(chat_id, self._engine.notice(self._language(update), "ui.error"))
+        finally:
+            self.handled += 1
+
+    @staticmethod
+    def _language(update: Update) -> str:
+        user = update.effective_user
+        code = (user.language_code if user else None) or "en"
+        return code.split("-")[0].lower()
+
+    async def _handle(self, update: Update, chat_id: str) -> None:
+        query = update.callback_query
+        if query is not None:
+            with contextlib.suppress(TelegramError):
+                await query.answer()
+        message = update.message or update.edited_message
+        incoming = str(message.message_id) if message is not None else None
+        verdict = self._limiter.check(CHANNEL, chat_id)
+        if verdict is not Verdict.OK:
+            await self._delete(chat_id, incoming)
+            if verdict is Verdict.WARN:
+                await self._send(
+                    chat_id, self._engine.notice(self._language(update), "ui.rate_limited")
+                )
+            return
+        if update.edited_message is not None:
+            # An edited answer is not re-read; the edit itself must not linger on screen.
+            await self._delete(chat_id, incoming)
+            return
+        is_command = message is not None and (message.text or "").startswith("/")
+        if is_command and message is not None and await self._command(update, message, chat_id):
+            return
+        event, attachment = await self._event(update, message)
+        turn = await self._intake.turn(
+            CHANNEL, chat_id, event, update_id=str(update.update_id), attachment=attachment
+        )
+        await self._delete(chat_id, incoming)
+        if turn.duplicate:
+            return
+        for old in turn.to_delete:
+            await self._delete(chat_id, old)
+        sent = [ref for reply in turn.replies if (ref := await self._send(chat_id, reply))]
+        if turn.draft_open:
+            await self._intake.track(CHANNEL, chat_id, sent)
+
+    async def _command(self, update: Update, message: Message, chat_id: str) -> bool:
+        """Handle commands that are not questionnaire events; False lets the others through."""
+        text = message.text or ""
+        head, _, rest = text.partition(" ")
+        command = head[1:].split("@")[0].lower()
+        language = self._language(update)
+        if command == "status":
+            await self._delete(chat_id, str(message.message_id))  # the code must not stay
+            notice = (
+                await self._intake.status(rest, language)
+                if rest.strip()
+                else self._engine.notice(language, "ui.status_usage")
+            )
+            await self._reply_tracked(chat_id, notice)
+            return True
+        if command == "forget":
+            await self._delete(chat_id, str(message.message_id))
+            for ref in await self._intake.forget(CHANNEL, chat_id):
+                await self._delete(chat_id, ref)
+            await self._send(chat_id, self._engine.notice(language, "ui.forgotten"))
+            return True
+        if command == "help":
+            await self._delete(chat_id, str(message.message_id))
+            await self._reply_tracked(chat_id, self._engine.notice(language, "ui.help_telegram"))
+            return True
+        return False
+
+    async def _reply_tracked(self, chat_id: str, notice: Notice) -> None:
+        ref = await self._send(chat_id, notice)
+        if ref:
+            await self._intake.track(CHANNEL, chat_id, [ref])
+
+    async def _event(
+        self, update: Update, message: Message | None
+    ) -> tuple[Event, Attachment | None]:
+        if update.callback_query is not None:
+            return callback_event(update.callback_query.data), None
+        if message is None:
+            return Invalid(), None
+        if message.text is not None:
+            if message.text.startswith("/"):
+                command = message.text.split()[0][1:].split("@")[0].lower()
+                commands: dict[str, Event] = {
+                    "start": Start(self._language(update)),
+                    "language": ChangeLanguage(),
+                    "cancel": Stop(),
+                    "stop": Stop(),
+                }
+                return commands.get(command, Invalid()), None
+            return TextAnswer(message.text), None
+        if message.photo or message.document:
+            data = await self._download(message)
+            if data is None:
+                return Refused(), None
+            return Invalid(), Attachment(data, message.caption)
+        return Invalid(), None
+
+    async def _download(self, message: Message) -> bytes | None:
+        size: int | None
+        if message.photo:
+            file_id, size = message.photo[-1].file_id, message.photo[-1].file_size
+        elif message.document is not None:
+            file_id, size = message.document.file_id, message.document.file_size
+        else:
+            return None
+        if size is not None and size > MAX_FILE_BYTES:
+            return None
+        try:
+            telegram_file = await message.get_bot().get_file(file_id)
+            data = bytes(await telegram_file.download_as_bytearray())
+        except TelegramError as exc:
+            log.info("file download failed: %s", type(exc).__name__)
+            return None
+        return data if len(data) <= MAX_FILE_BYTES else None
+
+    async def _send(self, chat_id: str, message: Outbound) -> str | None:
+        if isinstance(message, Question):
+            text, markup = message.text, keyboard(message)
+        elif isinstance(message, Notice):
+            text, markup = message.text, None
+        else:
+            return None
+        bot = self.application.bot
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                sent = await bot.send_message(
+                    chat_id=int(chat_id), text=text, reply_markup=markup, protect_content=True
+                )
+                return str(sent.message_id)
+            except RetryAfter as exc:
+                await self._sleep(_seconds(exc.retry_after))
+            except (Forbidden, BadRequest) as exc:
+                log.info("send refused: %s", type(exc).__name__)
+                return None
+        log.warning("send gave up after %d rate limits", SEND_ATTEMPTS)
+        return None
+
+    async def _delete(self, chat_id: str, ref: str | None) -> None:
+        if ref is None:
+            return
+        bot = self.application.bot
+        for _ in range(2):
+            try:
+                await bot.delete_message(chat_id=int(chat_id), message_id=int(ref))
+                return
+            except RetryAfter as exc:
+                await self._sleep(_seconds(exc.retry_after))
+            except (TelegramError, ValueError):
+                # Older than 48 hours, already gone, or not ours: carry on quietly.
+                return
