@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
+from bot.app import serve
 from bot.channels.console import ConsoleChannel
 from bot.charts import reports_chart
 from bot.config import ConfigError, Settings, load_settings
@@ -288,7 +289,9 @@ def run() -> None:
             _run(_console(settings))
             return
         _fail(message)
-    _fail("the Telegram and Signal channels are not available in this version yet")
+    if settings.signal_enabled and not settings.telegram_enabled:
+        _fail("the Signal channel is not available in this version yet; configure Telegram")
+    _run(_with_runtime(settings, serve))
 
 
 def main() -> None:

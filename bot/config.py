@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     telegram_base_url: str | None = None
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
+    telegram_webhook_listen: str = "127.0.0.1"
+    telegram_webhook_port: int = Field(default=8443, ge=1, le=65535)
 
     signal_api_url: str | None = None
     signal_number: SecretStr | None = None
@@ -90,6 +92,10 @@ class Settings(BaseSettings):
         if sum(s is not None for s in sources) > 1:
             raise ValueError(
                 "set only one of TIPLINE_PASSPHRASE, TIPLINE_PASSPHRASE_FILE, TIPLINE_ROOT_KEY_FILE"
+            )
+        if (self.telegram_webhook_url is None) != (self.telegram_webhook_secret is None):
+            raise ValueError(
+                "set TIPLINE_TELEGRAM_WEBHOOK_URL and TIPLINE_TELEGRAM_WEBHOOK_SECRET together"
             )
         if self.argon2_memory_kib < 8 * self.argon2_lanes:
             raise ValueError("TIPLINE_ARGON2_MEMORY_KIB must be at least 8 x TIPLINE_ARGON2_LANES")

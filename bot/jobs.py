@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,13 +20,14 @@ async def expiry_job(
     *,
     sleep: Sleep = asyncio.sleep,
     rounds: int | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Purge expired drafts and cases, then ratchet the KEK, every ``interval_seconds``.
 
     A failed round is logged (by exception type only) and retried at the next interval.
     """
     done = 0
-    while rounds is None or done < rounds:
+    while (rounds is None or done < rounds) and not (stop is not None and stop.is_set()):
         try:
             report = await admin.purge(job=True)
             if any(report.expired.values()):
@@ -34,3 +36,13 @@ async def expiry_job(
             log.error("expiry round failed: %s", type(exc).__name__)
         done += 1
         await sleep(interval_seconds)
+
+
+def stoppable_sleep(stop: asyncio.Event) -> Sleep:
+    """A sleep that ends early when ``stop`` is set (so ``tipline run`` exits promptly)."""
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+    return sleep

@@ -333,3 +333,53 @@ def test_every_keyboard_offers_stop_and_fits_callback_limits(engine_: Engine) ->
             event = Done() if state.pending else Toggle(event.options[0])
         state, _ = engine_.step(state, event, START)
     assert "what_happened" in seen and "review" in seen
+
+
+async def test_tipline_run_serves_telegram_until_sigterm(tmp_path: Path) -> None:
+    """The real command: `tipline run` with a token polls the (fake) Bot API and stops cleanly."""
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    from tests.fake_telegram import FakeBotApi, until
+
+    fake = FakeBotApi()
+    root = await fake.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
+    env.update(
+        TIPLINE_DATA_DIR=str(tmp_path / "var"),
+        TIPLINE_ROOT_KEY_FILE=str(tmp_path / "var" / "root.key"),
+        TIPLINE_TELEGRAM_TOKEN=TOKEN,
+        TIPLINE_TELEGRAM_BASE_URL=root,
+        TIPLINE_LOG_LEVEL="DEBUG",
+    )
+    init = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "init", "--dev", env=env, cwd=tmp_path
+    )
+    assert await init.wait() == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await until(lambda: any(m == "getUpdates" for m, _ in fake.calls), limit=30)
+        await fake.text(CHAT, "/start")
+        await until(lambda: any(s.reply_markup for s in fake.sent), limit=30)
+        assert fake.sent[-1].text.startswith("This is a confidential tip line")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        fake._new_update.set()
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        await fake.stop()
+    assert proc.returncode == 0, err.decode()
+    logs = err.decode()
+    assert "Traceback" not in logs
+    assert TOKEN not in logs and TOKEN.split(":")[1] not in logs
+    assert str(CHAT) not in logs

@@ -1,0 +1,58 @@
+"""``tipline run``: every configured channel and the background jobs in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.channels.telegram import TelegramChannel, WebhookConfig
+from bot.jobs import expiry_job, stoppable_sleep
+from bot.runtime import Runtime
+from bot.services.ratelimit import ChatRateLimiter
+
+log = logging.getLogger(__name__)
+
+
+def telegram_channel(runtime: Runtime) -> TelegramChannel:
+    """The Telegram adapter as configured (polling, or webhook with a secret token)."""
+    settings = runtime.settings
+    assert settings.telegram_token is not None
+    webhook = None
+    if settings.telegram_webhook_url and settings.telegram_webhook_secret:
+        webhook = WebhookConfig(
+            url=settings.telegram_webhook_url,
+            secret=settings.telegram_webhook_secret.get_secret_value(),
+            listen=settings.telegram_webhook_listen,
+            port=settings.telegram_webhook_port,
+        )
+    return TelegramChannel(
+        token=settings.telegram_token.get_secret_value(),
+        intake=runtime.intake,
+        engine=runtime.conversation,
+        limiter=ChatRateLimiter(runtime.vault.keyring.pseudonym, runtime.clock),
+        base_url=settings.telegram_base_url,
+        webhook=webhook,
+    )
+
+
+async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``): channels plus the expiry job."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks: list[Coroutine[Any, Any, None]] = []
+    if runtime.settings.telegram_enabled:
+        tasks.append(telegram_channel(runtime).run(stop))
+    interval = runtime.settings.purge_interval_minutes * 60
+    tasks.append(expiry_job(runtime.admin, interval, sleep=stoppable_sleep(stop), stop=stop))
+    log.info("tipline running")
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    log.info("tipline stopped")
