@@ -135,8 +135,9 @@ class TelegramChannel:
         self._webhook = webhook
         self._sleep = sleep
         self._poll_timeout = poll_timeout
-        #: Updates fully handled so far (tests and benchmarks wait on it).
+        #: Updates fully handled so far, and those whose handling failed (tests, benchmarks).
         self.handled = 0
+        self.failed = 0
         self.application = self._build()
 
     def _build(self) -> Application:  # type: ignore[type-arg]
@@ -185,6 +186,7 @@ class TelegramChannel:
             try:
                 await self._handle(update, chat_id)
             except Exception as exc:  # the reporter gets a calm message, never a traceback
+                self.failed += 1
                 log.error("telegram update failed: %s", type(exc).__name__)
                 await self._send(chat_id, self._engine.notice(self._language(update), "ui.error"))
         finally:
