@@ -163,7 +163,9 @@ def purge(
     """Delete expired drafts and cases, then ratchet the KEK (crypto-erase)."""
     settings = _settings()
     report = _run(_with_runtime(settings, lambda rt: rt.admin.purge(dry_run=dry_run)))
-    counts = ", ".join(f"{n} {table}" for table, n in report.expired.items())
+    counts = ", ".join(
+        f"{n} {table}" for table, n in report.expired.items() if table != "seen_updates"
+    )
     if dry_run:
         typer.echo(f"tipline: would purge {counts} (dry run: nothing deleted)")
         return

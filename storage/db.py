@@ -31,6 +31,8 @@ def is_sqlite(url: str) -> bool:
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         for pragma in SQLITE_PRAGMAS:
@@ -39,11 +41,19 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_begin(connection: Any) -> None:
+    # Take the write lock when a transaction starts: a transaction that read first and wrote
+    # later would fail at once (SQLITE_BUSY on a stale snapshot) when another connection had
+    # written in between; BEGIN IMMEDIATE waits its turn under busy_timeout instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine with the pragmas and pool settings tipline relies on."""
     if is_sqlite(url):
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)

@@ -255,7 +255,12 @@ class Maintenance:
         if not self.is_sqlite:
             return False
         async with self.engine.connect() as conn:
-            row = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).first()
+            # Outside any transaction (ours all begin IMMEDIATE), straight on the driver.
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = await cursor.fetchone()
+            await cursor.close()
         return row is not None and row[0] == 0
 
     async def purge(self, now: datetime, *, dry_run: bool = False) -> PurgeReport:

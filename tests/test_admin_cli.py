@@ -43,7 +43,10 @@ def test_keys_status_and_rotate_print_no_secret(
 def test_purge_dry_run_and_nothing_to_do(initialised: dict[str, str], tmp_path: Path) -> None:
     tipline(initialised, "console", stdin="3\n1\n", cwd=tmp_path)  # a draft
     dry = tipline(initialised, "purge", "--dry-run", cwd=tmp_path)
-    assert dry.returncode == 0 and "would purge 0 drafts, 0 cases (dry run" in dry.stdout
+    assert (
+        dry.returncode == 0
+        and "would purge 0 drafts, 0 cases, 0 attachments (dry run" in dry.stdout
+    )
     real = tipline(initialised, "purge", cwd=tmp_path)
     assert real.returncode == 0 and "nothing has expired" in real.stdout
 
