@@ -51,6 +51,11 @@ def _sqlite_begin(connection: Any) -> None:
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine with the pragmas and pool settings tipline relies on."""
     if is_sqlite(url):
+        # One connection per process: SQLite has one writer at a time anyway, and waiting in
+        # the pool's queue wakes at once, where SQLite's busy handler sleeps in steps.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", 60)
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

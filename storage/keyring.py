@@ -358,6 +358,18 @@ class KeyVault:
         self.keyring = keyring
         self._root = root
         self._kdf = kdf
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.file.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def changed_on_disk(self) -> bool:
+        """Whether another process rewrote the keyring file since this one last read or wrote it."""
+        return self._stamp() != self._seen
 
     @classmethod
     def create(
@@ -374,17 +386,21 @@ class KeyVault:
     def persist(self) -> None:
         """Write the keyring as it is in memory (destroyed KEKs are gone from the file)."""
         self.file.write(self.keyring, self._root, self._kdf)
+        self._seen = self._stamp()
 
     def reload(self) -> None:
         """Re-read the file (another process rotated); the keyring object is updated in place."""
+        stamp = self._stamp()
         fresh = self.file._unseal(self.file._header(), self._root, self._kdf)
         self.keyring.replace_with(fresh)
+        self._seen = stamp
 
     def rekey(self, secret: RootSecret, cost: Argon2Cost | None) -> None:
         """Seal the same KEKs under a new root key (``tipline keys rotate --root``)."""
         root, kdf = KeyringFile.derive(secret, cost)
         self.file.write(self.keyring, root, kdf)
         self._root, self._kdf = root, kdf
+        self._seen = self._stamp()
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

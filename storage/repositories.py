@@ -408,9 +408,10 @@ async def read_key_state(session: AsyncSession, *, lock: bool) -> int | None:
 class SqlUnitOfWork:
     """One database transaction over every repository.
 
-    It starts by reading the shared key state: if another process rotated the keyring, this
-    one reloads it before wrapping any new DEK, so that no record is written under a KEK that
-    a rotation is about to destroy.
+    It starts by checking the shared key state (PostgreSQL: a row read under a shared lock;
+    SQLite: the keyring file, under the database write lock): if another process rotated the
+    keyring, this one reloads it before wrapping any new DEK, so that no record is written
+    under a KEK that a rotation is about to destroy.
     """
 
     def __init__(
@@ -441,6 +442,14 @@ class SqlUnitOfWork:
         return self
 
     async def _check_keys(self) -> None:
+        connection = await self.session.connection()  # begins the transaction
+        if connection.dialect.name == "sqlite":
+            # BEGIN IMMEDIATE holds the database's single write lock, so a rotation cannot
+            # destroy a KEK while this transaction runs; it rewrites the keyring file before it
+            # publishes, so a look at the file is enough (no extra query on the hot path).
+            if self._vault is not None and self._vault.changed_on_disk():
+                self._vault.reload()
+            return
         published = await read_key_state(self.session, lock=True)
         if published is None or published <= self._keyring.current_kek_id:
             return

@@ -58,6 +58,7 @@ class FakeBotApi:
     confirmed: int = 0
     webhook_statuses: list[int] = field(default_factory=list)
     delete_failures: int = 0
+    edits: int = 0
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
     runner: web.AppRunner | None = None
     port: int = 0
@@ -204,6 +205,33 @@ class FakeBotApi:
             return self._error(400, "Bad Request: message can't be deleted")
         self.deleted.add(key)
         return self._ok(True)
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> web.Response:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        message = self.messages.get(key)
+        if message is None or key in self.deleted:
+            return self._error(400, "Bad Request: message to edit not found")
+        if not message["from"]["is_bot"]:
+            return self._error(400, "Bad Request: message can't be edited")
+        text = params.get("text", "")
+        if not text:
+            return self._error(400, "Bad Request: message text is empty")
+        markup = params.get("reply_markup")
+        if text == message.get("text") and markup == message.get("reply_markup"):
+            return self._error(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup of the message",
+            )
+        message["text"] = text
+        message["edit_date"] = int(self.now)
+        if markup:
+            message["reply_markup"] = markup
+        for sent in self.sent:
+            if (sent.chat_id, sent.message_id) == key:
+                sent.text, sent.reply_markup = text, markup
+        self.edits += 1
+        return self._ok(message)
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
         return self._ok(True)
@@ -373,3 +401,37 @@ async def until(predicate: Any, limit: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.005)
+
+
+async def _serve(port: int) -> None:
+    """Run the fake alone (for benchmarks), with control routes to act as many users."""
+    fake = FakeBotApi()
+
+    async def text(request: web.Request) -> web.Response:
+        body = await request.json()
+        for chat in body["chats"]:
+            await fake.text(int(chat), body["text"])
+        return web.json_response(True)
+
+    async def press(request: web.Request) -> web.Response:
+        body = await request.json()
+        for chat in body["chats"]:
+            question = fake.last_question(int(chat))
+            await fake.press(int(chat), question.message_id, body["data"])
+        return web.json_response(True)
+
+    app = web.Application()
+    app.router.add_route("*", "/bot{token}/{method}", fake._api)
+    app.router.add_post("/control/text", text)
+    app.router.add_post("/control/press", press)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_serve(int(sys.argv[1])))

@@ -76,7 +76,8 @@ async def test_full_report_clears_the_chat_as_it_goes(tg: TelegramHarness) -> No
     user_messages = [k for k, m in tg.fake.messages.items() if not m["from"]["is_bot"]]
     assert user_messages and all(k in tg.fake.deleted for k in user_messages)
     questions = [s for s in tg.fake.sent if s.reply_markup]
-    assert len(questions) >= 15
+    # each answer replaces the question on screen in place (edit) or by delete and send
+    assert tg.fake.edits + len(questions) == 17  # one question per step asked
     assert all((s.chat_id, s.message_id) in tg.fake.deleted for s in questions)
     assert all(s.protect_content for s in tg.fake.sent), "protect_content on every message"
     assert all("zebra42" not in s.text for s in tg.fake.sent), "typed words are never echoed"

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -138,6 +138,9 @@ class TelegramChannel:
         #: Updates fully handled so far, and those whose handling failed (tests, benchmarks).
         self.handled = 0
         self.failed = 0
+        # Updates of different chats run concurrently; one chat's updates run in order.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
         self.application = self._build()
 
     def _build(self) -> Application:  # type: ignore[type-arg]
@@ -183,14 +186,28 @@ class TelegramChannel:
             if chat is None or chat.type != "private":
                 return
             chat_id = str(chat.id)
-            try:
-                await self._handle(update, chat_id)
-            except Exception as exc:  # the reporter gets a calm message, never a traceback
-                self.failed += 1
-                log.error("telegram update failed: %s", type(exc).__name__)
-                await self._send(chat_id, self._engine.notice(self._language(update), "ui.error"))
+            async with self._chat_lock(chat_id):
+                try:
+                    await self._handle(update, chat_id)
+                except Exception as exc:  # the reporter gets a calm message, never a traceback
+                    self.failed += 1
+                    log.error("telegram update failed: %s", type(exc).__name__)
+                    notice = self._engine.notice(self._language(update), "ui.error")
+                    await self._send(chat_id, notice)
         finally:
             self.handled += 1
+
+    @contextlib.asynccontextmanager
+    async def _chat_lock(self, chat_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(chat_id, asyncio.Lock())
+        self._lock_users[chat_id] = self._lock_users.get(chat_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[chat_id] -= 1
+            if not self._lock_users[chat_id]:
+                del self._lock_users[chat_id], self._locks[chat_id]
 
     @staticmethod
     def _language(update: Update) -> str:
@@ -224,14 +241,43 @@ class TelegramChannel:
         turn = await self._intake.turn(
             CHANNEL, chat_id, event, update_id=str(update.update_id), attachment=attachment
         )
-        await self._delete(chat_id, incoming)
         if turn.duplicate:
+            await self._delete(chat_id, incoming)
             return
-        for old in turn.to_delete:
-            await self._delete(chat_id, old)
-        sent = [ref for reply in turn.replies if (ref := await self._send(chat_id, reply))]
+        if turn.edit is not None and isinstance(turn.replies[0], Question):
+            edited, _ = await asyncio.gather(
+                self._edit(chat_id, turn.edit, turn.replies[0]), self._delete(chat_id, incoming)
+            )
+            if edited:
+                return
+            incoming = turn.edit  # could not edit (too old, gone): replace it instead
+        # Replies go out in order; the deletions run alongside them.
+        deletions = [self._delete(chat_id, ref) for ref in (incoming, *turn.to_delete)]
+        results = await asyncio.gather(self._send_all(chat_id, turn.replies), *deletions)
+        sent: list[str] = results[0] or []
         if turn.draft_open:
             await self._intake.track(CHANNEL, chat_id, sent)
+
+    async def _edit(self, chat_id: str, ref: str, question: Question) -> bool:
+        for _ in range(2):
+            try:
+                await self.application.bot.edit_message_text(
+                    chat_id=int(chat_id),
+                    message_id=int(ref),
+                    text=question.text,
+                    reply_markup=keyboard(question),
+                )
+                return True
+            except RetryAfter as exc:
+                await self._sleep(_seconds(exc.retry_after))
+            except BadRequest as exc:
+                return "not modified" in str(exc).lower()
+            except TelegramError:
+                return False
+        return False
+
+    async def _send_all(self, chat_id: str, replies: list[Outbound]) -> list[str]:
+        return [ref for reply in replies if (ref := await self._send(chat_id, reply))]
 
     async def _command(self, update: Update, message: Message, chat_id: str) -> bool:
         """Handle commands that are not questionnaire events; False lets the others through."""

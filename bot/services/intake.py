@@ -16,6 +16,7 @@ from bot.domain.messages import (
     Invalid,
     Notice,
     Outbound,
+    Question,
     Refused,
     SubmitReport,
 )
@@ -60,6 +61,13 @@ class Turn:
     duplicate: bool = False
     #: Whether a draft is still open afterwards (new messages should be tracked).
     draft_open: bool = False
+    #: A message on screen that the single new question may replace in place (edit, not
+    #: delete and send: fewer API calls, the same clean screen). Still tracked.
+    edit: str | None = None
+
+
+def _one_question(replies: list[Outbound]) -> bool:
+    return len(replies) == 1 and isinstance(replies[0], Question)
 
 
 def week_of(day: date) -> date:
@@ -125,13 +133,17 @@ class IntakeService:
                     replies.extend(await self._submit(uow, message, chat_id, now))
                 elif not isinstance(message, DraftDeleted):
                     replies.append(message)
+            edit = None
+            if new_state is not None and len(to_delete) == 1 and _one_question(replies):
+                edit, to_delete = to_delete[0], ()
+                new_state = replace(new_state, refs=(edit,))
             if new_state is None:
                 await uow.drafts.delete(channel, chat_id)
             else:
                 expires = now + self._policy.draft_ttl
                 await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
             await uow.commit()
-        return Turn(replies, to_delete, draft_open=new_state is not None)
+        return Turn(replies, to_delete, draft_open=new_state is not None, edit=edit)
 
     async def _load(
         self, uow: UnitOfWork, channel: str, chat_id: str, now: datetime
