@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.channels.telegram import TelegramChannel, WebhookConfig
-from bot.jobs import expiry_job, stoppable_sleep
+from bot.jobs import expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
 from bot.services.ratelimit import ChatRateLimiter
 
@@ -28,14 +28,17 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
             listen=settings.telegram_webhook_listen,
             port=settings.telegram_webhook_port,
         )
-    return TelegramChannel(
+    channel = TelegramChannel(
         token=settings.telegram_token.get_secret_value(),
         intake=runtime.intake,
         engine=runtime.conversation,
         limiter=ChatRateLimiter(runtime.vault.keyring.pseudonym, runtime.clock),
+        lawyers=runtime.lawyers,
         base_url=settings.telegram_base_url,
         webhook=webhook,
     )
+    runtime.notifier.register("telegram", channel.notify)
+    return channel
 
 
 async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
@@ -48,7 +51,16 @@ async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
     if runtime.settings.telegram_enabled:
         tasks.append(telegram_channel(runtime).run(stop))
     interval = runtime.settings.purge_interval_minutes * 60
-    tasks.append(expiry_job(runtime.admin, interval, sleep=stoppable_sleep(stop), stop=stop))
+    sleep = stoppable_sleep(stop)
+    tasks.append(expiry_job(runtime.admin, interval, sleep=sleep, stop=stop))
+    tasks.append(
+        staff_job(
+            runtime.lawyers,
+            runtime.settings.escalation_interval_seconds,
+            sleep=sleep,
+            stop=stop,
+        )
+    )
     log.info("tipline running")
     try:
         await asyncio.gather(*tasks)

@@ -29,6 +29,7 @@ from bot.runtime import (
     root_secret,
     upgrade_database,
 )
+from bot.services.lawyers import LawyerError
 from storage.keyring import KeyringError
 
 log = logging.getLogger("tipline")
@@ -50,6 +51,102 @@ keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+lawyers_app = typer.Typer(help="Lawyers (and admins who get alerts).", no_args_is_help=True)
+app.add_typer(lawyers_app, name="lawyers")
+cases_app = typer.Typer(help="Cases (metadata only).", no_args_is_help=True)
+app.add_typer(cases_app, name="cases")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+
+@lawyers_app.command("invite")
+def lawyers_invite(
+    name: str = typer.Option(..., "--name", help="The lawyer's name (stored encrypted)."),
+    languages: str = typer.Option("az,ru", "--languages", help="Languages, e.g. az,ru."),
+    regions: str = typer.Option("all", "--regions", help="Regions, e.g. baku,ganja, or all."),
+    on_call: bool = typer.Option(False, "--on-call", help="Takes urgent (P1) cases first."),
+    admin: bool = typer.Option(False, "--admin", help="An admin who gets alerts, no cases."),
+) -> None:
+    """Print a one-time invite code (valid 72 hours) for /register in Signal or Telegram."""
+    settings = _settings()
+    role = "admin" if admin else "lawyer"
+    lawyer_id, code = _run(
+        _with_runtime(
+            settings,
+            lambda rt: rt.lawyers.invite(
+                name=name,
+                languages=_csv(languages),
+                regions=_csv(regions),
+                on_call=on_call,
+                role=role,
+            ),
+        )
+    )
+    typer.echo(f"tipline: {role} {lawyer_id} invited; invite code (valid 72 hours, once): {code}")
+    typer.echo(f"tipline: they send '/register {code}' to the bot, then read you their phrase")
+
+
+@lawyers_app.command("list")
+def lawyers_list() -> None:
+    """Lawyers and admins: id, name, role, status, languages, regions, on call, open cases."""
+    settings = _settings()
+    roster = _run(_with_runtime(settings, lambda rt: rt.lawyers.roster()))
+    rows = [
+        (
+            x.id,
+            x.name,
+            x.role,
+            x.status,
+            ",".join(x.languages),
+            ",".join(x.regions),
+            "yes" if x.on_call else "",
+            x.open_cases,
+        )
+        for x in roster
+    ]
+    header = ["id", "name", "role", "status", "languages", "regions", "on call", "open"]
+    typer.echo(_table(header, rows) if rows else "tipline: no lawyers yet")
+
+
+@lawyers_app.command("verify")
+def lawyers_verify(
+    lawyer_id: int = typer.Argument(..., help="The id from 'tipline lawyers list'."),
+    phrase: str = typer.Option(..., "--phrase", help="The phrase the lawyer read out to you."),
+) -> None:
+    """Verify a registered lawyer after checking their phrase out of band (call, meeting)."""
+    settings = _settings()
+    _run(_with_runtime(settings, lambda rt: rt.lawyers.verify(lawyer_id, phrase)))
+    typer.echo(f"tipline: lawyer {lawyer_id} verified")
+
+
+@lawyers_app.command("revoke")
+def lawyers_revoke(lawyer_id: int = typer.Argument(..., help="The lawyer's id.")) -> None:
+    """Revoke at once; their open cases go back to routing."""
+    settings = _settings()
+    moved = _run(_with_runtime(settings, lambda rt: rt.lawyers.revoke(lawyer_id)))
+    typer.echo(f"tipline: lawyer {lawyer_id} revoked; {moved} open cases re-routed")
+
+
+@cases_app.command("list")
+def cases_list() -> None:
+    """Open cases: number, priority, status, lawyer, dates. Never content."""
+    settings = _settings()
+    cases = _run(_with_runtime(settings, lambda rt: rt.lawyers.cases()))
+    rows = [
+        (
+            f"#{c.number}",
+            f"P{c.priority}",
+            c.status,
+            c.assigned_lawyer_id or "",
+            c.created_on.isoformat(),
+            c.expires_at.strftime("%Y-%m-%d %H:%M"),
+        )
+        for c in cases
+    ]
+    header = ["case", "priority", "status", "lawyer", "created", "expires (UTC)"]
+    typer.echo(_table(header, rows) if rows else "tipline: no open cases")
 
 
 class StatsFormat(StrEnum):
@@ -264,7 +361,7 @@ def db_upgrade() -> None:
 async def _console(settings: Settings) -> None:
     runtime = await open_runtime(settings)
     try:
-        await ConsoleChannel(runtime.intake, runtime.conversation).run()
+        await ConsoleChannel(runtime.intake, runtime.conversation, lawyers=runtime.lawyers).run()
     finally:
         await runtime.close()
 
@@ -300,7 +397,7 @@ def main() -> None:
     """Entry point: runs the app and turns every known failure into one line."""
     try:
         app()
-    except (ConfigError, KeyringError, DatabaseUnavailable) as exc:
+    except (ConfigError, KeyringError, DatabaseUnavailable, LawyerError) as exc:
         typer.echo(f"tipline: {exc}", err=True)
         sys.exit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE)
     except KeyboardInterrupt:

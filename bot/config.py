@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     languages: Annotated[tuple[str, ...], NoDecode] = ("az", "ru", "en")
     log_level: str = "INFO"
 
+    allow_case_content_over_telegram: bool = False
+    lawyer_cap: int = Field(default=10, ge=1, le=1000)
+    escalation_interval_seconds: int = Field(default=60, ge=5, le=3600)
     purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
     stats_threshold: int = Field(default=5, ge=2, le=1000)
 

@@ -17,9 +17,11 @@ from bot.config import Settings
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
+from bot.notify import ChannelNotifier
 from bot.services.admin import AdminService
 from bot.services.clock import Clock, system_clock
 from bot.services.intake import IntakePolicy, IntakeService
+from bot.services.lawyers import LawyerPolicy, LawyerService
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import (
@@ -122,6 +124,8 @@ class Runtime:
     intake: IntakeService
     conversation: Engine
     clock: Clock
+    notifier: ChannelNotifier
+    lawyers: LawyerService
 
     def uow(self) -> SqlUnitOfWork:
         """A new unit of work."""
@@ -164,8 +168,20 @@ async def open_runtime(
     def uow() -> SqlUnitOfWork:
         return SqlUnitOfWork(sessions, vault.keyring, vault)
 
-    intake = IntakeService(uow, engine_, clock, policy)
-    return Runtime(settings, engine, sessions, vault, intake, engine_, clock)
+    notifier = ChannelNotifier()
+    lawyers = LawyerService(
+        uow,
+        engine_.texts,
+        notifier,
+        clock,
+        LawyerPolicy(
+            cap=settings.lawyer_cap,
+            content_over_telegram=settings.allow_case_content_over_telegram,
+            expiry_warning=timedelta(hours=72),
+        ),
+    )
+    intake = IntakeService(uow, engine_, clock, policy, on_submitted=lawyers.route)
+    return Runtime(settings, engine, sessions, vault, intake, engine_, clock, notifier, lawyers)
 
 
 async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clock) -> str:

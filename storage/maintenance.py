@@ -18,8 +18,12 @@ from storage.models import (
     Attachment,
     AuditEntry,
     Case,
+    CaseAttempt,
+    CaseMessage,
     Draft,
+    JobState,
     KeyState,
+    Lawyer,
     SeenUpdate,
     StatCounter,
 )
@@ -28,11 +32,22 @@ from storage.repositories import AuditProblem, SqlAuditLog, SqlUnitOfWork
 log = logging.getLogger(__name__)
 
 #: Every table whose rows carry a wrapped DEK (id, kek_id, wrapped_dek).
-ENCRYPTED: tuple[Any, ...] = (Draft, Case, Attachment)
+ENCRYPTED: tuple[Any, ...] = (Draft, Case, Attachment, Lawyer, CaseMessage)
 #: Tables with an expiry date, purged by ``purge``.
 EXPIRING: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate)
 #: Everything ``wipe`` empties, children before parents.
-ALL_TABLES: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate, AuditEntry, StatCounter)
+ALL_TABLES: tuple[Any, ...] = (
+    CaseMessage,
+    CaseAttempt,
+    Draft,
+    Case,
+    Attachment,
+    SeenUpdate,
+    AuditEntry,
+    StatCounter,
+    Lawyer,
+    JobState,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +209,8 @@ class Maintenance:
             unreadable: list[str] = []
             for row in rows:
                 try:
-                    new = cipher.rewrap(table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+                    key = WrappedKey(row.kek_id, row.wrapped_dek)
+                    new = cipher.rewrap(table, str(row.id), key)
                 except DecryptionError:
                     unreadable.append(row.id)
                     continue

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
@@ -85,6 +86,11 @@ class Case(Base):
     answers_ct: Mapped[bytes] = mapped_column(LargeBinary)
     meta_ct: Mapped[bytes] = mapped_column(LargeBinary)
     reply_address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    number: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
+    assigned_lawyer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    admins_alerted: Mapped[bool] = mapped_column(default=False)
+    expiry_warned: Mapped[bool] = mapped_column(default=False)
 
 
 class AuditEntry(Base):
@@ -146,3 +152,65 @@ class SeenUpdate(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Lawyer(Base):
+    """A lawyer (or an admin who gets alerts): name and messenger address encrypted.
+
+    Languages and regions stay in clear: routing reads them for every case, and they describe
+    the lawyer's practice, not any reporter.
+    """
+
+    __tablename__ = "lawyers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    role: Mapped[str] = mapped_column(String(8), default="lawyer")
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    on_call: Mapped[bool] = mapped_column(default=False)
+    languages: Mapped[str] = mapped_column(String(32))
+    regions: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    invite_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True, unique=True)
+    invite_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    phrase_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    contact_pseudonym: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    contact_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class CaseAttempt(Base):
+    """A lawyer a case was already offered to (declined, timed out or revoked)."""
+
+    __tablename__ = "case_attempts"
+
+    case_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    lawyer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class CaseMessage(Base):
+    """A relayed message between a lawyer and a reporter; the body is encrypted."""
+
+    __tablename__ = "case_messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    case_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("cases.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    body_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class JobState(Base):
+    """When a periodic job last ran (the daily digest)."""
+
+    __tablename__ = "job_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_run: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
@@ -167,8 +167,10 @@ class SqlCaseStore:
         case_id = new_id()
         dek, wrapped = self._cipher.new_dek(self.table, case_id)
         enc = self._cipher.encrypt
+        number = (await self._session.execute(select(func.max(Case.number)))).scalar()
         row = Case(
             id=case_id,
+            number=int(number or 0) + 1,
             created_on=created_on,
             priority=priority,
             status=status,
@@ -191,6 +193,13 @@ class SqlCaseStore:
         """Status of the case whose receipt hashes to the same keyed hash."""
         result = await self._session.execute(
             select(Case.status).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
+        )
+        return result.scalar_one_or_none()
+
+    async def id_by_receipt(self, receipt: str) -> str | None:
+        """The id of the case with this (normalised) receipt code, or None."""
+        result = await self._session.execute(
+            select(Case.id).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
         )
         return result.scalar_one_or_none()
 
@@ -439,6 +448,10 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self.session, self._keyring)
         self.attachments = SqlAttachmentStore(self.session, self._cipher)
         self.seen = SqlSeenStore(self.session, self._keyring)
+        from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
+
+        self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)
+        self.assignments = SqlAssignmentStore(self.session, self._cipher)
         return self
 
     async def _check_keys(self) -> None:

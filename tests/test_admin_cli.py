@@ -143,5 +143,5 @@ def test_root_rotation_moves_keys_under_a_new_passphrase(
     status = tipline(env, "keys", "status", cwd=tmp_path)
     assert status.returncode == 0 and status.stdout.splitlines()[1].split()[-1] == "1"
     assert (
-        "intact (2 entries)" in tipline(env, "audit", "verify", cwd=tmp_path).stdout
+        "intact (3 entries)" in tipline(env, "audit", "verify", cwd=tmp_path).stdout
     )  # init, root rotation

@@ -31,6 +31,11 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "VALUES ('a1', :t, 1, :b, :b, :b)",
         "INSERT INTO seen_updates (key, expires_at) VALUES ('k1', :t)",
     ],
+    "0004": [
+        "INSERT INTO lawyers (role, status, on_call, languages, regions, created_at, kek_id, "
+        "wrapped_dek, name_ct) VALUES ('lawyer', 'verified', true, 'az', 'baku', :t, 1, :b, :b)",
+        "UPDATE cases SET assigned_lawyer_id = 1, assigned_at = :t WHERE id = 'c1'",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
@@ -72,6 +77,10 @@ async def test_upgrade_and_downgrade_step_by_step_with_data(db_url: str) -> None
         assert await _count(engine, "drafts") == 1
         assert await _count(engine, "key_state") == 1
         assert await _count(engine, "attachments") == 1
+        assert await _count(engine, "lawyers") == 1
+        async with engine.connect() as conn:
+            number = (await conn.execute(text("SELECT number FROM cases WHERE id = 'c1'"))).scalar()
+        assert number == 1, "cases from before 0004 were numbered"
         for rev in reversed(revs):
             index = revs.index(rev)
             target = revs[index - 1] if index else "base"

@@ -18,6 +18,7 @@ from bot.domain.messages import (
 )
 from bot.domain.render import render_numbered
 from bot.services.intake import IntakeService
+from bot.services.lawyers import LawyerService
 
 CHANNEL = "console"
 CHAT_ID = "local-terminal"
@@ -43,9 +44,11 @@ class ConsoleChannel:
         engine: Engine,
         read: ReadLine = _read_stdin,
         write: Write = _print,
+        lawyers: LawyerService | None = None,
     ) -> None:
         self._intake = intake
         self._engine = engine
+        self._lawyers = lawyers
         self._read = read
         self._write = write
         self._language = "en"
@@ -94,5 +97,12 @@ class ConsoleChannel:
                 code = line.strip()[len("status") :]
                 notice = await self._intake.status(code, self._language)
                 self._write("\n" + notice.text)
+                if self._lawyers is not None:
+                    for text in await self._lawyers.reporter_messages(code, self._language):
+                        self._write("\n" + text)
+                continue
+            if word.startswith("reply ") and self._lawyers is not None:
+                _, code, body = ([*line.strip().split(maxsplit=2), "", ""])[:3]
+                self._write("\n" + await self._lawyers.reporter_reply(code, body, self._language))
                 continue
             self._show(await self._intake.handle(CHANNEL, CHAT_ID, self._event(line)))

@@ -37,8 +37,10 @@ from bot.domain.messages import (
     TextAnswer,
     Toggle,
 )
+from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.media import MAX_FILE_BYTES
 from bot.services.intake import Attachment, IntakeService
+from bot.services.lawyers import LawyerService
 from bot.services.ratelimit import ChatRateLimiter, Verdict
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,14 @@ def keyboard(question: Question) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
+def _is_receipt(text: str) -> bool:
+    try:
+        normalize_receipt(text)
+    except MalformedReceipt:
+        return False
+    return True
+
+
 def _seconds(value: int | float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -122,6 +132,7 @@ class TelegramChannel:
         intake: IntakeService,
         engine: Engine,
         limiter: ChatRateLimiter,
+        lawyers: LawyerService | None = None,
         base_url: str | None = None,
         webhook: WebhookConfig | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -130,6 +141,7 @@ class TelegramChannel:
         self._token = token
         self._intake = intake
         self._engine = engine
+        self._lawyers = lawyers
         self._limiter = limiter
         self._base_url = base_url
         self._webhook = webhook
@@ -285,14 +297,26 @@ class TelegramChannel:
         head, _, rest = text.partition(" ")
         command = head[1:].split("@")[0].lower()
         language = self._language(update)
+        if self._lawyers is not None and command == "reply" and _is_receipt(rest.split(" ")[0]):
+            await self._delete(chat_id, str(message.message_id))
+            code, _, body = rest.partition(" ")
+            answer = await self._lawyers.reporter_reply(code, body, language)
+            await self._reply_tracked(chat_id, Notice(answer))
+            return True
+        if self._lawyers is not None and self._lawyers.is_staff_command(text):
+            await self._delete(chat_id, str(message.message_id))
+            for reply in await self._lawyers.command(f"{CHANNEL}:{chat_id}", text, language):
+                await self._send(chat_id, Notice(reply))
+            return True
         if command == "status":
             await self._delete(chat_id, str(message.message_id))  # the code must not stay
-            notice = (
-                await self._intake.status(rest, language)
-                if rest.strip()
-                else self._engine.notice(language, "ui.status_usage")
-            )
-            await self._reply_tracked(chat_id, notice)
+            if not rest.strip():
+                await self._reply_tracked(chat_id, self._engine.notice(language, "ui.status_usage"))
+                return True
+            await self._reply_tracked(chat_id, await self._intake.status(rest, language))
+            if self._lawyers is not None:
+                for text in await self._lawyers.reporter_messages(rest, language):
+                    await self._reply_tracked(chat_id, Notice(text))
             return True
         if command == "forget":
             await self._delete(chat_id, str(message.message_id))
@@ -305,6 +329,10 @@ class TelegramChannel:
             await self._reply_tracked(chat_id, self._engine.notice(language, "ui.help_telegram"))
             return True
         return False
+
+    async def notify(self, chat_id: str, text: str) -> bool:
+        """Deliver a text from the lawyer side (a case notice, a lawyer's reply)."""
+        return await self._send(chat_id, Notice(text)) is not None
 
     async def _reply_tracked(self, chat_id: str, notice: Notice) -> None:
         ref = await self._send(chat_id, notice)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
@@ -90,11 +90,14 @@ class IntakeService:
         engine: Engine,
         clock: Clock,
         policy: IntakePolicy | None = None,
+        on_submitted: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self._uow = uow
         self._engine = engine
         self._clock = clock
         self._policy = policy or IntakePolicy()
+        #: Called with each new case id after its transaction commits (routing to a lawyer).
+        self.on_submitted = on_submitted
 
     async def handle(self, channel: str, chat_id: str, event: Event) -> list[Outbound]:
         """Apply one reporter event and return what to send back (channels without cleanup)."""
@@ -128,9 +131,12 @@ class IntakeService:
                 event = await self._store_attachment(uow, state, attachment, now)
             new_state, outbound = self._engine.step(state, event, now, channel=channel)
             replies: list[Outbound] = []
+            submitted: list[str] = []
             for message in outbound:
                 if isinstance(message, SubmitReport):
-                    replies.extend(await self._submit(uow, message, chat_id, now))
+                    case_id, receipt = await self._submit(uow, message, chat_id, now)
+                    submitted.append(case_id)
+                    replies.extend(receipt)
                 elif not isinstance(message, DraftDeleted):
                     replies.append(message)
             edit = None
@@ -143,6 +149,12 @@ class IntakeService:
                 expires = now + self._policy.draft_ttl
                 await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
             await uow.commit()
+        if self.on_submitted is not None:
+            for case_id in submitted:
+                try:
+                    await self.on_submitted(case_id)
+                except Exception as exc:  # the case is stored; the escalation job retries
+                    log.error("routing after submission failed: %s", type(exc).__name__)
         return Turn(replies, to_delete, draft_open=new_state is not None, edit=edit)
 
     async def _load(
@@ -190,14 +202,14 @@ class IntakeService:
 
     async def _submit(
         self, uow: UnitOfWork, report: SubmitReport, chat_id: str, now: datetime
-    ) -> list[Outbound]:
+    ) -> tuple[str, list[Outbound]]:
         result = triage(report.answers)
         code = format_receipt(secrets.token_bytes(RECEIPT_BYTES))
         reach_here = report.answers.get("contact") == "here"
         region = str(report.answers.get("city") or "unknown")
         answers = {k: list(v) if isinstance(v, tuple) else v for k, v in report.answers.items()}
         expires_at = _round_up_to_hour(now + self._policy.retention)
-        await uow.cases.add(
+        case_id = await uow.cases.add(
             receipt=normalize_receipt(code),
             priority=int(result.priority),
             status=STATUS_NEW,
@@ -221,7 +233,7 @@ class IntakeService:
             categories += [f"what.{w}" for w in what]
         await uow.stats.increment(week_of(now.date()), region, categories)
         log.info("case submitted", extra={"priority": result.priority.name})
-        return self._engine.receipt(report.language, code, reach_here=reach_here)
+        return case_id, self._engine.receipt(report.language, code, reach_here=reach_here)
 
     async def status(self, code: str, language: str) -> Notice:
         """The status of a case by its receipt code; a malformed and an unknown code look alike."""

@@ -1,0 +1,387 @@
+"""Lawyers and admins, case assignment and the relay between lawyers and reporters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.crypto import RecordCipher, WrappedKey
+from storage.keyring import Keyring
+from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
+from storage.repositories import _dumps, _loads, new_id
+
+OPEN_STATUSES = ("assigned", "accepted")
+
+
+@dataclass(frozen=True, slots=True)
+class LawyerRecord:
+    """A lawyer or admin as services see it (name and address decrypted on demand)."""
+
+    id: int
+    role: str
+    status: str
+    on_call: bool
+    languages: tuple[str, ...]
+    regions: tuple[str, ...]
+    name: str
+    open_cases: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """Case metadata (plaintext columns) for routing and lawyer commands."""
+
+    id: str
+    number: int
+    priority: int
+    status: str
+    assigned_lawyer_id: int | None
+    assigned_at: datetime | None
+    expires_at: datetime
+    created_on: Any
+    admins_alerted: bool
+    expiry_warned: bool
+
+
+def _case_row(row: Case) -> CaseRow:
+    return CaseRow(
+        row.id,
+        row.number or 0,
+        row.priority,
+        row.status,
+        row.assigned_lawyer_id,
+        row.assigned_at,
+        row.expires_at,
+        row.created_on,
+        row.admins_alerted,
+        row.expiry_warned,
+    )
+
+
+class SqlLawyerStore:
+    """Lawyers: invite, register, verify, revoke; addresses found again by keyed pseudonym."""
+
+    table = "lawyers"
+
+    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._cipher = cipher
+
+    def _dek(self, row: Lawyer) -> bytes:
+        return self._cipher.unwrap(self.table, str(row.id), WrappedKey(row.kek_id, row.wrapped_dek))
+
+    def _record(self, row: Lawyer, open_cases: int = 0) -> LawyerRecord:
+        name = self._cipher.decrypt(self._dek(row), self.table, str(row.id), "name", row.name_ct)
+        return LawyerRecord(
+            row.id,
+            row.role,
+            row.status,
+            row.on_call,
+            tuple(x for x in row.languages.split(",") if x),
+            tuple(x for x in row.regions.split(",") if x),
+            name.decode(),
+            open_cases,
+        )
+
+    async def invite(
+        self,
+        *,
+        name: str,
+        role: str,
+        languages: Sequence[str],
+        regions: Sequence[str],
+        on_call: bool,
+        invite_code: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> int:
+        """A new invited lawyer; the invite code is stored only as a keyed hash."""
+        row = Lawyer(
+            role=role,
+            status="invited",
+            on_call=on_call,
+            languages=",".join(languages),
+            regions=",".join(regions),
+            created_at=now,
+            invite_hash=self._keyring.receipt_hash("invite:" + invite_code),
+            invite_expires_at=expires_at,
+            kek_id=0,
+            wrapped_dek=b"",
+            name_ct=b"",
+        )
+        self._session.add(row)
+        await self._session.flush()  # the id binds the ciphertext to its row
+        dek, wrapped = self._cipher.new_dek(self.table, str(row.id))
+        row.kek_id, row.wrapped_dek = wrapped.kek_id, wrapped.wrapped
+        row.name_ct = self._cipher.encrypt(dek, self.table, str(row.id), "name", name.encode())
+        await self._session.flush()
+        return row.id
+
+    async def register(
+        self, invite_code: str, address: str, phrase: str, now: datetime
+    ) -> LawyerRecord | None:
+        """Bind an unexpired, unused invite to a messenger address; None when it fails."""
+        digest = self._keyring.receipt_hash("invite:" + invite_code)
+        row = (
+            await self._session.execute(select(Lawyer).where(Lawyer.invite_hash == digest))
+        ).scalar_one_or_none()
+        if row is None or row.status != "invited":
+            return None
+        if row.invite_expires_at is None or row.invite_expires_at <= now:
+            return None
+        pseudonym = self._keyring.pseudonym("staff", address)
+        taken = await self._session.execute(
+            select(Lawyer.id).where(Lawyer.contact_pseudonym == pseudonym)
+        )
+        if taken.first() is not None:
+            return None
+        dek = self._dek(row)
+        row.contact_ct = self._cipher.encrypt(
+            dek, self.table, str(row.id), "contact", address.encode()
+        )
+        row.contact_pseudonym = pseudonym
+        row.phrase_hash = self._keyring.receipt_hash("phrase:" + phrase)
+        row.invite_hash = None  # single use
+        row.status = "registered"
+        return self._record(row)
+
+    async def get(self, lawyer_id: int) -> LawyerRecord | None:
+        """One lawyer by id."""
+        row = await self._session.get(Lawyer, lawyer_id)
+        return None if row is None else self._record(row)
+
+    async def by_address(self, address: str) -> LawyerRecord | None:
+        """The lawyer (or admin) registered from this messenger address."""
+        pseudonym = self._keyring.pseudonym("staff", address)
+        row = (
+            await self._session.execute(select(Lawyer).where(Lawyer.contact_pseudonym == pseudonym))
+        ).scalar_one_or_none()
+        return None if row is None else self._record(row)
+
+    async def verify(self, lawyer_id: int, phrase: str) -> bool:
+        """Mark a registered (or suspended) lawyer verified if the phrase matches."""
+        row = await self._session.get(Lawyer, lawyer_id)
+        if row is None or row.status not in ("registered", "suspended") or row.phrase_hash is None:
+            return False
+        if row.phrase_hash != self._keyring.receipt_hash("phrase:" + phrase):
+            return False
+        row.status = "verified"
+        return True
+
+    async def set_status(
+        self, lawyer_id: int, status: str, *, forget_contact: bool = False
+    ) -> bool:
+        """Change a lawyer's status (revoke shreds the address too)."""
+        row = await self._session.get(Lawyer, lawyer_id)
+        if row is None:
+            return False
+        row.status = status
+        if forget_contact:
+            row.contact_ct, row.contact_pseudonym, row.invite_hash = None, None, None
+        return True
+
+    async def suspend_for_new_phrase(self, lawyer_id: int, phrase: str) -> None:
+        """Suspend until an admin re-verifies, with a new phrase to read out."""
+        row = await self._session.get(Lawyer, lawyer_id)
+        if row is not None:
+            row.status = "suspended"
+            row.phrase_hash = self._keyring.receipt_hash("phrase:" + phrase)
+
+    async def contact(self, lawyer_id: int) -> str | None:
+        """The messenger address of a lawyer, decrypted."""
+        row = await self._session.get(Lawyer, lawyer_id)
+        if row is None or row.contact_ct is None:
+            return None
+        return self._cipher.decrypt(
+            self._dek(row), self.table, str(row.id), "contact", row.contact_ct
+        ).decode()
+
+    async def all(self) -> list[LawyerRecord]:
+        """Every lawyer and admin, with open case counts."""
+        counts = dict(
+            (
+                await self._session.execute(
+                    select(Case.assigned_lawyer_id, func.count())
+                    .where(Case.status.in_(OPEN_STATUSES))
+                    .group_by(Case.assigned_lawyer_id)
+                )
+            ).all()
+        )
+        rows = (await self._session.execute(select(Lawyer).order_by(Lawyer.id))).scalars()
+        return [self._record(row, int(counts.get(row.id, 0))) for row in rows]
+
+    async def admin_contacts(self) -> list[str]:
+        """Addresses of verified admins (alerts only, never case content)."""
+        rows = (
+            await self._session.execute(
+                select(Lawyer.id).where(and_(Lawyer.role == "admin", Lawyer.status == "verified"))
+            )
+        ).scalars()
+        return [c for lawyer_id in rows if (c := await self.contact(lawyer_id))]
+
+
+class SqlAssignmentStore:
+    """Case numbers, assignment, attempts, relayed messages and job bookkeeping."""
+
+    def __init__(self, session: AsyncSession, cipher: RecordCipher) -> None:
+        self._session = session
+        self._cipher = cipher
+
+    async def next_number(self) -> int:
+        """The next case number (the write lock makes max + 1 safe on SQLite; unique on PG)."""
+        current = (await self._session.execute(select(func.max(Case.number)))).scalar()
+        return int(current or 0) + 1
+
+    async def by_number(self, number: int) -> CaseRow | None:
+        """A case by the number lawyers use."""
+        row = (
+            await self._session.execute(select(Case).where(Case.number == number))
+        ).scalar_one_or_none()
+        return None if row is None else _case_row(row)
+
+    async def by_id(self, case_id: str) -> CaseRow | None:
+        """A case by id."""
+        row = await self._session.get(Case, case_id)
+        return None if row is None else _case_row(row)
+
+    async def assigned_to(self, lawyer_id: int) -> list[CaseRow]:
+        """Open cases of one lawyer, most urgent first."""
+        rows = (
+            await self._session.execute(
+                select(Case)
+                .where(Case.assigned_lawyer_id == lawyer_id, Case.status.in_(OPEN_STATUSES))
+                .order_by(Case.priority, Case.number)
+            )
+        ).scalars()
+        return [_case_row(r) for r in rows]
+
+    async def waiting(self) -> list[CaseRow]:
+        """Cases that need a lawyer: new and not documentation-only, or assigned, not accepted."""
+        rows = (
+            await self._session.execute(
+                select(Case)
+                .where(Case.status.in_(("new", "assigned")), Case.priority < 4)
+                .order_by(Case.priority, Case.number)
+            )
+        ).scalars()
+        return [_case_row(r) for r in rows]
+
+    async def unassigned_documentation(self, since_created: Any) -> list[CaseRow]:
+        """Documentation-only cases nobody has taken yet (the daily digest)."""
+        rows = (
+            await self._session.execute(
+                select(Case)
+                .where(Case.status == "new", Case.priority == 4, Case.created_on >= since_created)
+                .order_by(Case.number)
+            )
+        ).scalars()
+        return [_case_row(r) for r in rows]
+
+    async def expiring(self, before: datetime) -> list[CaseRow]:
+        """Open cases expiring before a moment whose lawyer has not been warned yet."""
+        rows = (
+            await self._session.execute(
+                select(Case).where(
+                    Case.expires_at <= before,
+                    Case.status.in_(OPEN_STATUSES),
+                    Case.expiry_warned.is_(False),
+                )
+            )
+        ).scalars()
+        return [_case_row(r) for r in rows]
+
+    async def all_open(self) -> list[CaseRow]:
+        """Every case not closed, by number."""
+        rows = (
+            await self._session.execute(
+                select(Case).where(Case.status != "closed").order_by(Case.number)
+            )
+        ).scalars()
+        return [_case_row(r) for r in rows]
+
+    async def tried(self, case_id: str) -> set[int]:
+        """Lawyers this case was already offered to."""
+        rows = await self._session.execute(
+            select(CaseAttempt.lawyer_id).where(CaseAttempt.case_id == case_id)
+        )
+        return set(rows.scalars())
+
+    async def assign(self, case_id: str, lawyer_id: int, now: datetime) -> None:
+        """Offer a case to a lawyer (remembered as tried, so escalation moves on)."""
+        await self._session.execute(
+            update(Case)
+            .where(Case.id == case_id)
+            .values(status="assigned", assigned_lawyer_id=lawyer_id, assigned_at=now)
+        )
+        if await self._session.get(CaseAttempt, (case_id, lawyer_id)) is None:
+            self._session.add(CaseAttempt(case_id=case_id, lawyer_id=lawyer_id))
+            await self._session.flush()
+
+    async def release(self, case_id: str) -> None:
+        """Take a case back from its lawyer (declined, overdue, revoked)."""
+        await self._session.execute(
+            update(Case)
+            .where(Case.id == case_id)
+            .values(status="new", assigned_lawyer_id=None, assigned_at=None)
+        )
+
+    async def update(self, case_id: str, **values: Any) -> None:
+        """Set plaintext columns of a case (status, expiry, flags)."""
+        await self._session.execute(update(Case).where(Case.id == case_id).values(**values))
+
+    async def add_message(self, case_id: str, direction: str, body: str, now: datetime) -> None:
+        """Store a relayed message, encrypted under its own DEK."""
+        message_id = new_id()
+        dek, wrapped = self._cipher.new_dek("case_messages", message_id)
+        body_ct = self._cipher.encrypt(
+            dek, "case_messages", message_id, "body", _dumps({"text": body})
+        )
+        self._session.add(
+            CaseMessage(
+                id=message_id,
+                case_id=case_id,
+                direction=direction,
+                created_at=now,
+                kek_id=wrapped.kek_id,
+                wrapped_dek=wrapped.wrapped,
+                body_ct=body_ct,
+            )
+        )
+        await self._session.flush()
+
+    async def messages(self, case_id: str) -> list[tuple[str, datetime, str]]:
+        """Relayed messages of a case: (direction, time, text), oldest first."""
+        rows = (
+            await self._session.execute(
+                select(CaseMessage)
+                .where(CaseMessage.case_id == case_id)
+                .order_by(CaseMessage.created_at, CaseMessage.id)
+            )
+        ).scalars()
+        result = []
+        for row in rows:
+            dek = self._cipher.unwrap(
+                "case_messages", row.id, WrappedKey(row.kek_id, row.wrapped_dek)
+            )
+            body = _loads(self._cipher.decrypt(dek, "case_messages", row.id, "body", row.body_ct))
+            result.append((row.direction, row.created_at, str(body["text"])))
+        return result
+
+    async def last_run(self, job: str) -> datetime | None:
+        """When a periodic job last ran."""
+        row = await self._session.get(JobState, job)
+        return None if row is None else row.last_run
+
+    async def mark_run(self, job: str, now: datetime) -> None:
+        """Record that a periodic job ran."""
+        row = await self._session.get(JobState, job)
+        if row is None:
+            self._session.add(JobState(name=job, last_run=now))
+        else:
+            row.last_run = now
