@@ -189,8 +189,9 @@ class LawyerService:
                 await uow.assignments.assign(case_id, lawyer.id, now)
                 await uow.audit.append("system", "case.assign", case_id, now)
                 address = await uow.lawyers.contact(lawyer.id)
-                if address:
-                    language = sorted(lawyer.languages)[0]
+                record = await uow.lawyers.get(lawyer.id)
+                if address and record is not None:
+                    language = record.languages[0]
                     text = self._t(
                         language,
                         "staff.case_notice",
@@ -253,7 +254,7 @@ class LawyerService:
                     if lawyer.role == "lawyer" and lawyer.status == "verified":
                         address = await uow.lawyers.contact(lawyer.id)
                         if address:
-                            language = sorted(lawyer.languages)[0]
+                            language = lawyer.languages[0]
                             text = self._t(language, "staff.digest", numbers=numbers)
                             recipients.append((address, text))
             await uow.commit()
@@ -274,7 +275,7 @@ class LawyerService:
                 lawyer = await uow.lawyers.get(case.assigned_lawyer_id)
                 if address and lawyer:
                     text = self._t(
-                        sorted(lawyer.languages)[0],
+                        lawyer.languages[0],
                         "staff.expiry_warning",
                         number=case.number,
                         date=case.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
@@ -305,7 +306,7 @@ class LawyerService:
             lawyer = await uow.lawyers.by_address(address)
         if lawyer is None or lawyer.status != "verified" or lawyer.role != "lawyer":
             return generic
-        language = sorted(lawyer.languages)[0]
+        language = lawyer.languages[0]
         if command == "cases":
             return await self._list_cases(lawyer, language)
         number_text, _, argument = rest.partition(" ")
@@ -502,7 +503,7 @@ class LawyerService:
                 address = await uow.lawyers.contact(case.assigned_lawyer_id)
                 lawyer = await uow.lawyers.get(case.assigned_lawyer_id)
                 if address and lawyer and lawyer.status == "verified":
-                    staff_language = sorted(lawyer.languages)[0]
+                    staff_language = lawyer.languages[0]
                     if _channel(address) == "telegram" and not self._policy.content_over_telegram:
                         body = self._t(
                             staff_language, "staff.reporter_message_notice", number=case.number
