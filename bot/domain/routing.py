@@ -65,6 +65,49 @@ def choose_lawyer(
     return best
 
 
+class Roster:
+    """Lawyers indexed by language and region, each bucket pre-sorted by routing preference.
+
+    ``choose`` gives the same answer as :func:`choose_lawyer` but looks only at matching
+    lawyers, best first, so a decision costs about as much as finding the first match.
+    """
+
+    def __init__(self, lawyers: Iterable[LawyerSlot], regions: Iterable[str] = ()) -> None:
+        lawyers = list(lawyers)
+        known = set(regions) | {r for x in lawyers for r in x.regions} - {ANY_REGION}
+        buckets: dict[tuple[str, str], list[LawyerSlot]] = {}
+        for lawyer in lawyers:
+            covered = known if ANY_REGION in lawyer.regions else lawyer.regions
+            for language in lawyer.languages:
+                for region in covered:
+                    buckets.setdefault((language, region), []).append(lawyer)
+                buckets.setdefault((language, ANY_REGION), []).append(lawyer)
+        self._normal = {
+            k: sorted(v, key=lambda x: (x.open_cases, x.id)) for k, v in buckets.items()
+        }
+        self._urgent = {
+            k: sorted(v, key=lambda x: (not x.on_call, x.open_cases, x.id))
+            for k, v in buckets.items()
+        }
+        self._anywhere = {
+            language: [x for x in lawyers if ANY_REGION in x.regions and language in x.languages]
+            for language in {lang for x in lawyers for lang in x.languages}
+        }
+
+    def choose(
+        self, case: CaseNeeds, *, tried: Collection[int] = (), cap: int = DEFAULT_CAP
+    ) -> LawyerSlot | None:
+        """The lawyer :func:`choose_lawyer` would pick."""
+        table = self._urgent if case.priority is Priority.P1 else self._normal
+        bucket = table.get((case.language, case.region))
+        if bucket is None:  # a region no lawyer names: only those covering all regions match
+            return choose_lawyer(case, self._anywhere.get(case.language, ()), tried=tried, cap=cap)
+        for lawyer in bucket:
+            if lawyer.id not in tried and lawyer.open_cases < cap:
+                return lawyer
+        return None
+
+
 def first_match(case: CaseNeeds, lawyers: Sequence[LawyerSlot]) -> LawyerSlot | None:
     """The naive baseline: the first lawyer that matches (for the routing benchmark)."""
     return next((lawyer for lawyer in lawyers if matches(lawyer, case)), None)

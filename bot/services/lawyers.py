@@ -17,7 +17,7 @@ from datetime import timedelta
 from bot.domain.casetext import render_case
 from bot.domain.phrase import make_phrase, normalize_phrase
 from bot.domain.receipt import RECEIPT_BYTES, MalformedReceipt, format_receipt, normalize_receipt
-from bot.domain.routing import DEFAULT_CAP, CaseNeeds, LawyerSlot, choose_lawyer, overdue
+from bot.domain.routing import DEFAULT_CAP, CaseNeeds, LawyerSlot, Roster, overdue
 from bot.domain.texts import Texts
 from bot.domain.triage import Priority
 from bot.services.clock import Clock
@@ -183,7 +183,8 @@ class LawyerService:
                 str(content.meta.get("region", "other")),
             )
             tried = await uow.assignments.tried(case_id)
-            lawyer = choose_lawyer(needs, await self._slots(uow), tried=tried, cap=self._policy.cap)
+            roster = Roster(await self._slots(uow))
+            lawyer = roster.choose(needs, tried=tried, cap=self._policy.cap)
             if lawyer is not None:
                 chosen = lawyer.id
                 await uow.assignments.assign(case_id, lawyer.id, now)
