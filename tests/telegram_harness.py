@@ -18,8 +18,10 @@ from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
+from bot.notify import ChannelNotifier
 from bot.services.clock import FrozenClock
 from bot.services.intake import IntakeService
+from bot.services.lawyers import LawyerService
 from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
 from storage.db import make_engine, make_session_factory
@@ -62,18 +64,22 @@ class TelegramHarness:
 
     async def start_bot(self, webhook: WebhookConfig | None = None) -> None:
         engine = Engine(REPORT, load_texts())
-        intake = IntakeService(self.uow, engine, self.clock)
+        notifier = ChannelNotifier()
+        self.lawyers = LawyerService(self.uow, engine.texts, notifier, self.clock)
+        intake = IntakeService(self.uow, engine, self.clock, on_submitted=self.lawyers.route)
         limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=self.rate_limit)
         self.channel = TelegramChannel(
             token=TOKEN,
             intake=intake,
             engine=engine,
             limiter=limiter,
+            lawyers=self.lawyers,
             base_url=self.root,
             webhook=webhook,
             sleep=self.fake_sleep,
             poll_timeout=1,
         )
+        notifier.register("telegram", self.channel.notify)
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.channel.run(self._stop))
         if webhook is None:

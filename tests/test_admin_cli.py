@@ -145,3 +145,44 @@ def test_root_rotation_moves_keys_under_a_new_passphrase(
     assert (
         "intact (3 entries)" in tipline(env, "audit", "verify", cwd=tmp_path).stdout
     )  # init, root rotation
+
+
+def test_lawyer_commands_in_the_cli(initialised: dict[str, str], tmp_path: Path) -> None:
+    invite = tipline(
+        initialised,
+        "lawyers",
+        "invite",
+        "--name",
+        "Leyla M.",
+        "--languages",
+        "az,ru",
+        "--regions",
+        "baku",
+        "--on-call",
+        cwd=tmp_path,
+    )
+    assert invite.returncode == 0, invite.stderr
+    assert "lawyer 1 invited" in invite.stdout
+    listing = tipline(initialised, "lawyers", "list", cwd=tmp_path)
+    assert listing.stdout.splitlines()[1].split()[:5] == ["1", "Leyla", "M.", "lawyer", "invited"]
+    db = sqlite3.connect(tmp_path / "var" / "tipline.db")
+    assert b"Leyla" not in b"".join(r[0] for r in db.execute("SELECT name_ct FROM lawyers"))
+    db.close()
+    assert_one_line_error(
+        tipline(initialised, "lawyers", "verify", "1", "--phrase", "not the phrase", cwd=tmp_path),
+        "phrase does not match",
+    )
+    assert_one_line_error(
+        tipline(initialised, "lawyers", "revoke", "7", cwd=tmp_path), "no lawyer with id 7"
+    )
+    assert_one_line_error(
+        tipline(initialised, "lawyers", "invite", "--name", "X", "--languages", "de", cwd=tmp_path),
+        "--languages",
+    )
+    revoke = tipline(initialised, "lawyers", "revoke", "1", cwd=tmp_path)
+    assert revoke.returncode == 0 and "revoked; 0 open cases re-routed" in revoke.stdout
+    tipline(initialised, "console", stdin="\n".join(FULL_REPORT) + "\n", cwd=tmp_path)
+    cases = tipline(initialised, "cases", "list", cwd=tmp_path)
+    assert cases.returncode == 0
+    assert cases.stdout.splitlines()[1].split()[:3] == ["#1", "P1", "new"]
+    assert "Station" not in cases.stdout

@@ -384,3 +384,39 @@ async def test_tipline_run_serves_telegram_until_sigterm(tmp_path: Path) -> None
     assert "Traceback" not in logs
     assert TOKEN not in logs and TOKEN.split(":")[1] not in logs
     assert str(CHAT) not in logs
+
+
+async def test_lawyer_registers_and_relays_over_telegram(tg: TelegramHarness) -> None:
+    lawyer_chat, reporter = 6060001, CHAT
+    lawyer_id, code = await tg.lawyers.invite(
+        name="Nigar", languages=["en"], regions=["all"], on_call=True
+    )
+    update = await tg.text(lawyer_chat, f"/register {code}")
+    assert (lawyer_chat, update["message"]["message_id"]) in tg.fake.deleted, (
+        "the code does not stay on screen"
+    )
+    phrase = tg.fake.sent[-1].text.split("\n\n")[1]
+    assert tg.fake.sent[-1].protect_content
+    await tg.lawyers.verify(lawyer_id, phrase)
+    await play(
+        tg,
+        [*full_report("x"), ("press", "d"), ("press", "c:here"), ("press", "c:submit")],
+        chat=reporter,
+    )
+    notice = [s for s in tg.fake.sent if s.chat_id == lawyer_chat][-1]
+    assert notice.text.startswith("New case #1, priority P1")
+    await tg.text(lawyer_chat, "/case 1")
+    assert tg.fake.sent[-1].text.startswith("Case contents are sent over Signal only")
+    await tg.text(lawyer_chat, "/accept 1")
+    await tg.text(lawyer_chat, "/reply 1 We are on our way")
+    to_reporter = [s for s in tg.fake.sent if s.chat_id == reporter][-1]
+    assert to_reporter.text == "A lawyer wrote to you:\nWe are on our way"
+    assert "Nigar" not in to_reporter.text and str(lawyer_chat) not in to_reporter.text
+    code_to_status = receipt_code(tg, reporter)
+    await tg.text(reporter, f"/reply {code_to_status} Thank you")
+    assert [s for s in tg.fake.sent if s.chat_id == lawyer_chat][-1].text.startswith(
+        "The reporter wrote on case #1"
+    )
+    # the reporter is no lawyer: lawyer commands get the generic answer
+    await tg.text(reporter, "/cases")
+    assert tg.fake.sent[-1].text == "This command is not available."
