@@ -8,6 +8,8 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+from bot.channels.signal import SignalChannel
+from bot.channels.signal_api import SignalApi
 from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.jobs import expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
@@ -41,6 +43,27 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
     return channel
 
 
+def signal_channel(runtime: Runtime) -> tuple[SignalChannel, SignalApi]:
+    """The Signal adapter as configured (normal polling by default, or json-rpc)."""
+    settings = runtime.settings
+    assert settings.signal_api_url is not None
+    assert settings.signal_number is not None
+    api = SignalApi(settings.signal_api_url, settings.signal_number.get_secret_value())
+    channel = SignalChannel(
+        api=api,
+        intake=runtime.intake,
+        engine=runtime.conversation,
+        limiter=ChatRateLimiter(runtime.vault.keyring.pseudonym, runtime.clock),
+        uow=runtime.uow,
+        clock=runtime.clock,
+        lawyers=runtime.lawyers,
+        mode=settings.signal_mode.value,
+        disappearing_seconds=settings.signal_disappearing_seconds,
+    )
+    runtime.notifier.register("signal", channel.notify)
+    return channel, api
+
+
 async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``): channels plus the expiry job."""
     stop = stop or asyncio.Event()
@@ -50,6 +73,10 @@ async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
     tasks: list[Coroutine[Any, Any, None]] = []
     if runtime.settings.telegram_enabled:
         tasks.append(telegram_channel(runtime).run(stop))
+    signal_api = None
+    if runtime.settings.signal_enabled:
+        signal_adapter, signal_api = signal_channel(runtime)
+        tasks.append(signal_adapter.run(stop))
     interval = runtime.settings.purge_interval_minutes * 60
     sleep = stoppable_sleep(stop)
     tasks.append(expiry_job(runtime.admin, interval, sleep=sleep, stop=stop))
@@ -65,6 +92,8 @@ async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
     try:
         await asyncio.gather(*tasks)
     finally:
+        if signal_api is not None:
+            await signal_api.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     log.info("tipline stopped")

@@ -261,7 +261,9 @@ def purge(
     settings = _settings()
     report = _run(_with_runtime(settings, lambda rt: rt.admin.purge(dry_run=dry_run)))
     counts = ", ".join(
-        f"{n} {table}" for table, n in report.expired.items() if table != "seen_updates"
+        f"{n} {table}"
+        for table, n in report.expired.items()
+        if table not in ("seen_updates", "queue_items")
     )
     if dry_run:
         typer.echo(f"tipline: would purge {counts} (dry run: nothing deleted)")
@@ -388,8 +390,6 @@ def run() -> None:
             _run(_console(settings))
             return
         _fail(message)
-    if settings.signal_enabled and not settings.telegram_enabled:
-        _fail("the Signal channel is not available in this version yet; configure Telegram")
     _run(_with_runtime(settings, serve))
 
 

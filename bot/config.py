@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     signal_api_url: str | None = None
     signal_number: SecretStr | None = None
     signal_mode: SignalMode = SignalMode.NORMAL
+    signal_disappearing_seconds: int = Field(default=86400, ge=0, le=4 * 7 * 86400)
 
     retention_days: int = Field(default=30, ge=1, le=3650)
     draft_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)

@@ -24,6 +24,7 @@ from storage.models import (
     JobState,
     KeyState,
     Lawyer,
+    QueueItem,
     SeenUpdate,
     StatCounter,
 )
@@ -32,9 +33,9 @@ from storage.repositories import AuditProblem, SqlAuditLog, SqlUnitOfWork
 log = logging.getLogger(__name__)
 
 #: Every table whose rows carry a wrapped DEK (id, kek_id, wrapped_dek).
-ENCRYPTED: tuple[Any, ...] = (Draft, Case, Attachment, Lawyer, CaseMessage)
+ENCRYPTED: tuple[Any, ...] = (Draft, Case, Attachment, Lawyer, CaseMessage, QueueItem)
 #: Tables with an expiry date, purged by ``purge``.
-EXPIRING: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate)
+EXPIRING: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate, QueueItem)
 #: Everything ``wipe`` empties, children before parents.
 ALL_TABLES: tuple[Any, ...] = (
     CaseMessage,
@@ -47,6 +48,7 @@ ALL_TABLES: tuple[Any, ...] = (
     StatCounter,
     Lawyer,
     JobState,
+    QueueItem,
 )
 
 

@@ -214,3 +214,19 @@ class JobState(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_run: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class QueueItem(Base):
+    """An encrypted item of a durable queue: Signal envelopes received, messages to send."""
+
+    __tablename__ = "queue_items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary)

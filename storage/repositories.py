@@ -452,6 +452,10 @@ class SqlUnitOfWork:
 
         self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)
         self.assignments = SqlAssignmentStore(self.session, self._cipher)
+        from storage.queues import SqlQueue
+
+        self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in")
+        self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out")
         return self
 
     async def _check_keys(self) -> None:

@@ -36,6 +36,10 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "wrapped_dek, name_ct) VALUES ('lawyer', 'verified', true, 'az', 'baku', :t, 1, :b, :b)",
         "UPDATE cases SET assigned_lawyer_id = 1, assigned_at = :t WHERE id = 'c1'",
     ],
+    "0005": [
+        "INSERT INTO queue_items (id, queue, created_at, next_attempt_at, attempts, expires_at, "
+        "kek_id, wrapped_dek, payload_ct) VALUES ('q1', 'signal_in', :t, :t, 0, :t, 1, :b, :b)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),

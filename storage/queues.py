@@ -1,0 +1,87 @@
+"""Durable queues whose items are encrypted: nothing received or to be sent is lost in a crash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.crypto import RecordCipher, WrappedKey
+from storage.models import QueueItem
+from storage.repositories import _dumps, _loads, new_id
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A decrypted queue item."""
+
+    id: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class SqlQueue:
+    """One named queue in the ``queue_items`` table."""
+
+    table = "queue_items"
+
+    def __init__(self, session: AsyncSession, cipher: RecordCipher, name: str) -> None:
+        self._session = session
+        self._cipher = cipher
+        self._name = name
+
+    async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
+        """Store an item (due at once)."""
+        item_id = new_id()
+        dek, wrapped = self._cipher.new_dek(self.table, item_id)
+        self._session.add(
+            QueueItem(
+                id=item_id,
+                queue=self._name,
+                created_at=now,
+                next_attempt_at=now,
+                attempts=0,
+                expires_at=expires_at,
+                kek_id=wrapped.kek_id,
+                wrapped_dek=wrapped.wrapped,
+                payload_ct=self._cipher.encrypt(
+                    dek, self.table, item_id, "payload", _dumps(payload)
+                ),
+            )
+        )
+        await self._session.flush()
+        return item_id
+
+    async def due(self, now: datetime, limit: int = 100) -> list[Item]:
+        """Items whose next attempt is due, oldest first."""
+        rows = (
+            await self._session.execute(
+                select(QueueItem)
+                .where(QueueItem.queue == self._name, QueueItem.next_attempt_at <= now)
+                .order_by(QueueItem.created_at, QueueItem.id)
+                .limit(limit)
+            )
+        ).scalars()
+        items = []
+        for row in rows:
+            dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+            payload = _loads(
+                self._cipher.decrypt(dek, self.table, row.id, "payload", row.payload_ct)
+            )
+            items.append(Item(row.id, payload, row.attempts))
+        return items
+
+    async def done(self, item_id: str) -> None:
+        """Remove a handled item."""
+        await self._session.execute(delete(QueueItem).where(QueueItem.id == item_id))
+
+    async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
+        """Try an item again later."""
+        await self._session.execute(
+            update(QueueItem)
+            .where(QueueItem.id == item_id)
+            .values(next_attempt_at=when, attempts=attempts)
+        )
