@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,8 @@ from storage.crypto import RecordCipher, WrappedKey
 from storage.models import QueueItem
 from storage.repositories import _dumps, _loads, new_id
 
+_sequence = itertools.count()
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -21,6 +25,7 @@ class Item:
     id: str
     payload: dict[str, Any]
     attempts: int
+    next_attempt_at: datetime
 
 
 class SqlQueue:
@@ -35,7 +40,8 @@ class SqlQueue:
 
     async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
         """Store an item (due at once)."""
-        item_id = new_id()
+        # Ids sort in the order items were put, so one recipient's messages keep their order.
+        item_id = f"{time.time_ns():019d}{next(_sequence) % 10_000:04d}{new_id()[:9]}"
         dek, wrapped = self._cipher.new_dek(self.table, item_id)
         self._session.add(
             QueueItem(
@@ -55,14 +61,14 @@ class SqlQueue:
         await self._session.flush()
         return item_id
 
-    async def due(self, now: datetime, limit: int = 100) -> list[Item]:
-        """Items whose next attempt is due, oldest first."""
+    async def due(self, now: datetime | None, limit: int = 100) -> list[Item]:
+        """Items whose next attempt is due (every item when ``now`` is None), oldest first."""
+        query = select(QueueItem).where(QueueItem.queue == self._name)
+        if now is not None:
+            query = query.where(QueueItem.next_attempt_at <= now)
         rows = (
             await self._session.execute(
-                select(QueueItem)
-                .where(QueueItem.queue == self._name, QueueItem.next_attempt_at <= now)
-                .order_by(QueueItem.created_at, QueueItem.id)
-                .limit(limit)
+                query.order_by(QueueItem.created_at, QueueItem.id).limit(limit)
             )
         ).scalars()
         items = []
@@ -71,7 +77,7 @@ class SqlQueue:
             payload = _loads(
                 self._cipher.decrypt(dek, self.table, row.id, "payload", row.payload_ct)
             )
-            items.append(Item(row.id, payload, row.attempts))
+            items.append(Item(row.id, payload, row.attempts, row.next_attempt_at))
         return items
 
     async def done(self, item_id: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from bot.channels.signal_api import SignalApiError, UntrustedIdentity
 from bot.domain.engine import Engine
 from bot.domain.messages import (
     ChangeLanguage,
@@ -120,8 +121,9 @@ class SignalChannel:
                         await self.ingest(message)
                     self.reconnects += 1
                     continue
-                for message in await self._api.receive(wait_seconds=1):
-                    await self.ingest(message)
+                messages = await self._api.receive(wait_seconds=1)
+                if messages:
+                    await self.ingest_batch(messages)
                 backoff = 0.5
             except Crash:
                 raise
@@ -140,26 +142,43 @@ class SignalChannel:
 
     async def ingest(self, message: dict[str, Any]) -> None:
         """Store an envelope (encrypted) before handling it; remove it once handled."""
+        await self.ingest_batch([message])
+
+    async def ingest_batch(self, messages: list[dict[str, Any]]) -> None:
+        """Store a received batch in one transaction, handle each, then remove them together.
+
+        A crash part-way leaves the batch in the inbox; handled envelopes are recognised on
+        the rerun (their updates were claimed), so nothing is lost and nothing doubles.
+        """
         if not self._use_inbox:
-            await self._process(None, message)
+            for message in messages:
+                await self._process(message)
             return
         now = self._clock()
         async with self._uow() as uow:
-            item_id = await uow.signal_inbox.put(message, now, now + QUEUE_TTL)
+            ids = [await uow.signal_inbox.put(m, now, now + QUEUE_TTL) for m in messages]
             await uow.commit()
         if self._after_store is not None:
             self._after_store()
-        await self._process(item_id, message)
+        for message in messages:
+            await self._process(message)
+        async with self._uow() as uow:
+            for item_id in ids:
+                await uow.signal_inbox.done(item_id)
+            await uow.commit()
 
     async def drain(self) -> int:
         """Handle envelopes a crash left in the inbox; returns how many."""
         async with self._uow() as uow:
             items = await uow.signal_inbox.due(self._clock() + QUEUE_TTL, limit=10_000)
         for item in items:
-            await self._process(item.id, item.payload)
+            await self._process(item.payload)
+            async with self._uow() as uow:
+                await uow.signal_inbox.done(item.id)
+                await uow.commit()
         return len(items)
 
-    async def _process(self, item_id: str | None, message: dict[str, Any]) -> None:
+    async def _process(self, message: dict[str, Any]) -> None:
         try:
             await self.handle_envelope(message)
         except Crash:
@@ -167,10 +186,6 @@ class SignalChannel:
         except Exception as exc:  # a poison envelope must not block the others
             self.failed += 1
             log.error("signal envelope failed: %s", type(exc).__name__)
-        if item_id is not None:
-            async with self._uow() as uow:
-                await uow.signal_inbox.done(item_id)
-                await uow.commit()
         self.handled += 1
 
     # ---- handling ------------------------------------------------------------------------
@@ -261,12 +276,14 @@ class SignalChannel:
         data = b""
         for item in attachments:
             attachment_id = item.get("id")
-            if not isinstance(attachment_id, str):
+            if not isinstance(attachment_id, str) or not attachment_id.strip():
                 continue
             size = item.get("size")
             try:
                 if item is first and not (isinstance(size, int) and size > MAX_FILE_BYTES):
                     data = await self._api.attachment(attachment_id)
+            except SignalApiError as exc:
+                log.info("attachment download failed: %s", type(exc).__name__)
             finally:
                 # Nothing a reporter sent stays on the signal-cli server.
                 with contextlib.suppress(Exception):
@@ -293,13 +310,14 @@ class SignalChannel:
         async with self._flush_lock:
             now = self._clock()
             async with self._uow() as uow:
-                items = await uow.signal_outbox.due(now, limit=500)
+                items = await uow.signal_outbox.due(None, limit=500)
             sent = 0
             blocked: set[str] = set()
             for item in items:
                 recipient = str(item.payload["to"])
-                if recipient in blocked:
-                    continue  # keep one recipient's messages in order
+                if recipient in blocked or item.next_attempt_at > now:
+                    blocked.add(recipient)  # one recipient's messages go out in order
+                    continue
                 outcome = await self._deliver(recipient, str(item.payload["text"]))
                 async with self._uow() as uow:
                     if outcome in ("sent", "dropped"):
@@ -315,8 +333,6 @@ class SignalChannel:
             return sent
 
     async def _deliver(self, recipient: str, text: str) -> str:
-        from bot.channels.signal_api import SignalApiError, UntrustedIdentity
-
         for _ in range(2):
             try:
                 await self._api.send(recipient, text)
