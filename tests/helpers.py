@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 
 from bot.domain.engine import DraftState, Engine
 from bot.domain.messages import (
@@ -90,3 +95,42 @@ def walk(
             assert state is None
             return asked, submitted[0]
     raise AssertionError("questionnaire did not finish")
+
+
+class TiplineProcess:
+    """``tipline init --dev`` then ``tipline run`` in a subprocess, stopped with SIGTERM."""
+
+    def __init__(self, tmp_path: Path, **settings: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
+        self.env.update(
+            TIPLINE_DATA_DIR=str(tmp_path / "var"),
+            TIPLINE_ROOT_KEY_FILE=str(tmp_path / "var" / "root.key"),
+            TIPLINE_LOG_LEVEL="DEBUG",
+            **settings,
+        )
+        self.cwd = tmp_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> TiplineProcess:
+        init = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "init", "--dev", env=self.env, cwd=self.cwd
+        )
+        assert await init.wait() == 0
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            env=self.env,
+            cwd=self.cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(self.proc.communicate(), 30)
+        self.returncode = self.proc.returncode
+        self.logs = err.decode()

@@ -255,45 +255,21 @@ async def test_fuzzed_envelopes_and_text_never_crash(
 
 async def test_tipline_run_serves_signal(tmp_path: Path) -> None:
     """`tipline run` with TIPLINE_SIGNAL_API_URL and TIPLINE_SIGNAL_NUMBER set."""
-    import os
-    import signal
-    import sys
-
     from tests.fake_signal import FakeSignalApi
+    from tests.helpers import TiplineProcess
 
     fake = FakeSignalApi()
     root = await fake.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
-    env.update(
-        TIPLINE_DATA_DIR=str(tmp_path / "var"),
-        TIPLINE_ROOT_KEY_FILE=str(tmp_path / "var" / "root.key"),
-        TIPLINE_SIGNAL_API_URL=root,
-        TIPLINE_SIGNAL_NUMBER=NUMBER,
-        TIPLINE_LOG_LEVEL="DEBUG",
-    )
-    init = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "init", "--dev", env=env, cwd=tmp_path
-    )
-    assert await init.wait() == 0
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        await until(lambda: ("GET", "/v1/receive") in fake.calls, limit=30)
-        await fake.deliver(fake.envelope(UUID, "start", PHONE))
-        await until(lambda: len(fake.to(UUID)) >= 2, limit=30)
-        assert fake.to(UUID)[-1].startswith("Choose your language.")
+        async with TiplineProcess(
+            tmp_path, TIPLINE_SIGNAL_API_URL=root, TIPLINE_SIGNAL_NUMBER=NUMBER
+        ) as run:
+            await until(lambda: ("GET", "/v1/receive") in fake.calls, limit=30)
+            await fake.deliver(fake.envelope(UUID, "start", PHONE))
+            await until(lambda: len(fake.to(UUID)) >= 2, limit=30)
+            assert fake.to(UUID)[-1].startswith("Choose your language.")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
         await fake.stop()
-    assert proc.returncode == 0, err.decode()
-    logs = err.decode()
-    assert "Traceback" not in logs and PHONE not in logs and UUID not in logs and NUMBER not in logs
+    assert run.returncode == 0, run.logs
+    for secret in ("Traceback", PHONE, UUID, NUMBER):
+        assert secret not in run.logs

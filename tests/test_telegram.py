@@ -338,85 +338,23 @@ def test_every_keyboard_offers_stop_and_fits_callback_limits(engine_: Engine) ->
 
 async def test_tipline_run_serves_telegram_until_sigterm(tmp_path: Path) -> None:
     """The real command: `tipline run` with a token polls the (fake) Bot API and stops cleanly."""
-    import asyncio
-    import os
-    import signal
-    import sys
-
     from tests.fake_telegram import FakeBotApi, until
+    from tests.helpers import TiplineProcess
 
     fake = FakeBotApi()
     root = await fake.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")}
-    env.update(
-        TIPLINE_DATA_DIR=str(tmp_path / "var"),
-        TIPLINE_ROOT_KEY_FILE=str(tmp_path / "var" / "root.key"),
-        TIPLINE_TELEGRAM_TOKEN=TOKEN,
-        TIPLINE_TELEGRAM_BASE_URL=root,
-        TIPLINE_LOG_LEVEL="DEBUG",
-    )
-    init = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "init", "--dev", env=env, cwd=tmp_path
-    )
-    assert await init.wait() == 0
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        await until(lambda: any(m == "getUpdates" for m, _ in fake.calls), limit=30)
-        await fake.text(CHAT, "/start")
-        await until(lambda: any(s.reply_markup for s in fake.sent), limit=30)
-        assert fake.sent[-1].text.startswith("This is a confidential tip line")
+        async with TiplineProcess(
+            tmp_path, TIPLINE_TELEGRAM_TOKEN=TOKEN, TIPLINE_TELEGRAM_BASE_URL=root
+        ) as run:
+            await until(lambda: any(m == "getUpdates" for m, _ in fake.calls), limit=30)
+            await fake.text(CHAT, "/start")
+            await until(lambda: any(s.reply_markup for s in fake.sent), limit=30)
+            assert fake.sent[-1].text.startswith("This is a confidential tip line")
+            fake._new_update.set()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        fake._new_update.set()
-        _out, err = await asyncio.wait_for(proc.communicate(), 30)
         await fake.stop()
-    assert proc.returncode == 0, err.decode()
-    logs = err.decode()
-    assert "Traceback" not in logs
-    assert TOKEN not in logs and TOKEN.split(":")[1] not in logs
-    assert str(CHAT) not in logs
-
-
-async def test_lawyer_registers_and_relays_over_telegram(tg: TelegramHarness) -> None:
-    lawyer_chat, reporter = 6060001, CHAT
-    lawyer_id, code = await tg.lawyers.invite(
-        name="Nigar", languages=["en"], regions=["all"], on_call=True
-    )
-    update = await tg.text(lawyer_chat, f"/register {code}")
-    assert (lawyer_chat, update["message"]["message_id"]) in tg.fake.deleted, (
-        "the code does not stay on screen"
-    )
-    phrase = tg.fake.sent[-1].text.split("\n\n")[1]
-    assert tg.fake.sent[-1].protect_content
-    await tg.lawyers.verify(lawyer_id, phrase)
-    await play(
-        tg,
-        [*full_report("x"), ("press", "d"), ("press", "c:here"), ("press", "c:submit")],
-        chat=reporter,
-    )
-    notice = [s for s in tg.fake.sent if s.chat_id == lawyer_chat][-1]
-    assert notice.text.startswith("New case #1, priority P1")
-    await tg.text(lawyer_chat, "/case 1")
-    assert tg.fake.sent[-1].text.startswith("Case contents are sent over Signal only")
-    await tg.text(lawyer_chat, "/accept 1")
-    await tg.text(lawyer_chat, "/reply 1 We are on our way")
-    to_reporter = [s for s in tg.fake.sent if s.chat_id == reporter][-1]
-    assert to_reporter.text == "A lawyer wrote to you:\nWe are on our way"
-    assert "Nigar" not in to_reporter.text and str(lawyer_chat) not in to_reporter.text
-    code_to_status = receipt_code(tg, reporter)
-    await tg.text(reporter, f"/reply {code_to_status} Thank you")
-    assert [s for s in tg.fake.sent if s.chat_id == lawyer_chat][-1].text.startswith(
-        "The reporter wrote on case #1"
-    )
-    # the reporter is no lawyer: lawyer commands get the generic answer
-    await tg.text(reporter, "/cases")
-    assert tg.fake.sent[-1].text == "This command is not available."
+    assert run.returncode == 0, run.logs
+    assert "Traceback" not in run.logs
+    assert TOKEN not in run.logs and TOKEN.split(":")[1] not in run.logs
+    assert str(CHAT) not in run.logs
