@@ -63,14 +63,22 @@ def _csv(value: str) -> list[str]:
 
 @lawyers_app.command("invite")
 def lawyers_invite(
-    name: str = typer.Option(..., "--name", help="The lawyer's name (stored encrypted)."),
+    name: str = typer.Option("", "--name", help="The lawyer's name (stored encrypted)."),
     languages: str = typer.Option("az,ru", "--languages", help="Languages, e.g. az,ru."),
     regions: str = typer.Option("all", "--regions", help="Regions, e.g. baku,ganja, or all."),
     on_call: bool = typer.Option(False, "--on-call", help="Takes urgent (P1) cases first."),
     admin: bool = typer.Option(False, "--admin", help="An admin who gets alerts, no cases."),
+    renew: int | None = typer.Option(
+        None, "--renew", help="A new invite for this lawyer id (new phone, changed safety number)."
+    ),
 ) -> None:
     """Print a one-time invite code (valid 72 hours) for /register in Signal or Telegram."""
     settings = _settings()
+    if renew is not None:
+        renewed = renew
+        code = _run(_with_runtime(settings, lambda rt: rt.lawyers.renew(renewed)))
+        typer.echo(f"tipline: lawyer {renew} renewed; invite code (valid 72 hours, once): {code}")
+        return
     role = "admin" if admin else "lawyer"
     lawyer_id, code = _run(
         _with_runtime(

@@ -186,12 +186,16 @@ class SqlLawyerStore:
             row.contact_ct, row.contact_pseudonym, row.invite_hash = None, None, None
         return True
 
-    async def suspend_for_new_phrase(self, lawyer_id: int, phrase: str) -> None:
-        """Suspend until an admin re-verifies, with a new phrase to read out."""
+    async def renew_invite(self, lawyer_id: int, invite_code: str, expires_at: datetime) -> bool:
+        """A fresh invite for an existing lawyer (a new phone or safety number)."""
         row = await self._session.get(Lawyer, lawyer_id)
-        if row is not None:
-            row.status = "suspended"
-            row.phrase_hash = self._keyring.receipt_hash("phrase:" + phrase)
+        if row is None or row.status == "revoked":
+            return False
+        row.status = "invited"
+        row.invite_hash = self._keyring.receipt_hash("invite:" + invite_code)
+        row.invite_expires_at = expires_at
+        row.contact_ct, row.contact_pseudonym, row.phrase_hash = None, None, None
+        return True
 
     async def contact(self, lawyer_id: int) -> str | None:
         """The messenger address of a lawyer, decrypted."""

@@ -377,3 +377,29 @@ async def test_fuzzed_lawyer_commands_never_crash(world: World, command: str, ar
         world.ready = True  # type: ignore[attr-defined]
     answer = await world.lawyers.command(A, f"/{command} {args}")
     assert answer and all(isinstance(a, str) and a for a in answer)
+
+
+async def test_identity_change_suspends_reroutes_and_renew_restores(world: World) -> None:
+    a = await world.lawyer("A", A, on_call=True)
+    b = await world.lawyer("B", B, on_call=True)
+    admin_id, admin_code = await world.lawyers.invite(
+        name="Admin", languages=["en"], regions=["all"], role="admin"
+    )
+    phrase = (await world.lawyers.command("signal:admin", f"/register {admin_code}"))[0].split(
+        "\n\n"
+    )[1]
+    await world.lawyers.verify(admin_id, phrase)
+    await world.report(DETAINED_NOW, chat="r1")
+    assert (await world.case_row(1)).assigned_lawyer_id == a
+    await world.lawyers.identity_changed(A)
+    assert (await world.case_row(1)).assigned_lawyer_id == b, "A's open case moved on"
+    assert "safety number of lawyer 1 changed" in world.inbox.last("signal:admin")
+    assert await world.say(A, "/cases") == GENERIC, "suspended at once"
+    with pytest.raises(LawyerError):
+        await world.lawyers.verify(a, "any words at all")
+    code = await world.lawyers.renew(a)
+    phrase = (await world.lawyers.command(A, f"/register {code}"))[0].split("\n\n")[1]
+    await world.lawyers.verify(a, phrase)
+    assert await world.say(A, "/cases") == "You have no open cases."
+    with pytest.raises(LawyerError, match="can be renewed"):
+        await world.lawyers.renew(99)

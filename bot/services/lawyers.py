@@ -143,15 +143,41 @@ class LawyerService:
         return len(open_cases)
 
     async def identity_changed(self, address: str) -> None:
-        """A lawyer's safety number changed: suspend until an admin verifies a new phrase."""
+        """A lawyer's safety number changed: suspend at once, move their cases, tell admins.
+
+        The new device may not be the lawyer's. An admin checks with them out of band and
+        renews their invite (``tipline lawyers invite --renew ID``); they register again.
+        """
         now = self._clock()
         async with self._uow() as uow:
             lawyer = await uow.lawyers.by_address(address)
             if lawyer is None or lawyer.status not in ("verified", "registered"):
                 return
-            await uow.lawyers.suspend_for_new_phrase(lawyer.id, make_phrase(self._choice))
+            await uow.lawyers.set_status(lawyer.id, "suspended")
+            open_cases = await uow.assignments.assigned_to(lawyer.id)
+            for case in open_cases:
+                await uow.assignments.release(case.id)
+            admins = await uow.lawyers.admin_contacts()
             await uow.audit.append(f"lawyer:{lawyer.id}", "lawyer.suspend.identity", None, now)
             await uow.commit()
+        for admin in admins:
+            await self._notifier.send(admin, self._t("en", "staff.alert_identity", id=lawyer.id))
+        for case in open_cases:
+            await self.route(case.id)
+
+    async def renew(self, lawyer_id: int) -> str:
+        """A new invite code for an existing lawyer (new phone, changed safety number)."""
+        code = format_receipt(secrets.token_bytes(RECEIPT_BYTES))
+        now = self._clock()
+        async with self._uow() as uow:
+            renewed = await uow.lawyers.renew_invite(
+                lawyer_id, normalize_receipt(code), now + self._policy.invite_ttl
+            )
+            if not renewed:
+                raise LawyerError(f"no lawyer with id {lawyer_id} that can be renewed")
+            await uow.audit.append("admin", "lawyer.renew", None, now)
+            await uow.commit()
+        return code
 
     async def cases(self) -> Sequence[CaseInfo]:
         """Metadata of every case not closed (``tipline cases list``)."""
