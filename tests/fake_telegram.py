@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-TOKEN = "123456789:TESTtokenTESTtokenTESTtokenTESTtoken"
+TOKEN = "1234567:TESTtokenTESTtokenTESTtokenTESTtoken"
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Tipline", "username": "tipline_bot"}
 DELETE_WINDOW = 48 * 3600
 

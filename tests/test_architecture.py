@@ -63,7 +63,7 @@ def test_no_plaintext_persistence_anywhere() -> None:
 @pytest.mark.parametrize(
     "secret",
     [
-        "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0",
+        "1234567:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0",
         "+994501234567",
         "0b6d7a58-4c4c-4b8e-9c1e-5f2e0f6b9a11",
     ],
