@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -30,6 +31,12 @@ from storage.models import Case
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 from tests.fake_telegram import TOKEN, FakeBotApi, until
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 class TelegramHarness:
@@ -85,7 +92,8 @@ class TelegramHarness:
         if webhook is None:
             await until(lambda: any(m == "getUpdates" for m, _ in self.fake.calls))
         else:
-            await until(lambda: self.fake.webhook_url is not None)
+            # setWebhook may come before the local server listens: wait for both.
+            await until(lambda: self.fake.webhook_url is not None and _listening(webhook.port))
 
     async def stop_bot(self) -> None:
         assert self._stop is not None and self._task is not None
