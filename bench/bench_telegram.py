@@ -97,10 +97,10 @@ async def send_round(fake: FakeBotApi, chats: list[int], kind: str, value: str) 
             await fake.press(chat, fake.last_question(chat).message_id, value)
 
 
-async def ours(reporters: int, rounds: int) -> tuple[float, int]:
+async def ours(reporters: int, rounds: int, database_url: str | None = None) -> tuple[float, int]:
     remote = RemoteFake()
     with tempfile.TemporaryDirectory() as tmp:
-        harness = TelegramHarness(Path(tmp))
+        harness = TelegramHarness(Path(tmp), database_url=database_url)
         harness.fake.start = _remote_start(remote)  # type: ignore[method-assign]
         harness.fake.stop = remote.stop  # type: ignore[method-assign]
         harness.fake.calls.append(("getUpdates", {}))  # polling starts in the other process
@@ -209,12 +209,13 @@ async def memory(reporters: int) -> tuple[float, float]:
     return per_conversation, growth
 
 
-async def main(reporters: int, rounds: int) -> None:
+async def main(reporters: int, rounds: int, database_url: str | None) -> None:
     t_echo, n_echo = await echo(reporters, rounds)
-    t_ours, n_ours = await ours(reporters, rounds)
+    t_ours, n_ours = await ours(reporters, rounds, database_url)
     rate_echo, rate_ours = n_echo / t_echo, n_ours / t_ours
     ratio = rate_ours / rate_echo
     print(f"reporters x rounds:        {reporters} x {rounds}")
+    print(f"database:                  {'PostgreSQL' if database_url else 'SQLite (default)'}")
     print(f"bare PTB echo bot:         {rate_echo:.1f} answers/s")
     print(f"tipline Telegram channel:  {rate_ours:.1f} answers/s")
     print(
@@ -230,5 +231,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reporters", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=len(ROUNDS))
+    parser.add_argument(
+        "--database-url", default=None, help="an EMPTY PostgreSQL database (it is reset)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.reporters, min(args.rounds, len(ROUNDS))))
+    asyncio.run(main(args.reporters, min(args.rounds, len(ROUNDS)), args.database_url))

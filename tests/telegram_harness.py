@@ -42,7 +42,10 @@ def _listening(port: int) -> bool:
 class TelegramHarness:
     """Starts and restarts the channel; drives a reporter through the fake server."""
 
-    def __init__(self, tmp_path: Path, *, rate_limit: int = 1000) -> None:
+    def __init__(
+        self, tmp_path: Path, *, rate_limit: int = 1000, database_url: str | None = None
+    ) -> None:
+        self.database_url = database_url
         self.tmp_path = tmp_path
         self.fake = FakeBotApi()
         self.clock = FrozenClock(START)
@@ -55,7 +58,12 @@ class TelegramHarness:
     async def start_all(self, webhook: WebhookConfig | None = None) -> None:
         self.root = await self.fake.start()
         self.db_path = self.tmp_path / "tipline.db"
-        self.db: AsyncEngine = make_engine(f"sqlite+aiosqlite:///{self.db_path}")
+        url = self.database_url or f"sqlite+aiosqlite:///{self.db_path}"
+        self.db: AsyncEngine = make_engine(url)
+        if self.database_url:  # a shared PostgreSQL: start from an empty schema
+            from tests.conftest import reset_postgres
+
+            await reset_postgres(self.db)
         await migrate.upgrade(self.db)
         self.vault = KeyVault.create(
             KeyringFile(self.tmp_path / "keyring"), KeyFile(os.urandom(32)), None, START
