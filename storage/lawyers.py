@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.codec import _dumps, _loads, new_id
 from storage.crypto import RecordCipher, WrappedKey
 from storage.keyring import Keyring
 from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
-from storage.repositories import _dumps, _loads, new_id
 
 OPEN_STATUSES = ("assigned", "accepted")
 
@@ -236,11 +236,6 @@ class SqlAssignmentStore:
     def __init__(self, session: AsyncSession, cipher: RecordCipher) -> None:
         self._session = session
         self._cipher = cipher
-
-    async def next_number(self) -> int:
-        """The next case number (the write lock makes max + 1 safe on SQLite; unique on PG)."""
-        current = (await self._session.execute(select(func.max(Case.number)))).scalar()
-        return int(current or 0) + 1
 
     async def by_number(self, number: int) -> CaseRow | None:
         """A case by the number lawyers use."""

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.codec import _dumps, _loads, new_id
 from storage.crypto import RecordCipher, WrappedKey
 from storage.models import QueueItem
-from storage.repositories import _dumps, _loads, new_id
 
 _sequence = itertools.count()
 

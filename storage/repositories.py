@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,8 +13,10 @@ from typing import Any, Self
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
 from storage.keyring import Keyring, KeyringError, KeyVault
+from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -26,28 +26,10 @@ from storage.models import (
     SeenUpdate,
     StatCounter,
 )
+from storage.queues import SqlQueue
 
 GENESIS_MAC = "0" * 64
 log = logging.getLogger(__name__)
-
-
-def new_id() -> str:
-    """A random record id (128 bits), so ids reveal neither order nor count."""
-    return secrets.token_hex(16)
-
-
-def _dumps(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _loads(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise DecryptionError from exc
-    if not isinstance(value, dict):
-        raise DecryptionError
-    return value
 
 
 class SqlDraftStore:
@@ -448,12 +430,8 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self.session, self._keyring)
         self.attachments = SqlAttachmentStore(self.session, self._cipher)
         self.seen = SqlSeenStore(self.session, self._keyring)
-        from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
-
         self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)
         self.assignments = SqlAssignmentStore(self.session, self._cipher)
-        from storage.queues import SqlQueue
-
         self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in")
         self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out")
         return self
