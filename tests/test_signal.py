@@ -111,10 +111,17 @@ async def test_restart_between_receive_and_handling_loses_nothing(tmp_path: Path
         await h.start_bot()  # drains the encrypted inbox first
         await until(lambda: len(h.fake.to(UUID)) > sent_before)
         assert h.fake.to(UUID)[-1].startswith("This is a confidential tip line")
-        async with h.db.connect() as conn:
-            assert (
-                await conn.execute(select(func.count()).select_from(QueueItem))
-            ).scalar_one() == 0
+        # the channel removes the inbox and outbox entries just after the send returns
+        left = -1
+        for _ in range(500):
+            async with h.db.connect() as conn:
+                left = (
+                    await conn.execute(select(func.count()).select_from(QueueItem))
+                ).scalar_one()
+            if left == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert left == 0
     finally:
         await h.stop_all()
 
@@ -272,4 +279,4 @@ async def test_tipline_run_serves_signal(tmp_path: Path) -> None:
         await fake.stop()
     assert run.returncode == 0, run.logs
     for secret in ("Traceback", PHONE, UUID, NUMBER):
-        assert secret not in run.logs
+        assert secret not in run.logs, run.logs[-3000:]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "signal"
 QUEUE_TTL = timedelta(days=7)
 MAX_BACKOFF = 600.0
+STOP_GRACE = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
 UowFactory = Callable[[], Any]  # a unit of work with signal_inbox/outbox and lawyers
@@ -103,6 +104,9 @@ class SignalChannel:
                 if task is not stopped and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            # Let the loops finish the step they are in (a transaction must not be cut in
+            # half); only a websocket still waiting for messages gets cancelled.
+            await asyncio.wait({receive, retry}, timeout=STOP_GRACE)
             for task in (receive, retry, stopped):
                 task.cancel()
             for task in (receive, retry, stopped):
@@ -116,10 +120,11 @@ class SignalChannel:
                 if self._mode == "json-rpc":
                     # A dropped websocket loses whatever arrives until we are back: reconnect
                     # at once, then back off only if connecting keeps failing.
-                    async for message in self._api.receive_ws():
+                    async for message in _until_stopped(self._api.receive_ws(), stop):
                         backoff = 0.5
                         await self.ingest(message)
-                    self.reconnects += 1
+                    if not stop.is_set():
+                        self.reconnects += 1
                     continue
                 messages = await self._api.receive(wait_seconds=1)
                 if messages:
@@ -135,8 +140,14 @@ class SignalChannel:
 
     async def _outbox_loop(self, stop: asyncio.Event, every: float) -> None:
         while not stop.is_set():
-            await self._sleep(every)
-            await self.flush()
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {asyncio.ensure_future(self._sleep(every)), waiter},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            if not stop.is_set():
+                await self.flush()
 
     # ---- inbox ---------------------------------------------------------------------------
 
@@ -353,6 +364,32 @@ class SignalChannel:
     async def _is_staff(self, address: str) -> bool:
         async with self._uow() as uow:
             return await uow.lawyers.by_address(address) is not None
+
+
+async def _until_stopped(
+    stream: AsyncIterator[dict[str, Any]], stop: asyncio.Event
+) -> AsyncIterator[dict[str, Any]]:
+    """Items of ``stream`` until it ends or ``stop`` is set (checked between items)."""
+    iterator = aiter(stream)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        while True:
+            item = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():
+                item.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await item
+                return
+            if isinstance(item.exception(), StopAsyncIteration):
+                return
+            yield item.result()
+    finally:
+        stopped.cancel()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 def _render(message: Outbound) -> str:
