@@ -76,8 +76,11 @@ class SqlLawyerStore:
     def _dek(self, row: Lawyer) -> bytes:
         return self._cipher.unwrap(self.table, str(row.id), WrappedKey(row.kek_id, row.wrapped_dek))
 
-    def _record(self, row: Lawyer, open_cases: int = 0) -> LawyerRecord:
-        name = self._cipher.decrypt(self._dek(row), self.table, str(row.id), "name", row.name_ct)
+    def _record(self, row: Lawyer, open_cases: int = 0, *, with_name: bool = True) -> LawyerRecord:
+        name = b""
+        if with_name:
+            dek = self._dek(row)
+            name = self._cipher.decrypt(dek, self.table, str(row.id), "name", row.name_ct)
         return LawyerRecord(
             row.id,
             row.role,
@@ -206,8 +209,8 @@ class SqlLawyerStore:
             self._dek(row), self.table, str(row.id), "contact", row.contact_ct
         ).decode()
 
-    async def all(self) -> list[LawyerRecord]:
-        """Every lawyer and admin, with open case counts."""
+    async def all(self, *, with_names: bool = True) -> list[LawyerRecord]:
+        """Every lawyer and admin, with open case counts (names left empty for routing)."""
         counts = dict(
             (
                 await self._session.execute(
@@ -218,7 +221,7 @@ class SqlLawyerStore:
             ).all()
         )
         rows = (await self._session.execute(select(Lawyer).order_by(Lawyer.id))).scalars()
-        return [self._record(row, int(counts.get(row.id, 0))) for row in rows]
+        return [self._record(row, int(counts.get(row.id, 0)), with_name=with_names) for row in rows]
 
     async def admin_contacts(self) -> list[str]:
         """Addresses of verified admins (alerts only, never case content)."""

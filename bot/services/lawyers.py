@@ -189,7 +189,7 @@ class LawyerService:
     async def _slots(self, uow: StaffUnitOfWork) -> list[LawyerSlot]:
         return [
             LawyerSlot(x.id, frozenset(x.languages), frozenset(x.regions), x.on_call, x.open_cases)
-            for x in await uow.lawyers.all()
+            for x in await uow.lawyers.all(with_names=False)
             if x.role == "lawyer" and x.status == "verified"
         ]
 
@@ -277,7 +277,7 @@ class LawyerService:
             recipients = []
             if cases:
                 numbers = ", ".join(f"#{c.number}" for c in cases)
-                for lawyer in await uow.lawyers.all():
+                for lawyer in await uow.lawyers.all(with_names=False):
                     if lawyer.role == "lawyer" and lawyer.status == "verified":
                         address = await uow.lawyers.contact(lawyer.id)
                         if address:
