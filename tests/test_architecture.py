@@ -28,6 +28,7 @@ FORBIDDEN = {
     },
     "bot/services": {"storage", "sqlalchemy", "telegram", "httpx", "bot.channels"},
     "storage": {"bot"},
+    "bot/channels": {"storage", "sqlalchemy"},
 }
 
 

@@ -33,17 +33,17 @@ from bot.media import MAX_FILE_BYTES
 from bot.services.clock import Clock
 from bot.services.intake import Attachment, IntakeService
 from bot.services.lawyers import LawyerService
+from bot.services.queues import SignalQueues
 from bot.services.ratelimit import ChatRateLimiter, Verdict
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "signal"
-QUEUE_TTL = timedelta(days=7)
 MAX_BACKOFF = 600.0
 STOP_GRACE = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
-UowFactory = Callable[[], Any]  # a unit of work with signal_inbox/outbox and lawyers
+UowFactory = Callable[[], Any]  # a unit of work that reaches the Signal queues
 
 
 class Crash(Exception):
@@ -73,7 +73,7 @@ class SignalChannel:
         self._intake = intake
         self._engine = engine
         self._limiter = limiter
-        self._uow = uow
+        self._queues = SignalQueues(uow, clock)
         self._clock = clock
         self._lawyers = lawyers
         self._mode = mode
@@ -165,28 +165,19 @@ class SignalChannel:
             for message in messages:
                 await self._process(message)
             return
-        now = self._clock()
-        async with self._uow() as uow:
-            ids = [await uow.signal_inbox.put(m, now, now + QUEUE_TTL) for m in messages]
-            await uow.commit()
+        ids = await self._queues.received(messages)
         if self._after_store is not None:
             self._after_store()
         for message in messages:
             await self._process(message)
-        async with self._uow() as uow:
-            for item_id in ids:
-                await uow.signal_inbox.done(item_id)
-            await uow.commit()
+        await self._queues.handled(ids)
 
     async def drain(self) -> int:
         """Handle envelopes a crash left in the inbox; returns how many."""
-        async with self._uow() as uow:
-            items = await uow.signal_inbox.due(self._clock() + QUEUE_TTL, limit=10_000)
+        items = await self._queues.unhandled()
         for item in items:
             await self._process(item.payload)
-            async with self._uow() as uow:
-                await uow.signal_inbox.done(item.id)
-                await uow.commit()
+            await self._queues.handled([item.id])
         return len(items)
 
     async def _process(self, message: dict[str, Any]) -> None:
@@ -310,18 +301,14 @@ class SignalChannel:
 
     async def send(self, uuid: str, text: str) -> None:
         """Queue a message (encrypted) and try to deliver everything due, in order."""
-        now = self._clock()
-        async with self._uow() as uow:
-            await uow.signal_outbox.put({"to": uuid, "text": text}, now, now + QUEUE_TTL)
-            await uow.commit()
+        await self._queues.enqueue(uuid, text)
         await self.flush()
 
     async def flush(self) -> int:
         """Send what is due; failures wait with exponential backoff. Returns messages sent."""
         async with self._flush_lock:
             now = self._clock()
-            async with self._uow() as uow:
-                items = await uow.signal_outbox.due(None, limit=500)
+            items = await self._queues.outgoing()
             sent = 0
             blocked: set[str] = set()
             for item in items:
@@ -330,17 +317,13 @@ class SignalChannel:
                     blocked.add(recipient)  # one recipient's messages go out in order
                     continue
                 outcome = await self._deliver(recipient, str(item.payload["text"]))
-                async with self._uow() as uow:
-                    if outcome in ("sent", "dropped"):
-                        await uow.signal_outbox.done(item.id)
-                        sent += outcome == "sent"
-                    else:
-                        blocked.add(recipient)
-                        delay = min(2.0 ** (item.attempts + 1), MAX_BACKOFF)
-                        await uow.signal_outbox.retry_at(
-                            item.id, now + timedelta(seconds=delay), item.attempts + 1
-                        )
-                    await uow.commit()
+                if outcome in ("sent", "dropped"):
+                    await self._queues.sent(item.id)
+                    sent += outcome == "sent"
+                else:
+                    blocked.add(recipient)
+                    delay = min(2.0 ** (item.attempts + 1), MAX_BACKOFF)
+                    await self._queues.later(item.id, timedelta(seconds=delay), item.attempts + 1)
             return sent
 
     async def _deliver(self, recipient: str, text: str) -> str:
@@ -350,7 +333,7 @@ class SignalChannel:
                 return "sent"
             except UntrustedIdentity:
                 address = f"{CHANNEL}:{recipient}"
-                if self._lawyers is not None and await self._is_staff(address):
+                if self._lawyers is not None and await self._lawyers.is_staff(address):
                     # Never silently for a lawyer: suspend until an admin re-verifies.
                     await self._lawyers.identity_changed(address)
                     log.warning("a lawyer's safety number changed; lawyer suspended")
@@ -360,10 +343,6 @@ class SignalChannel:
                 log.info("signal send deferred: %s", type(exc).__name__)
                 return "retry" if exc.retryable else "dropped"
         return "retry"
-
-    async def _is_staff(self, address: str) -> bool:
-        async with self._uow() as uow:
-            return await uow.lawyers.by_address(address) is not None
 
 
 async def _until_stopped(

@@ -315,6 +315,11 @@ class LawyerService:
 
     # ---- messenger commands ----------------------------------------------------------------
 
+    async def is_staff(self, address: str) -> bool:
+        """Whether a messenger address belongs to a lawyer or admin (in any state)."""
+        async with self._uow() as uow:
+            return await uow.lawyers.by_address(address) is not None
+
     @staticmethod
     def is_staff_command(text: str) -> bool:
         """Whether a message is one of the lawyer commands (``/register CODE`` and the rest)."""
