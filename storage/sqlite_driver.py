@@ -1,0 +1,168 @@
+"""aiosqlite with one thread round trip per statement, for SQLAlchemy's aiosqlite dialect.
+
+aiosqlite runs SQLite in a worker thread and crosses to it for every cursor call; SQLAlchemy's
+adapter makes four such calls per statement (open the cursor, execute, fetch, close). Each
+crossing costs far more than a small SQLite statement: measured here, a reporter's answer spent
+most of its database time handing steps to the thread and back. This cursor executes and fetches
+in one crossing (a large result is fetched in chunks), and a commit or rollback with no open
+transaction stays on the event loop. Everything else is aiosqlite as it is; the storage contract
+tests run on this driver.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.engine import make_url
+
+#: Rows fetched together with the statement; a larger result costs one more crossing per chunk.
+CHUNK = 512
+
+_Description = tuple[tuple[Any, ...], ...] | None
+_Outcome = tuple[sqlite3.Cursor | None, _Description, int, int | None, list[Any]]
+
+
+class Cursor:
+    """The slice of aiosqlite's cursor that SQLAlchemy uses, with results fetched eagerly."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._open: sqlite3.Cursor | None = None
+        self._rows: list[Any] = []
+        self.description: _Description = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+
+    async def __aenter__(self) -> Cursor:
+        """Nothing to open: the sqlite3 cursor is made in the worker thread with the statement."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close whatever is still open."""
+        await self.close()
+
+    def _run(self, sql: str, parameters: Any, many: bool) -> _Outcome:
+        cursor = self._connection.raw.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, parameters)
+            else:
+                cursor.execute(sql, parameters)
+            rows = cursor.fetchmany(CHUNK) if cursor.description else []
+        except BaseException:
+            cursor.close()
+            raise
+        description, rowcount, lastrowid = cursor.description, cursor.rowcount, cursor.lastrowid
+        more = len(rows) == CHUNK
+        if not more:
+            cursor.close()
+        return (cursor if more else None), description, rowcount, lastrowid, rows
+
+    async def _execute(self, sql: str, parameters: Any, many: bool) -> Cursor:
+        await self.close()
+        outcome = await self._connection.call(self._run, sql, parameters, many)
+        self._open, self.description, self.rowcount, self.lastrowid, self._rows = outcome
+        return self
+
+    async def execute(self, sql: str, parameters: Any = None) -> Cursor:
+        """Execute one statement and fetch its first rows, in one crossing."""
+        return await self._execute(sql, () if parameters is None else parameters, False)
+
+    async def executemany(self, sql: str, parameters: Sequence[Any]) -> Cursor:
+        """Execute a statement for each parameter set, in one crossing."""
+        return await self._execute(sql, parameters, True)
+
+    @staticmethod
+    def _next_chunk(cursor: sqlite3.Cursor) -> list[Any]:
+        rows = cursor.fetchmany(CHUNK)
+        if len(rows) < CHUNK:
+            cursor.close()
+        return rows
+
+    async def _refill(self) -> None:
+        if not self._rows and self._open is not None:
+            cursor = self._open
+            self._rows = await self._connection.call(self._next_chunk, cursor)
+            if len(self._rows) < CHUNK:
+                self._open = None
+
+    async def fetchone(self) -> Any:
+        """The next row, or None."""
+        await self._refill()
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        """Up to ``size`` more rows."""
+        await self._refill()
+        count = size or self.arraysize
+        rows, self._rows = self._rows[:count], self._rows[count:]
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        rows: list[Any] = []
+        while True:
+            await self._refill()
+            if not self._rows:
+                return rows
+            rows += self._rows
+            self._rows = []
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while (row := await self.fetchone()) is not None:
+            yield row
+
+    async def close(self) -> None:
+        """Drop buffered rows and close a cursor left open by a large result."""
+        self._rows = []
+        if self._open is not None:
+            cursor, self._open = self._open, None
+            await self._connection.call(cursor.close)
+
+
+class Connection(aiosqlite.Connection):
+    """An aiosqlite connection whose cursors cross to the worker thread once per statement."""
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        """The sqlite3 connection (use it only inside ``call``)."""
+        return self._conn
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` in the connection's worker thread."""
+        return await self._execute(function, *args)  # type: ignore[no-untyped-call]
+
+    def cursor(self) -> Cursor:  # type: ignore[override]
+        """A cursor that opens nothing until it executes."""
+        return Cursor(self)
+
+    async def commit(self) -> None:
+        """Commit, unless there is nothing to commit."""
+        if self._connection is not None and self._connection.in_transaction:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        """Roll back, unless there is nothing to roll back (the pool does so on every return)."""
+        if self._connection is not None and self._connection.in_transaction:
+            await super().rollback()
+
+
+def async_creator(url: str) -> Callable[[], Connection]:
+    """A connection factory for ``create_async_engine(url, async_creator=...)``."""
+    args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+    open_database: Callable[[], sqlite3.Connection] = partial(sqlite3.connect, *args, **kwargs)
+
+    def connect() -> Connection:
+        connection = Connection(open_database, 64)
+        # As SQLAlchemy does for aiosqlite: a forgotten connection must not keep Python alive.
+        connection._thread.daemon = True
+        return connection
+
+    return connect

@@ -1,0 +1,100 @@
+"""The SQLite driver: aiosqlite with one crossing to its thread per statement, same results."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import sqlite_driver
+from storage.db import make_engine
+
+meta = MetaData()
+rows = Table("rows", meta, Column("id", Integer, primary_key=True), Column("name", String(20)))
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.create_all)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def crossings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the functions run in the worker thread, in order."""
+    seen: list[str] = []
+    original = sqlite_driver.Connection._execute
+
+    async def counted(self: sqlite_driver.Connection, fn: object, *args: object) -> object:
+        seen.append(getattr(fn, "__name__", type(fn).__name__))
+        return await original(self, fn, *args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(sqlite_driver.Connection, "_execute", counted)
+    return seen
+
+
+async def test_the_engine_uses_this_driver(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.driver_connection, sqlite_driver.Connection)
+
+
+async def test_small_statements_cross_once(engine: AsyncEngine, crossings: list[str]) -> None:
+    async with engine.connect() as conn:
+        crossings.clear()
+        await conn.execute(insert(rows), {"id": 1, "name": "one"})
+        assert (await conn.execute(select(rows.c.name))).scalar_one() == "one"
+        await conn.commit()
+        assert crossings == ["_run", "_run", "_run", "commit"]  # BEGIN, INSERT, SELECT, COMMIT
+        crossings.clear()
+    assert crossings == []  # returning the connection: nothing to roll back, no crossing
+
+
+async def test_large_results_arrive_whole_in_chunks(engine: AsyncEngine) -> None:
+    count = sqlite_driver.CHUNK * 3 + 7
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            insert(rows), [{"id": i, "name": f"n{i}"} for i in range(count)]
+        )
+        assert result.rowcount == count
+    async with engine.connect() as conn:
+        fetched = (await conn.execute(select(rows.c.id).order_by(rows.c.id))).scalars().all()
+        assert fetched == list(range(count))
+        streamed = [r async for r in await conn.stream(select(rows.c.id).order_by(rows.c.id))]
+        assert [r.id for r in streamed] == list(range(count))
+        exact = (await conn.execute(select(rows.c.id).limit(sqlite_driver.CHUNK))).all()
+        assert len(exact) == sqlite_driver.CHUNK
+
+
+async def test_errors_surface_and_leave_the_connection_usable(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(insert(rows), {"id": 1, "name": "one"})
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(insert(rows), {"id": 1, "name": "again"})
+    with pytest.raises(Exception, match="syntax error"):
+        async with engine.connect() as conn:
+            await conn.execute(text("SELEC nothing"))
+    async with engine.begin() as conn:
+        await conn.execute(insert(rows), {"id": 2, "name": "two"})
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(rows.c.name).order_by(rows.c.id))).scalars().all() == [
+            "one",
+            "two",
+        ]
+
+
+async def test_rollback_discards_and_lastrowid_is_reported(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        result = await conn.execute(insert(rows).values(name="auto"))
+        assert result.lastrowid == 1
+        await conn.rollback()
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(rows.c.id))).first() is None
