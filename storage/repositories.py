@@ -10,7 +10,9 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.codec import _dumps, _loads, new_id
@@ -32,6 +34,18 @@ GENESIS_MAC = "0" * 64
 log = logging.getLogger(__name__)
 
 
+# Built once: every reporter message runs these two, and building a statement costs more than
+# SQLite takes to run it.
+_LOAD_DRAFT = select(
+    Draft.id, Draft.expires_at, Draft.kek_id, Draft.wrapped_dek, Draft.state_ct
+).where(Draft.chat_pseudonym == bindparam("pseudonym"))
+_SAVE_DRAFT = (
+    update(Draft)
+    .where(Draft.id == bindparam("draft_id"))
+    .values(state_ct=bindparam("state_ct"), expires_at=bindparam("expires_at"))
+)
+
+
 class SqlDraftStore:
     """Drafts keyed by a keyed pseudonym of (channel, chat id).
 
@@ -50,11 +64,8 @@ class SqlDraftStore:
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
         pseudonym = self._keyring.pseudonym(channel, chat_id)
-        columns = (Draft.id, Draft.expires_at, Draft.kek_id, Draft.wrapped_dek, Draft.state_ct)
-        result = await self._session.execute(
-            select(*columns).where(Draft.chat_pseudonym == pseudonym)
-        )
-        row = result.first()
+        connection = await self._session.connection()
+        row = (await connection.execute(_LOAD_DRAFT, {"pseudonym": pseudonym})).first()
         if row is None:
             return None
         if row.expires_at <= now:
@@ -97,10 +108,9 @@ class SqlDraftStore:
             return
         draft_id, dek = known
         state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
-        await self._session.execute(
-            update(Draft)
-            .where(Draft.id == draft_id)
-            .values(state_ct=state_ct, expires_at=expires_at)
+        connection = await self._session.connection()
+        await connection.execute(
+            _SAVE_DRAFT, {"draft_id": draft_id, "state_ct": state_ct, "expires_at": expires_at}
         )
 
     async def delete(self, channel: str, chat_id: str) -> bool:
@@ -299,6 +309,12 @@ class SqlAttachmentStore:
         )
 
 
+_CLAIM_UPDATE = {
+    "sqlite": sqlite_insert(SeenUpdate).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(SeenUpdate).on_conflict_do_nothing(),
+}
+
+
 class SqlSeenStore:
     """Keyed hashes of handled messenger updates, so a redelivered update is ignored."""
 
@@ -307,12 +323,13 @@ class SqlSeenStore:
         self._keyring = keyring
 
     async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
-        """Record an update as handled; False when it already was."""
+        """Record an update as handled; False when it already was (one statement either way)."""
         key = self._keyring.pseudonym(f"update:{channel}", update_id)
-        if await self._session.get(SeenUpdate, key) is not None:
-            return False
-        await self._session.execute(insert(SeenUpdate).values(key=key, expires_at=expires_at))
-        return True
+        connection = await self._session.connection()
+        result = await connection.execute(
+            _CLAIM_UPDATE[connection.dialect.name], {"key": key, "expires_at": expires_at}
+        )
+        return bool(result.rowcount == 1)
 
 
 class SqlStatsStore:
