@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
@@ -20,8 +20,19 @@ class Verdict(Enum):
     DROP = "drop"  # still over the limit: ignore silently
 
 
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+    warned: bool = False
+
+
 class ChatRateLimiter:
-    """At most ``limit`` events per chat in any ``window``."""
+    """A token bucket per chat: up to ``limit`` events at once, refilled at ``limit`` a ``window``.
+
+    Two numbers per chat, however long the conversation: no log of events is kept. Over any span
+    of time T a chat gets at most ``limit + limit * T / window`` events through.
+    """
 
     def __init__(
         self,
@@ -29,34 +40,46 @@ class ChatRateLimiter:
         clock: Clock,
         limit: int = 30,
         window: timedelta = timedelta(minutes=1),
+        prune_at: int = _PRUNE_AT,
     ) -> None:
         self._pseudonym = pseudonym
+        self._prune_at = prune_at
         self._clock = clock
-        self._limit = limit
-        self._window = window
-        self._events: dict[str, deque[float]] = {}
-        self._warned: set[str] = set()
+        self._limit = float(limit)
+        self._rate = limit / window.total_seconds()
+        self._buckets: dict[str, _Bucket] = {}
 
     def check(self, channel: str, chat_id: str) -> Verdict:
         """Count one event and say whether to handle it."""
         now = self._clock().timestamp()
         key = self._pseudonym(channel, chat_id)
-        events = self._events.setdefault(key, deque())
-        horizon = now - self._window.total_seconds()
-        while events and events[0] <= horizon:
-            events.popleft()
-        if len(self._events) > _PRUNE_AT:
-            self._prune(horizon)
-        if len(events) >= self._limit:
-            if key in self._warned:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._prune_at:
+                self._prune(now)
+            bucket = self._buckets[key] = _Bucket(self._limit, now)
+        bucket.tokens = min(self._limit, self._refilled(bucket, now))
+        bucket.at = now
+        if bucket.tokens < 1:
+            if bucket.warned:
                 return Verdict.DROP
-            self._warned.add(key)
+            bucket.warned = True
             return Verdict.WARN
-        self._warned.discard(key)
-        events.append(now)
+        bucket.tokens -= 1
+        bucket.warned = False
         return Verdict.OK
 
-    def _prune(self, horizon: float) -> None:
-        for key in [k for k, v in self._events.items() if not v or v[-1] <= horizon]:
-            del self._events[key]
-            self._warned.discard(key)
+    def _prune(self, now: float) -> None:
+        # A bucket that has refilled is the same as none: forget the chat.
+        full = [k for k, b in self._buckets.items() if self._refilled(b, now) >= self._limit]
+        for key in full:
+            del self._buckets[key]
+        # Many chats active at once: look again only when they have doubled, not on every chat.
+        self._prune_at = max(self._prune_at, 2 * len(self._buckets))
+
+    def _refilled(self, bucket: _Bucket, now: float) -> float:
+        return bucket.tokens + (now - bucket.at) * self._rate
+
+    def __len__(self) -> int:
+        """Chats currently remembered."""
+        return len(self._buckets)
