@@ -225,6 +225,7 @@ class FakeBotApi:
             )
         message["text"] = text
         message["edit_date"] = int(self.now)
+        message.pop("reply_markup", None)  # an edit without a keyboard removes the old one
         if markup:
             message["reply_markup"] = markup
         for sent in self.sent:

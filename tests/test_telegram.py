@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -14,10 +15,31 @@ import aiohttp
 import pytest
 from PIL import Image
 from sqlalchemy import select
+from telegram import Update
 
-from bot.channels.telegram import WebhookConfig, api_urls, callback_event, keyboard
+from bot.channels.telegram import (
+    ChatOrderedProcessor,
+    WebhookConfig,
+    api_urls,
+    callback_event,
+    combine,
+    keyboard,
+)
 from bot.domain.engine import Engine
-from bot.domain.messages import Choose, ChooseMany, Done, Invalid, Skip, Start, Stop, Toggle
+from bot.domain.messages import (
+    Choose,
+    ChooseMany,
+    Done,
+    Invalid,
+    Notice,
+    Question,
+    Skip,
+    Start,
+    Stop,
+    Toggle,
+)
+from bot.domain.questionnaire import REPORT
+from bot.i18n import load_texts
 from bot.logs import setup_logging
 from storage.models import Attachment, Case
 from tests.conftest import START
@@ -54,6 +76,13 @@ async def play(
         else:
             update = await tg.press(chat, value)
     return update
+
+
+def screen(tg: TelegramHarness, chat: int = CHAT) -> str:
+    """The text of the one message on the reporter's screen (a notice joins the question)."""
+    (message,) = tg.fake.visible(chat)
+    assert message["reply_markup"], "the question's buttons stay under the notice"
+    return str(message["text"])
 
 
 def receipt_code(tg: TelegramHarness, chat: int = CHAT) -> str:
@@ -123,7 +152,10 @@ async def test_photo_with_gps_is_stored_without_it(tg: TelegramHarness) -> None:
     await play(tg, full_report("x"))
     original = jpeg_with_gps("EXIFMARKER")
     await tg.act(tg.fake.photo(CHAT, original, caption=f"caption {CANARY}"))
-    assert tg.fake.sent[-2].text == "File received (1). Send another, or continue."
+    # the notice and the question after it are one message, which replaced the question
+    (screen,) = tg.fake.visible(CHAT)
+    assert screen["text"].startswith("File received (1). Send another, or continue.\n\n")
+    assert screen["reply_markup"] and screen.get("edit_date")
     await play(tg, ENDING)
     async with tg.uow() as u:
         refs = list((await u.session.execute(select(Attachment.id))).scalars())
@@ -152,7 +184,7 @@ async def test_dangerous_files_are_refused_calmly(
     await play(tg, full_report("x"))
     update = await tg.act(tg.fake.document(CHAT, payload, name, mime))
     assert (CHAT, update["message"]["message_id"]) in tg.fake.deleted
-    assert tg.fake.sent[-2].text.startswith("This file cannot be accepted.")
+    assert screen(tg).startswith("This file cannot be accepted.")
     async with tg.uow() as u:
         assert (await u.session.execute(select(Attachment.id))).first() is None
     await play(tg, ENDING)
@@ -162,7 +194,7 @@ async def test_dangerous_files_are_refused_calmly(
 async def test_files_outside_the_documents_step_are_not_stored(tg: TelegramHarness) -> None:
     await play(tg, full_report("x")[:3])
     await tg.act(tg.fake.photo(CHAT, jpeg_with_gps("m")))
-    assert tg.fake.sent[-2].text.startswith("Sorry, I did not understand")
+    assert screen(tg).startswith("Sorry, I did not understand")
     async with tg.uow() as u:
         assert (await u.session.execute(select(Attachment.id))).first() is None
 
@@ -209,7 +241,8 @@ async def test_delete_failures_are_carried_past_quietly(tg: TelegramHarness) -> 
 
 async def test_commands_cancel_language_forget_help(tg: TelegramHarness) -> None:
     await tg.text(CHAT, "/start", language="ru")
-    assert tg.fake.last_question(CHAT).text.startswith("Это конфиденциальная линия")
+    # the greeting and the consent question are one message
+    assert "\n\nЭто конфиденциальная линия" in tg.fake.last_question(CHAT).text
     await tg.text(CHAT, "/language")
     assert tg.fake.last_question(CHAT).text == "Выберите язык."
     await tg.press(CHAT, "c:en")
@@ -243,9 +276,9 @@ async def test_stray_content_gets_a_calm_answer(tg: TelegramHarness) -> None:
     await tg.text(CHAT, "/start")
     update = await tg.act(tg.fake.sticker(CHAT))
     assert (CHAT, update["message"]["message_id"]) in tg.fake.deleted
-    assert tg.fake.sent[-2].text.startswith("Sorry, I did not understand")
+    assert screen(tg).startswith("Sorry, I did not understand")
     await tg.press(CHAT, "c:not-an-option")
-    assert tg.fake.sent[-2].text.startswith("Sorry, I did not understand")
+    assert screen(tg).startswith("Sorry, I did not understand")
 
 
 async def test_rate_limit_is_calm_and_per_chat(tmp_path: Path) -> None:
@@ -259,10 +292,12 @@ async def test_rate_limit_is_calm_and_per_chat(tmp_path: Path) -> None:
         ]
         assert len(warnings) == 1
         await harness.text(CHAT + 1, "/start")
-        assert harness.fake.last_question(CHAT + 1).text.startswith("This is a confidential")
+        assert "\n\nThis is a confidential" in harness.fake.last_question(CHAT + 1).text
         harness.clock.advance(timedelta(minutes=2))
+        answers = harness.fake.edits + len(harness.fake.sent)
         await harness.text(CHAT, "/start")
-        assert harness.fake.sent[-1].chat_id == CHAT and harness.fake.sent[-1].reply_markup
+        assert harness.fake.edits + len(harness.fake.sent) == answers + 1  # answered again
+        assert any(m.get("reply_markup") for m in harness.fake.visible(CHAT))
     finally:
         await harness.stop_all()
 
@@ -350,7 +385,7 @@ async def test_tipline_run_serves_telegram_until_sigterm(tmp_path: Path) -> None
             await until(lambda: any(m == "getUpdates" for m, _ in fake.calls), limit=30)
             await fake.text(CHAT, "/start")
             await until(lambda: any(s.reply_markup for s in fake.sent), limit=30)
-            assert fake.sent[-1].text.startswith("This is a confidential tip line")
+            assert "This is a confidential tip line" in fake.sent[-1].text
             fake._new_update.set()
     finally:
         await fake.stop()
@@ -358,3 +393,49 @@ async def test_tipline_run_serves_telegram_until_sigterm(tmp_path: Path) -> None
     assert "Traceback" not in run.logs
     assert TOKEN not in run.logs and TOKEN.split(":")[1] not in run.logs
     assert str(CHAT) not in run.logs
+
+
+def _update(update_id: int, chat: int) -> Update:
+    message = {"message_id": update_id, "date": 0, "chat": {"id": chat, "type": "private"}}
+    return Update.de_json({"update_id": update_id, "message": {**message, "text": "x"}}, None)
+
+
+async def test_chats_run_concurrently_and_each_chat_in_order() -> None:
+    processor = ChatOrderedProcessor(8)
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def work(name: str, wait: bool = False) -> None:
+        events.append(f"start {name}")
+        if wait:
+            await release.wait()
+        events.append(f"end {name}")
+
+    jobs = [
+        (_update(1, CHAT), work("a1", wait=True)),
+        (_update(2, CHAT), work("a2")),
+        (_update(3, CHAT + 1), work("b1")),
+    ]
+    tasks = [asyncio.create_task(processor.process_update(u, w)) for u, w in jobs]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # the other chat went ahead while a1 waited; a2 waits for a1
+    assert events == ["start a1", "start b1", "end b1"]
+    assert processor.chats_in_flight == 1
+    release.set()
+    await asyncio.gather(*tasks)
+    assert events[3:] == ["end a1", "start a2", "end a2"]
+    assert processor.chats_in_flight == 0
+
+
+def test_notices_join_the_question_that_follows() -> None:
+    language = Engine(REPORT, load_texts())
+    _, out = language.step(None, Start("en"), START, channel="telegram")
+    notice, question = out
+    assert isinstance(notice, Notice) and isinstance(question, Question)
+    (joined,) = combine(out)
+    assert isinstance(joined, Question) and joined.text == f"{notice.text}\n\n{question.text}"
+    assert joined.options == question.options  # the buttons stay the question's
+    assert combine([notice]) == [notice]  # no question: nothing to join
+    long = Notice("x" * 4096)
+    assert combine([long, question]) == [long, question]  # too long for one message

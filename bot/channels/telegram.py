@@ -11,14 +11,21 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
-from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    BaseUpdateProcessor,
+    ContextTypes,
+    TypeHandler,
+)
 
 from bot.domain.engine import Engine
 from bot.domain.messages import (
@@ -50,6 +57,14 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 CHANNEL = "telegram"
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 SEND_ATTEMPTS = 4
+#: The Bot API's limit on a message's text, in characters.
+MAX_TEXT = 4096
+#: Updates handled at once across chats (each chat's own updates still go one at a time):
+#: enough to keep the Bot API's round trips overlapping for many reporters at once.
+MAX_CONCURRENT_UPDATES = 16
+#: Connections to the Bot API. Few on purpose: httpcore checks every idle connection on each
+#: request, which cost more CPU than the extra parallelism bought (bench/bench_telegram.py).
+CONNECTION_POOL_SIZE = 8
 DEFAULT_API = "https://api.telegram.org"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -74,6 +89,19 @@ def api_urls(base: str | None) -> tuple[str, str]:
     """Bot API and file URLs for a server root (``https://api.telegram.org`` by default)."""
     root = (base or DEFAULT_API).rstrip("/").removesuffix("/bot")
     return f"{root}/bot", f"{root}/file/bot"
+
+
+def application_builder(token: str, base_url: str | None) -> ApplicationBuilder:  # type: ignore[type-arg]
+    """PTB as the channel runs it: API URLs, updates ordered per chat, a small connection pool."""
+    api, files = api_urls(base_url)
+    return (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(api)
+        .base_file_url(files)
+        .concurrent_updates(ChatOrderedProcessor(MAX_CONCURRENT_UPDATES))
+        .connection_pool_size(CONNECTION_POOL_SIZE)
+    )
 
 
 def callback_event(data: str | None) -> Event:
@@ -110,6 +138,21 @@ def keyboard(question: Question) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
+def combine(replies: list[Outbound]) -> list[Outbound]:
+    """Notices followed by a question, as one message that carries the question's buttons.
+
+    One message instead of several: the buttons sit under the text they answer, and the next
+    answer can replace it in place. Left as they are when the joined text would be too long.
+    """
+    if len(replies) < 2 or not isinstance(last := replies[-1], Question):
+        return replies
+    notices = [n.text for n in replies[:-1] if isinstance(n, Notice)]
+    text = "\n\n".join([*notices, last.text])
+    if len(notices) < len(replies) - 1 or len(text) > MAX_TEXT:
+        return replies
+    return [replace(last, text=text)]
+
+
 def _is_receipt(text: str) -> bool:
     try:
         normalize_receipt(text)
@@ -120,6 +163,47 @@ def _is_receipt(text: str) -> bool:
 
 def _seconds(value: int | float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class ChatOrderedProcessor(BaseUpdateProcessor):
+    """Runs updates of different chats concurrently and each chat's updates in arrival order.
+
+    PTB starts one task per update in the order they arrive and none of them yields before
+    asking for its chat's lock; asyncio locks are granted first come, first served.
+    """
+
+    def __init__(self, max_concurrent_updates: int) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        """Await the update's handling while holding its chat's lock."""
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if chat is None:
+            await coroutine
+            return
+        key = chat.id
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:  # forget idle chats: no per-chat memory between turns
+                del self._users[key], self._locks[key]
+
+    @property
+    def chats_in_flight(self) -> int:
+        """Chats with an update being handled or waiting (none are remembered after)."""
+        return len(self._locks)
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
 
 
 class TelegramChannel:
@@ -150,16 +234,10 @@ class TelegramChannel:
         #: Updates fully handled so far, and those whose handling failed (tests, benchmarks).
         self.handled = 0
         self.failed = 0
-        # Updates of different chats run concurrently; one chat's updates run in order.
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lock_users: dict[str, int] = {}
         self.application = self._build()
 
     def _build(self) -> Application:  # type: ignore[type-arg]
-        api, files = api_urls(self._base_url)
-        application = (
-            ApplicationBuilder().token(self._token).base_url(api).base_file_url(files).build()
-        )
+        application = application_builder(self._token, self._base_url).build()
         application.add_handler(TypeHandler(Update, self._on_update))
         application.add_error_handler(self._on_error)
         return application
@@ -198,28 +276,15 @@ class TelegramChannel:
             if chat is None or chat.type != "private":
                 return
             chat_id = str(chat.id)
-            async with self._chat_lock(chat_id):
-                try:
-                    await self._handle(update, chat_id)
-                except Exception as exc:  # the reporter gets a calm message, never a traceback
-                    self.failed += 1
-                    log.error("telegram update failed: %s", type(exc).__name__)
-                    notice = self._engine.notice(self._language(update), "ui.error")
-                    await self._send(chat_id, notice)
+            try:
+                await self._handle(update, chat_id)
+            except Exception as exc:  # the reporter gets a calm message, never a traceback
+                self.failed += 1
+                log.error("telegram update failed: %s", type(exc).__name__)
+                notice = self._engine.notice(self._language(update), "ui.error")
+                await self._send(chat_id, notice)
         finally:
             self.handled += 1
-
-    @contextlib.asynccontextmanager
-    async def _chat_lock(self, chat_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(chat_id, asyncio.Lock())
-        self._lock_users[chat_id] = self._lock_users.get(chat_id, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._lock_users[chat_id] -= 1
-            if not self._lock_users[chat_id]:
-                del self._lock_users[chat_id], self._locks[chat_id]
 
     @staticmethod
     def _language(update: Update) -> str:
@@ -229,9 +294,18 @@ class TelegramChannel:
 
     async def _handle(self, update: Update, chat_id: str) -> None:
         query = update.callback_query
-        if query is not None:
-            with contextlib.suppress(TelegramError):
-                await query.answer()
+        if query is None:
+            await self._handle_update(update, chat_id)
+            return
+        # The button's spinner stops while the press is handled, not one round trip before.
+        await asyncio.gather(self._answer(query), self._handle_update(update, chat_id))
+
+    @staticmethod
+    async def _answer(query: CallbackQuery) -> None:
+        with contextlib.suppress(TelegramError):
+            await query.answer()
+
+    async def _handle_update(self, update: Update, chat_id: str) -> None:
         message = update.message or update.edited_message
         incoming = str(message.message_id) if message is not None else None
         verdict = self._limiter.check(CHANNEL, chat_id)
@@ -256,16 +330,21 @@ class TelegramChannel:
         if turn.duplicate:
             await self._delete(chat_id, incoming)
             return
-        if turn.edit is not None and isinstance(turn.replies[0], Question):
-            edited, _ = await asyncio.gather(
-                self._edit(chat_id, turn.edit, turn.replies[0]), self._delete(chat_id, incoming)
-            )
-            if edited:
-                return
-            incoming = turn.edit  # could not edit (too old, gone): replace it instead
+        replies = combine(turn.replies)
+        stale = [incoming, *turn.to_delete]
+        if turn.edit is not None:
+            if len(replies) == 1 and isinstance(replies[0], Question):
+                edited, *_ = await asyncio.gather(
+                    self._edit(chat_id, turn.edit, replies[0]),
+                    *(self._delete(chat_id, ref) for ref in stale),
+                )
+                if edited:
+                    return
+                stale = []  # deleted already
+            stale.append(turn.edit)  # could not edit (too old, gone): replace it instead
         # Replies go out in order; the deletions run alongside them.
-        deletions = [self._delete(chat_id, ref) for ref in (incoming, *turn.to_delete)]
-        results = await asyncio.gather(self._send_all(chat_id, turn.replies), *deletions)
+        deletions = [self._delete(chat_id, ref) for ref in stale]
+        results = await asyncio.gather(self._send_all(chat_id, replies), *deletions)
         sent: list[str] = results[0] or []
         if turn.draft_open:
             await self._intake.track(CHANNEL, chat_id, sent)

@@ -61,13 +61,18 @@ class Turn:
     duplicate: bool = False
     #: Whether a draft is still open afterwards (new messages should be tracked).
     draft_open: bool = False
-    #: A message on screen that the single new question may replace in place (edit, not
-    #: delete and send: fewer API calls, the same clean screen). Still tracked.
+    #: The newest message on screen, which the replies (notices, then a question) may replace
+    #: in place, as one message: fewer API calls, the same clean screen. Still tracked. A
+    #: channel that cannot edit it deletes it with the others and tracks what it sends.
     edit: str | None = None
 
 
-def _one_question(replies: list[Outbound]) -> bool:
-    return len(replies) == 1 and isinstance(replies[0], Question)
+def _ends_with_question(replies: list[Outbound]) -> bool:
+    return (
+        bool(replies)
+        and isinstance(replies[-1], Question)
+        and all(isinstance(n, Notice) for n in replies[:-1])
+    )
 
 
 def week_of(day: date) -> date:
@@ -140,8 +145,8 @@ class IntakeService:
                 elif not isinstance(message, DraftDeleted):
                     replies.append(message)
             edit = None
-            if new_state is not None and len(to_delete) == 1 and _one_question(replies):
-                edit, to_delete = to_delete[0], ()
+            if new_state is not None and to_delete and _ends_with_question(replies):
+                edit, to_delete = to_delete[-1], to_delete[:-1]
                 new_state = replace(new_state, refs=(edit,))
             if new_state is None:
                 await uow.drafts.delete(channel, chat_id)
