@@ -93,11 +93,47 @@ class RemoteFake:
             self.proc.wait()
 
 
+class DictUnitOfWork:
+    """Drafts and handled updates in dicts, plaintext: the channel's cost without any storage.
+
+    Only for the breakdown: the same intake service and engine run over it.
+    """
+
+    def __init__(self, drafts: dict[str, Any], seen: set[str]) -> None:
+        self._drafts, self._seen = drafts, seen
+        self.drafts, self.seen = self, self
+
+    async def __aenter__(self) -> DictUnitOfWork:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        return None
+
+    async def claim(self, channel: str, update_id: str, expires_at: object) -> bool:
+        fresh = update_id not in self._seen
+        self._seen.add(update_id)
+        return fresh
+
+    async def load(self, channel: str, chat_id: str, now: object) -> Any:
+        return self._drafts.get(chat_id)
+
+    async def save(self, channel: str, chat_id: str, state: Any, expires_at: object) -> None:
+        self._drafts[chat_id] = dict(state)
+
+    async def delete(self, channel: str, chat_id: str) -> bool:
+        return self._drafts.pop(chat_id, None) is not None
+
+
 async def ours(
     reporters: int,
     rounds: list[tuple[str, str]],
     database_url: str | None = None,
     checkpoints: tuple[int, ...] = (),
+    *,
+    storage: bool = True,
 ) -> tuple[float, int, dict[int, int]]:
     """Seconds for every reporter to give every answer, answers given, and memory at checkpoints.
 
@@ -111,6 +147,10 @@ async def ours(
         harness.fake.start = _remote_start(remote)  # type: ignore[method-assign]
         harness.fake.stop = remote.stop  # type: ignore[method-assign]
         harness.fake.calls.append(("getUpdates", {}))  # polling starts in the other process
+        if not storage:
+            drafts: dict[str, Any] = {}
+            seen: set[str] = set()
+            harness.uow = lambda: DictUnitOfWork(drafts, seen)  # type: ignore[method-assign, assignment, return-value]
         await harness.start_all()
         chats = [900_000 + i for i in range(reporters)]
         channel = harness.channel
@@ -215,7 +255,9 @@ async def main(reporters: int, rounds: int, database_url: str | None) -> None:
     t_echo, n_echo = await echo(reporters, rounds, configured=False)
     t_same, n_same = await echo(reporters, rounds, configured=True)
     t_ours, n_ours, _ = await ours(reporters, ROUNDS[:rounds], database_url)
+    t_bare, n_bare, _ = await ours(reporters, ROUNDS[:rounds], storage=False)
     rate_echo, rate_same, rate_ours = n_echo / t_echo, n_same / t_same, n_ours / t_ours
+    rate_bare = n_bare / t_bare
     ratio = rate_ours / rate_echo
     print(f"reporters x rounds:        {reporters} x {rounds}")
     print(f"database:                  {'PostgreSQL' if database_url else 'SQLite (default)'}")
@@ -227,6 +269,10 @@ async def main(reporters: int, rounds: int, database_url: str | None) -> None:
         f"{'OK' if ratio >= 1 / 3 else 'UNDER'}"
     )
     print(f"ratio ours / echo as ours: {rate_ours / rate_same:.2f}")
+    print(
+        f"breakdown: the same channel with drafts in a dict (no database, no encryption): "
+        f"{rate_bare:.1f} answers/s, {rate_bare / rate_echo:.2f} of the echo bot"
+    )
     per = await memory(reporters)
     print(
         "memory per open conversation: "
