@@ -67,6 +67,22 @@ class Turn:
     edit: str | None = None
 
 
+#: Telegram lets a bot delete a message for 48 hours after it was sent, and an edit keeps that
+#: first send time. A message older than this is replaced rather than edited, so that whatever
+#: is on screen can still be deleted at the next answer (a draft lives 24 hours without one).
+EDIT_WINDOW = timedelta(hours=24)
+
+
+def _message(ref: str) -> str:
+    """The message id of a tracked ref (``id@sent``)."""
+    return ref.partition("@")[0]
+
+
+def _editable(ref: str, now: datetime) -> bool:
+    _, _, sent = ref.partition("@")
+    return sent.isdigit() and now.timestamp() - int(sent) < EDIT_WINDOW.total_seconds()
+
+
 def _ends_with_question(replies: list[Outbound]) -> bool:
     return (
         bool(replies)
@@ -129,7 +145,8 @@ class IntakeService:
             ):
                 return Turn([], duplicate=True)
             state = await self._load(uow, channel, chat_id, now)
-            to_delete = state.refs if state else ()
+            on_screen = state.refs if state else ()
+            to_delete = tuple(_message(ref) for ref in on_screen)
             if state is not None:
                 state = replace(state, refs=())
             if attachment is not None:
@@ -145,9 +162,14 @@ class IntakeService:
                 elif not isinstance(message, DraftDeleted):
                     replies.append(message)
             edit = None
-            if new_state is not None and to_delete and _ends_with_question(replies):
+            if (
+                new_state is not None
+                and on_screen
+                and _ends_with_question(replies)
+                and _editable(on_screen[-1], now)
+            ):
                 edit, to_delete = to_delete[-1], to_delete[:-1]
-                new_state = replace(new_state, refs=(edit,))
+                new_state = replace(new_state, refs=(on_screen[-1],))  # its first send time
             if new_state is None:
                 await uow.drafts.delete(channel, chat_id)
             else:
@@ -201,7 +223,8 @@ class IntakeService:
             state = await self._load(uow, channel, chat_id, now)
             if state is None:
                 return
-            state = replace(state, refs=(*state.refs, *refs))
+            stamp = int(now.timestamp())
+            state = replace(state, refs=(*state.refs, *(f"{ref}@{stamp}" for ref in refs)))
             await uow.drafts.save(channel, chat_id, state.to_dict(), now + self._policy.draft_ttl)
             await uow.commit()
 
@@ -258,4 +281,4 @@ class IntakeService:
             await uow.drafts.delete(channel, chat_id)
             await uow.cases.shred_reply_address(f"{channel}:{chat_id}")
             await uow.commit()
-        return state.refs if state else ()
+        return tuple(_message(ref) for ref in state.refs) if state else ()
