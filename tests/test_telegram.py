@@ -239,6 +239,24 @@ async def test_delete_failures_are_carried_past_quietly(tg: TelegramHarness) -> 
     assert tg.fake.delete_failures >= 1
 
 
+async def test_questions_stay_deletable_when_a_report_takes_days(tg: TelegramHarness) -> None:
+    steps = full_report("x")
+    await play(tg, steps[:3])
+    first = tg.fake.last_question(CHAT)  # one message, edited in place answer after answer
+    for step in steps[3:5]:  # two answers, each a day less an hour after the last
+        tg.clock.advance(timedelta(hours=23))
+        tg.fake.now += 23 * 3600
+        await play(tg, [step])
+    # an edit keeps the first send time, and Telegram deletes only for 48 hours after it:
+    # the 46-hour-old message was replaced rather than edited, while it could still be deleted
+    assert (CHAT, first.message_id) in tg.fake.deleted
+    await play(tg, steps[5:] + ENDING)
+    assert await tg.cases() == 1
+    assert tg.fake.delete_failures == 0
+    questions = [s for s in tg.fake.sent if s.reply_markup]
+    assert all((s.chat_id, s.message_id) in tg.fake.deleted for s in questions)
+
+
 async def test_commands_cancel_language_forget_help(tg: TelegramHarness) -> None:
     await tg.text(CHAT, "/start", language="ru")
     # the greeting and the consent question are one message
@@ -401,7 +419,7 @@ def _update(update_id: int, chat: int) -> Update:
 
 
 async def test_chats_run_concurrently_and_each_chat_in_order() -> None:
-    processor = ChatOrderedProcessor(8)
+    processor = ChatOrderedProcessor(2)
     events: list[str] = []
     release = asyncio.Event()
 
@@ -411,20 +429,20 @@ async def test_chats_run_concurrently_and_each_chat_in_order() -> None:
             await release.wait()
         events.append(f"end {name}")
 
-    jobs = [
-        (_update(1, CHAT), work("a1", wait=True)),
-        (_update(2, CHAT), work("a2")),
-        (_update(3, CHAT + 1), work("b1")),
-    ]
+    # one chat floods the bot while its first update is stuck: more waiting than workers
+    jobs = [(_update(1, CHAT), work("a1", wait=True))]
+    jobs += [(_update(n, CHAT), work(f"a{n}")) for n in range(2, 12)]
+    jobs += [(_update(20, CHAT + 1), work("b1"))]
     tasks = [asyncio.create_task(processor.process_update(u, w)) for u, w in jobs]
     for _ in range(20):
         await asyncio.sleep(0)
-    # the other chat went ahead while a1 waited; a2 waits for a1
+    # the other chat went ahead while a1 waited; a2 and later wait for a1
     assert events == ["start a1", "start b1", "end b1"]
     assert processor.chats_in_flight == 1
     release.set()
     await asyncio.gather(*tasks)
-    assert events[3:] == ["end a1", "start a2", "end a2"]
+    expected = [step for n in range(1, 12) for step in (f"start a{n}", f"end a{n}")]
+    assert [e for e in events if " a" in e] == expected
     assert processor.chats_in_flight == 0
 
 

@@ -8,7 +8,6 @@ the conversation goes: the reporter's messages at once, the bot's questions at t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -138,6 +137,11 @@ def keyboard(question: Question) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
+def _length(text: str) -> int:
+    # Telegram counts in UTF-16 code units: a character outside the BMP counts twice.
+    return len(text.encode("utf-16-le")) // 2
+
+
 def combine(replies: list[Outbound]) -> list[Outbound]:
     """Notices followed by a question, as one message that carries the question's buttons.
 
@@ -148,7 +152,7 @@ def combine(replies: list[Outbound]) -> list[Outbound]:
         return replies
     notices = [n.text for n in replies[:-1] if isinstance(n, Notice)]
     text = "\n\n".join([*notices, last.text])
-    if len(notices) < len(replies) - 1 or len(text) > MAX_TEXT:
+    if len(notices) < len(replies) - 1 or _length(text) > MAX_TEXT:
         return replies
     return [replace(last, text=text)]
 
@@ -169,25 +173,32 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
     """Runs updates of different chats concurrently and each chat's updates in arrival order.
 
     PTB starts one task per update in the order they arrive and none of them yields before
-    asking for its chat's lock; asyncio locks are granted first come, first served.
+    asking for its chat's lock; asyncio locks are granted first come, first served. At most
+    ``workers`` updates are handled at once, counted inside the chat locks: updates waiting
+    behind their own chat (one chat flooding the bot) take no place from other chats.
     """
 
-    def __init__(self, max_concurrent_updates: int) -> None:
-        super().__init__(max_concurrent_updates)
+    #: Updates PTB may hand over at once; waiting ones cost a task each, nothing more.
+    QUEUED = 1024
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(self.QUEUED)
+        self._workers = asyncio.Semaphore(workers)
         self._locks: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        """Await the update's handling while holding its chat's lock."""
+        """Await the update's handling while holding its chat's lock and a worker."""
         chat = update.effective_chat if isinstance(update, Update) else None
         if chat is None:
-            await coroutine
+            async with self._workers:
+                await coroutine
             return
         key = chat.id
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
         try:
-            async with lock:
+            async with lock, self._workers:
                 await coroutine
         finally:
             self._users[key] -= 1
@@ -302,8 +313,10 @@ class TelegramChannel:
 
     @staticmethod
     async def _answer(query: CallbackQuery) -> None:
-        with contextlib.suppress(TelegramError):
+        try:
             await query.answer()
+        except Exception as exc:  # never ends the turn early: the press is handled beside it
+            log.info("answering a button press failed: %s", type(exc).__name__)
 
     async def _handle_update(self, update: Update, chat_id: str) -> None:
         message = update.message or update.edited_message
