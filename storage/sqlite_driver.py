@@ -80,16 +80,17 @@ class Cursor:
         return await self._execute(sql, parameters, True)
 
     @staticmethod
-    def _next_chunk(cursor: sqlite3.Cursor) -> list[Any]:
+    def _next_chunk(cursor: sqlite3.Cursor) -> tuple[list[Any], int]:
         rows = cursor.fetchmany(CHUNK)
+        rowcount = cursor.rowcount  # DML ... RETURNING counts only once it has run to the end
         if len(rows) < CHUNK:
             cursor.close()
-        return rows
+        return rows, rowcount
 
     async def _refill(self) -> None:
         if not self._rows and self._open is not None:
             cursor = self._open
-            self._rows = await self._connection.call(self._next_chunk, cursor)
+            self._rows, self.rowcount = await self._connection.call(self._next_chunk, cursor)
             if len(self._rows) < CHUNK:
                 self._open = None
 
@@ -99,10 +100,16 @@ class Cursor:
         return self._rows.pop(0) if self._rows else None
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
-        """Up to ``size`` more rows."""
-        await self._refill()
-        count = size or self.arraysize
-        rows, self._rows = self._rows[:count], self._rows[count:]
+        """``size`` more rows (``arraysize`` when not given), fewer only at the end."""
+        count = self.arraysize if size is None else size
+        rows: list[Any] = []
+        while len(rows) < count:
+            await self._refill()
+            if not self._rows:
+                break
+            taken = count - len(rows)
+            rows += self._rows[:taken]
+            self._rows = self._rows[taken:]
         return rows
 
     async def fetchall(self) -> list[Any]:

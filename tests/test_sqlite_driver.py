@@ -71,6 +71,14 @@ async def test_large_results_arrive_whole_in_chunks(engine: AsyncEngine) -> None
         assert [r.id for r in streamed] == list(range(count))
         exact = (await conn.execute(select(rows.c.id).limit(sqlite_driver.CHUNK))).all()
         assert len(exact) == sqlite_driver.CHUNK
+        stream = await conn.stream(select(rows.c.id).order_by(rows.c.id))
+        batch = await stream.fetchmany(1000)  # more than one chunk, asked for at once
+        assert [r.id for r in batch] == list(range(1000))
+        await stream.close()
+    async with engine.begin() as conn:
+        changed = await conn.execute(rows.update().values(name="renamed").returning(rows.c.id))
+        assert len(changed.all()) == count
+        assert changed.rowcount == count  # counted once the statement ran to its end
 
 
 async def test_errors_surface_and_leave_the_connection_usable(engine: AsyncEngine) -> None:
