@@ -27,10 +27,19 @@ def test_burst_then_one_warning_then_silence_per_chat() -> None:
     assert verdicts == [Verdict.OK] * 5 + [Verdict.WARN, Verdict.DROP, Verdict.DROP]
     assert limits.check("telegram", "2") is Verdict.OK  # another chat is not affected
     assert limits.check("signal", "1") is Verdict.OK  # nor the same id on another channel
-    clock.advance(WINDOW / 5)  # one event's worth refilled
-    assert [limits.check("telegram", "1") for _ in range(2)] == [Verdict.OK, Verdict.WARN]
+    clock.advance(WINDOW / 5)  # one event's worth refilled: it passes, with no second warning
+    assert [limits.check("telegram", "1") for _ in range(2)] == [Verdict.OK, Verdict.DROP]
     clock.advance(WINDOW)
     assert [limits.check("telegram", "1") for _ in range(5)] == [Verdict.OK] * 5
+    assert limits.check("telegram", "1") is Verdict.WARN  # a new flood, a new warning
+
+
+def test_a_clock_stepped_back_takes_nothing_away() -> None:
+    clock = FrozenClock(START)
+    limits = limiter(clock)
+    assert limits.check("telegram", "1") is Verdict.OK
+    clock.advance(-timedelta(hours=1))
+    assert [limits.check("telegram", "1") for _ in range(4)] == [Verdict.OK] * 4
 
 
 @given(

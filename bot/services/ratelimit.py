@@ -43,7 +43,7 @@ class ChatRateLimiter:
         prune_at: int = _PRUNE_AT,
     ) -> None:
         self._pseudonym = pseudonym
-        self._prune_at = prune_at
+        self._prune_at = self._prune_floor = prune_at
         self._clock = clock
         self._limit = float(limit)
         self._rate = limit / window.total_seconds()
@@ -60,13 +60,14 @@ class ChatRateLimiter:
             bucket = self._buckets[key] = _Bucket(self._limit, now)
         bucket.tokens = min(self._limit, self._refilled(bucket, now))
         bucket.at = now
+        if bucket.tokens >= self._limit:
+            bucket.warned = False  # calm again: a new flood gets a new warning
         if bucket.tokens < 1:
             if bucket.warned:
                 return Verdict.DROP
-            bucket.warned = True
+            bucket.warned = True  # once per flood, not at every refilled token
             return Verdict.WARN
         bucket.tokens -= 1
-        bucket.warned = False
         return Verdict.OK
 
     def _prune(self, now: float) -> None:
@@ -75,10 +76,11 @@ class ChatRateLimiter:
         for key in full:
             del self._buckets[key]
         # Many chats active at once: look again only when they have doubled, not on every chat.
-        self._prune_at = max(self._prune_at, 2 * len(self._buckets))
+        self._prune_at = max(self._prune_floor, 2 * len(self._buckets))
 
     def _refilled(self, bucket: _Bucket, now: float) -> float:
-        return bucket.tokens + (now - bucket.at) * self._rate
+        # A clock stepped back refills nothing (and takes nothing away).
+        return bucket.tokens + max(0.0, now - bucket.at) * self._rate
 
     def __len__(self) -> int:
         """Chats currently remembered."""
