@@ -231,3 +231,25 @@ async def test_text_answers_in_drafts_are_ciphertext(harness: Harness) -> None:
         assert CANARY.encode() not in row.state_ct
         state = await u.drafts.load("telegram", CHAT, harness.clock())
     assert state is not None and state["answers"]["held_place"] == f"station {CANARY}"
+
+
+@pytest.mark.parametrize(("ttl_hours", "edited"), [(24, True), (36, False)])
+async def test_a_question_is_edited_only_while_it_stays_deletable(
+    db: AsyncEngine,
+    keyring: Keyring,
+    engine_: Engine,
+    clock: FrozenClock,
+    ttl_hours: int,
+    edited: bool,
+) -> None:
+    # Telegram deletes for 48 hours after the first send; the next answer may come a whole
+    # draft lifetime later: with drafts of 36 hours, a 12-hour-old question is replaced.
+    policy = IntakePolicy(draft_ttl=timedelta(hours=ttl_hours))
+    assert policy.edit_window == timedelta(hours=48 - ttl_hours - 1)
+    sessions = make_session_factory(db)
+    service = IntakeService(lambda: SqlUnitOfWork(sessions, keyring), engine_, clock, policy)
+    await service.turn("telegram", CHAT, Start("en"), update_id="1")
+    await service.track("telegram", CHAT, ["101"])
+    clock.advance(timedelta(hours=12))
+    turn = await service.turn("telegram", CHAT, Reply("1"), update_id="2")
+    assert (turn.edit, turn.to_delete) == (("101", ()) if edited else (None, ("101",)))

@@ -49,6 +49,15 @@ class IntakePolicy:
     #: How long a handled update id is remembered (Telegram keeps updates for 24 hours).
     seen_ttl: timedelta = timedelta(hours=48)
 
+    @property
+    def edit_window(self) -> timedelta:
+        """How long a question may be edited in place and still be deletable at the next answer.
+
+        The next answer may come up to ``draft_ttl`` later; an older question is replaced
+        instead (none is edited when drafts outlive Telegram's delete window).
+        """
+        return DELETE_WINDOW - self.draft_ttl - _MARGIN
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -68,9 +77,10 @@ class Turn:
 
 
 #: Telegram lets a bot delete a message for 48 hours after it was sent, and an edit keeps that
-#: first send time. A message older than this is replaced rather than edited, so that whatever
-#: is on screen can still be deleted at the next answer (a draft lives 24 hours without one).
-EDIT_WINDOW = timedelta(hours=24)
+#: first send time.
+DELETE_WINDOW = timedelta(hours=48)
+#: Room for a send time recorded late (after rate-limit waits) and for the turn's own work.
+_MARGIN = timedelta(hours=1)
 
 
 def _message(ref: str) -> str:
@@ -78,9 +88,9 @@ def _message(ref: str) -> str:
     return ref.partition("@")[0]
 
 
-def _editable(ref: str, now: datetime) -> bool:
+def _editable(ref: str, now: datetime, window: timedelta) -> bool:
     _, _, sent = ref.partition("@")
-    return sent.isdigit() and now.timestamp() - int(sent) < EDIT_WINDOW.total_seconds()
+    return sent.isdigit() and now.timestamp() - int(sent) < window.total_seconds()
 
 
 def _ends_with_question(replies: list[Outbound]) -> bool:
@@ -166,7 +176,7 @@ class IntakeService:
                 new_state is not None
                 and on_screen
                 and _ends_with_question(replies)
-                and _editable(on_screen[-1], now)
+                and _editable(on_screen[-1], now, self._policy.edit_window)
             ):
                 edit, to_delete = to_delete[-1], to_delete[:-1]
                 new_state = replace(new_state, refs=(on_screen[-1],))  # its first send time
