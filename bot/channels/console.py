@@ -19,6 +19,7 @@ from bot.domain.messages import (
 from bot.domain.render import render_numbered
 from bot.services.intake import IntakeService
 from bot.services.lawyers import LawyerService
+from bot.services.reporter import status_texts
 
 CHANNEL = "console"
 CHAT_ID = "local-terminal"
@@ -95,11 +96,8 @@ class ConsoleChannel:
                 continue
             if word.startswith("status"):
                 code = line.strip()[len("status") :]
-                notice = await self._intake.status(code, self._language)
-                self._write("\n" + notice.text)
-                if self._lawyers is not None:
-                    for text in await self._lawyers.reporter_messages(code, self._language):
-                        self._write("\n" + text)
+                for text in await status_texts(self._intake, self._lawyers, code, self._language):
+                    self._write("\n" + text)
                 continue
             if word.startswith("reply ") and self._lawyers is not None:
                 _, code, body = ([*line.strip().split(maxsplit=2), "", ""])[:3]

@@ -35,6 +35,7 @@ from bot.services.intake import Attachment, IntakeService
 from bot.services.lawyers import LawyerService
 from bot.services.queues import SignalQueues
 from bot.services.ratelimit import ChatRateLimiter, Verdict
+from bot.services.reporter import status_texts
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +246,8 @@ class SignalChannel:
             return True
         head, _, rest = text.strip().partition(" ")
         if head.lower() == "status" and rest.strip():
-            await self.send(uuid, (await self._intake.status(rest, language)).text)
-            if lawyers is not None:
-                for message in await lawyers.reporter_messages(rest, language):
-                    await self.send(uuid, message)
+            for message in await status_texts(self._intake, lawyers, rest, language):
+                await self.send(uuid, message)
             return True
         if head.lower() == "reply" and lawyers is not None and rest.strip():
             code, _, body = rest.strip().partition(" ")

@@ -48,6 +48,7 @@ from bot.media import MAX_FILE_BYTES
 from bot.services.intake import Attachment, IntakeService
 from bot.services.lawyers import LawyerService
 from bot.services.ratelimit import ChatRateLimiter, Verdict
+from bot.services.reporter import status_texts
 
 log = logging.getLogger(__name__)
 # Opt in to PTB's coming behaviour (durations as timedelta) instead of its deprecation warning.
@@ -405,10 +406,8 @@ class TelegramChannel:
             if not rest.strip():
                 await self._reply_tracked(chat_id, self._engine.notice(language, "ui.status_usage"))
                 return True
-            await self._reply_tracked(chat_id, await self._intake.status(rest, language))
-            if self._lawyers is not None:
-                for text in await self._lawyers.reporter_messages(rest, language):
-                    await self._reply_tracked(chat_id, Notice(text))
+            for text in await status_texts(self._intake, self._lawyers, rest, language):
+                await self._reply_tracked(chat_id, Notice(text))
             return True
         if command == "forget":
             await self._delete(chat_id, str(message.message_id))
