@@ -59,6 +59,19 @@ class KeyLookup(Protocol):
         ...
 
 
+class StoredRecord(Protocol):
+    """A row with a per-record DEK beside it."""
+
+    @property
+    def id(self) -> str | int: ...
+
+    @property
+    def kek_id(self) -> int: ...
+
+    @property
+    def wrapped_dek(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class WrappedKey:
     """A DEK as stored beside its record: the KEK id and the wrapped bytes."""
@@ -88,6 +101,10 @@ class RecordCipher:
         """The DEK of a record; fails if the KEK is gone or anything was moved or relabelled."""
         ad = associated_data(_DEK_PURPOSE, table, record_id, key.kek_id)
         return unseal(self._keys.kek(key.kek_id), key.wrapped, ad)
+
+    def row_dek(self, table: str, row: StoredRecord) -> bytes:
+        """The DEK of a row that carries its own id, KEK id and wrapped DEK."""
+        return self.unwrap(table, str(row.id), WrappedKey(row.kek_id, row.wrapped_dek))
 
     def rewrap(self, table: str, record_id: str, key: WrappedKey) -> WrappedKey:
         """The same DEK wrapped under the current KEK (rotation)."""

@@ -11,7 +11,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import RecordCipher, WrappedKey
+from storage.crypto import RecordCipher
 from storage.keyring import Keyring
 from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
 
@@ -74,7 +74,7 @@ class SqlLawyerStore:
         self._cipher = cipher
 
     def _dek(self, row: Lawyer) -> bytes:
-        return self._cipher.unwrap(self.table, str(row.id), WrappedKey(row.kek_id, row.wrapped_dek))
+        return self._cipher.row_dek(self.table, row)
 
     def _record(self, row: Lawyer, open_cases: int = 0, *, with_name: bool = True) -> LawyerRecord:
         name = b""
@@ -368,9 +368,7 @@ class SqlAssignmentStore:
         ).scalars()
         result = []
         for row in rows:
-            dek = self._cipher.unwrap(
-                "case_messages", row.id, WrappedKey(row.kek_id, row.wrapped_dek)
-            )
+            dek = self._cipher.row_dek("case_messages", row)
             body = _loads(self._cipher.decrypt(dek, "case_messages", row.id, "body", row.body_ct))
             result.append((row.direction, row.created_at, str(body["text"])))
         return result

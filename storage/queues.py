@@ -12,7 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import RecordCipher, WrappedKey
+from storage.crypto import RecordCipher
 from storage.models import QueueItem
 
 _sequence = itertools.count()
@@ -73,7 +73,7 @@ class SqlQueue:
         ).scalars()
         items = []
         for row in rows:
-            dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+            dek = self._cipher.row_dek(self.table, row)
             payload = _loads(
                 self._cipher.decrypt(dek, self.table, row.id, "payload", row.payload_ct)
             )

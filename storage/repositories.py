@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import DecryptionError, RecordCipher, WrappedKey, associated_data
+from storage.crypto import DecryptionError, RecordCipher, associated_data
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.models import (
@@ -60,10 +60,18 @@ class SqlDraftStore:
         self._keyring = keyring
         self._cipher = cipher
         self._known: dict[str, tuple[str, bytes]] = {}
+        self._pseudonyms: dict[tuple[str, str], str] = {}
+
+    def _pseudonym(self, channel: str, chat_id: str) -> str:
+        # One HMAC per chat and transaction, however many calls the turn makes.
+        key = (channel, chat_id)
+        if key not in self._pseudonyms:
+            self._pseudonyms[key] = self._keyring.pseudonym(channel, chat_id)
+        return self._pseudonyms[key]
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
-        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        pseudonym = self._pseudonym(channel, chat_id)
         connection = await self._session.connection()
         row = (await connection.execute(_LOAD_DRAFT, {"pseudonym": pseudonym})).first()
         if row is None:
@@ -72,7 +80,7 @@ class SqlDraftStore:
             await self._session.execute(delete(Draft).where(Draft.id == row.id))
             return None
         try:
-            dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+            dek = self._cipher.row_dek(self.table, row)
             state = _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
         except DecryptionError:
             # A draft is disposable: one that cannot be read (tampered, or its KEK destroyed)
@@ -87,7 +95,7 @@ class SqlDraftStore:
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
     ) -> None:
         """Create or replace the draft; an existing draft keeps its DEK."""
-        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        pseudonym = self._pseudonym(channel, chat_id)
         known = self._known.get(pseudonym)
         if known is None:
             await self.delete(channel, chat_id)
@@ -115,7 +123,7 @@ class SqlDraftStore:
 
     async def delete(self, channel: str, chat_id: str) -> bool:
         """Delete the chat's draft, if any."""
-        pseudonym = self._keyring.pseudonym(channel, chat_id)
+        pseudonym = self._pseudonym(channel, chat_id)
         self._known.pop(pseudonym, None)
         result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym == pseudonym))
         return bool(getattr(result, "rowcount", 0))
@@ -205,9 +213,7 @@ class SqlCaseStore:
         matches = []
         for row in result.all():
             try:
-                dek = self._cipher.unwrap(
-                    self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek)
-                )
+                dek = self._cipher.row_dek(self.table, row)
                 found = self._cipher.decrypt(
                     dek, self.table, row.id, "reply_address", row.reply_address_ct
                 )
@@ -226,7 +232,7 @@ class SqlCaseStore:
         row = await self._session.get(Case, case_id)
         if row is None:
             return None
-        dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+        dek = self._cipher.row_dek(self.table, row)
         dec = self._cipher.decrypt
         reply = None
         if row.reply_address_ct is not None:
@@ -298,7 +304,7 @@ class SqlAttachmentStore:
         row = await self._session.get(Attachment, ref)
         if row is None:
             return None
-        dek = self._cipher.unwrap(self.table, row.id, WrappedKey(row.kek_id, row.wrapped_dek))
+        dek = self._cipher.row_dek(self.table, row)
         dec = self._cipher.decrypt
         clean = None if row.clean_ct is None else dec(dek, self.table, ref, "clean", row.clean_ct)
         return AttachmentContent(
