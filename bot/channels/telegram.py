@@ -26,6 +26,7 @@ from telegram.ext import (
     TypeHandler,
 )
 
+from bot.domain.commands import command_name
 from bot.domain.engine import Engine
 from bot.domain.messages import (
     ChangeLanguage,
@@ -388,7 +389,7 @@ class TelegramChannel:
         """Handle commands that are not questionnaire events; False lets the others through."""
         text = message.text or ""
         head, _, rest = text.partition(" ")
-        command = head[1:].split("@")[0].lower()
+        command = command_name(head)
         language = self._language(update)
         if self._lawyers is not None and command == "reply" and _is_receipt(rest.split(" ")[0]):
             await self._delete(chat_id, str(message.message_id))
@@ -439,7 +440,7 @@ class TelegramChannel:
             return Invalid(), None
         if message.text is not None:
             if message.text.startswith("/"):
-                command = message.text.split()[0][1:].split("@")[0].lower()
+                command = command_name(message.text.split()[0])
                 commands: dict[str, Event] = {
                     "start": Start(self._language(update)),
                     "language": ChangeLanguage(),

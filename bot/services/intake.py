@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -20,10 +19,11 @@ from bot.domain.messages import (
     Refused,
     SubmitReport,
 )
-from bot.domain.receipt import RECEIPT_BYTES, MalformedReceipt, format_receipt, normalize_receipt
+from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.domain.triage import triage
 from bot.media import MediaRefused, inspect_file
 from bot.services.clock import Clock
+from bot.services.codes import new_code
 from bot.services.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -242,13 +242,13 @@ class IntakeService:
         self, uow: UnitOfWork, report: SubmitReport, chat_id: str, now: datetime
     ) -> tuple[str, list[Outbound]]:
         result = triage(report.answers)
-        code = format_receipt(secrets.token_bytes(RECEIPT_BYTES))
+        code, normalized = new_code()
         reach_here = report.answers.get("contact") == "here"
         region = str(report.answers.get("city") or "unknown")
         answers = {k: list(v) if isinstance(v, tuple) else v for k, v in report.answers.items()}
         expires_at = _round_up_to_hour(now + self._policy.retention)
         case_id = await uow.cases.add(
-            receipt=normalize_receipt(code),
+            receipt=normalized,
             priority=int(result.priority),
             status=STATUS_NEW,
             created_on=now.date(),

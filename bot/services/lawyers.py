@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.casetext import render_case
+from bot.domain.commands import command_name
 from bot.domain.phrase import make_phrase, normalize_phrase
-from bot.domain.receipt import RECEIPT_BYTES, MalformedReceipt, format_receipt, normalize_receipt
+from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.domain.routing import DEFAULT_CAP, CaseNeeds, LawyerSlot, Roster, overdue
 from bot.domain.texts import Texts
 from bot.domain.triage import Priority
 from bot.services.clock import Clock
+from bot.services.codes import new_code
 from bot.services.ports import CaseInfo, LawyerInfo, Notifier, StaffUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ class LawyerService:
             raise LawyerError("--languages must be a comma-separated list of az, ru, en")
         if not regions or any(not re.fullmatch(r"[a-z_]{2,20}", r) for r in regions):
             raise LawyerError("--regions must be a comma-separated list such as baku,ganja or all")
-        code = format_receipt(secrets.token_bytes(RECEIPT_BYTES))
+        code, normalized = new_code()
         now = self._clock()
         async with self._uow() as uow:
             lawyer_id = await uow.lawyers.invite(
@@ -102,7 +104,7 @@ class LawyerService:
                 languages=list(languages),
                 regions=list(regions),
                 on_call=on_call,
-                invite_code=normalize_receipt(code),
+                invite_code=normalized,
                 expires_at=now + self._policy.invite_ttl,
                 now=now,
             )
@@ -167,11 +169,11 @@ class LawyerService:
 
     async def renew(self, lawyer_id: int) -> str:
         """A new invite code for an existing lawyer (new phone, changed safety number)."""
-        code = format_receipt(secrets.token_bytes(RECEIPT_BYTES))
+        code, normalized = new_code()
         now = self._clock()
         async with self._uow() as uow:
             renewed = await uow.lawyers.renew_invite(
-                lawyer_id, normalize_receipt(code), now + self._policy.invite_ttl
+                lawyer_id, normalized, now + self._policy.invite_ttl
             )
             if not renewed:
                 raise LawyerError(f"no lawyer with id {lawyer_id} that can be renewed")
@@ -200,8 +202,10 @@ class LawyerService:
         chosen: int | None = None
         async with self._uow() as uow:
             case = await uow.assignments.by_id(case_id)
+            if case is None or case.priority >= Priority.P4:
+                return None  # decided on plaintext columns: nothing decrypted for P4
             content = await uow.cases.get(case_id)
-            if case is None or content is None or case.priority >= Priority.P4:
+            if content is None:
                 return None
             needs = CaseNeeds(
                 Priority(case.priority),
@@ -324,12 +328,12 @@ class LawyerService:
     def is_staff_command(text: str) -> bool:
         """Whether a message is one of the lawyer commands (``/register CODE`` and the rest)."""
         head = text.strip().split(maxsplit=1)[0] if text.strip() else ""
-        return head.startswith("/") and head[1:].split("@")[0].lower() in STAFF_COMMANDS
+        return command_name(head) in STAFF_COMMANDS
 
     async def command(self, address: str, text: str, language: str = "en") -> list[str]:
         """Answer a lawyer command from a messenger address; others get the generic answer."""
         head, _, rest = text.strip().partition(" ")
-        command = head[1:].split("@")[0].lower()
+        command = command_name(head)
         rest = rest.strip()
         generic = [self._t(language, "staff.unavailable")]
         if command == "register":
