@@ -165,14 +165,6 @@ class StatsFormat(StrEnum):
     PNG = "png"
 
 
-class CliError(Exception):
-    """A failure to report as one line with a chosen exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     typer.echo(f"tipline: {message}", err=True)
     raise typer.Exit(code)

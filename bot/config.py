@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.domain.stats import DEFAULT_THRESHOLD
+
 
 class SignalMode(StrEnum):
     """How signal-cli-rest-api hands over received messages."""
@@ -61,7 +63,7 @@ class Settings(BaseSettings):
     lawyer_cap: int = Field(default=10, ge=1, le=1000)
     escalation_interval_seconds: int = Field(default=60, ge=5, le=3600)
     purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    stats_threshold: int = Field(default=5, ge=2, le=1000)
+    stats_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=2, le=1000)
 
     argon2_iterations: int = Field(default=4, ge=1, le=100)
     argon2_memory_kib: int = Field(default=262_144, ge=8, le=8 * 1024 * 1024)

@@ -177,7 +177,6 @@ async def open_runtime(
         LawyerPolicy(
             cap=settings.lawyer_cap,
             content_over_telegram=settings.allow_case_content_over_telegram,
-            expiry_warning=timedelta(hours=72),
         ),
     )
     intake = IntakeService(uow, engine_, clock, policy, on_submitted=lawyers.route)

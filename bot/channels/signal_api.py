@@ -69,12 +69,6 @@ class SignalApi:
             raise SignalApiError("signal api server error", status=response.status_code)
         return response
 
-    async def about(self) -> dict[str, Any]:
-        """``GET /v1/about``: version and mode."""
-        response = await self._call("GET", "/v1/about")
-        data: dict[str, Any] = response.json()
-        return data
-
     async def send(self, recipient: str, message: str) -> str:
         """``POST /v2/send`` to one recipient; returns Signal's timestamp (a string)."""
         body = {"message": message, "number": self.number, "recipients": [recipient]}
@@ -137,12 +131,6 @@ class SignalApi:
         """``PUT /v1/contacts/{number}`` with ``expiration_in_seconds``."""
         body = {"recipient": recipient, "expiration_in_seconds": seconds}
         await self._call("PUT", f"/v1/contacts/{quote(self.number)}", json=body)
-
-    async def identities(self) -> list[dict[str, Any]]:
-        """``GET /v1/identities/{number}``."""
-        response = await self._call("GET", f"/v1/identities/{quote(self.number)}")
-        data = response.json()
-        return list(data) if isinstance(data, list) else []
 
     async def trust(self, recipient: str) -> None:
         """``PUT /v1/identities/{number}/trust/{recipient}``: accept its current keys (TOFU)."""

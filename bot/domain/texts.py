@@ -32,8 +32,3 @@ class Texts:
         if text is None:
             raise MissingText(key)
         return text
-
-    def missing(self, language: str, keys: list[str]) -> list[str]:
-        """Keys that have no text of their own in ``language``."""
-        catalog = self.catalogs.get(language, {})
-        return [k for k in keys if not catalog.get(k)]

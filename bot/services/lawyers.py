@@ -249,7 +249,6 @@ class LawyerService:
     async def escalate(self) -> int:
         """Move cases not accepted in time to the next lawyer; route any still waiting."""
         now = self._clock()
-        moved = 0
         async with self._uow() as uow:
             waiting = await uow.assignments.waiting()
             overdue_ids = []
@@ -261,12 +260,9 @@ class LawyerService:
                     overdue_ids.append(case.id)
             unrouted = [c.id for c in waiting if c.status == "new"]
             await uow.commit()
-        for case_id in overdue_ids:
+        for case_id in [*overdue_ids, *unrouted]:
             await self.route(case_id)
-            moved += 1
-        for case_id in unrouted:
-            await self.route(case_id)
-        return moved
+        return len(overdue_ids)
 
     async def digest(self) -> bool:
         """Once a day: documentation-only cases nobody took, to every verified lawyer."""
