@@ -43,6 +43,7 @@ from bot.domain.messages import (
     Stop,
     TextAnswer,
     Toggle,
+    notices_then_question,
 )
 from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.media import MAX_FILE_BYTES
@@ -150,13 +151,12 @@ def combine(replies: list[Outbound]) -> list[Outbound]:
     One message instead of several: the buttons sit under the text they answer, and the next
     answer can replace it in place. Left as they are when the joined text would be too long.
     """
-    if len(replies) < 2 or not isinstance(last := replies[-1], Question):
+    split = notices_then_question(replies)
+    if split is None or not split[0]:
         return replies
-    notices = [n.text for n in replies[:-1] if isinstance(n, Notice)]
-    text = "\n\n".join([*notices, last.text])
-    if len(notices) < len(replies) - 1 or _length(text) > MAX_TEXT:
-        return replies
-    return [replace(last, text=text)]
+    notices, question = split
+    text = "\n\n".join([*(n.text for n in notices), question.text])
+    return replies if _length(text) > MAX_TEXT else [replace(question, text=text)]
 
 
 def _is_receipt(text: str) -> bool:

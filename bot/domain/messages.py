@@ -155,3 +155,11 @@ class DraftDeleted:
 
 
 Outbound = Question | Notice | SubmitReport | DraftDeleted
+
+
+def notices_then_question(replies: list[Outbound]) -> tuple[list[Notice], Question] | None:
+    """Replies that are notices followed by one question, split; None when they are not."""
+    if not replies or not isinstance(question := replies[-1], Question):
+        return None
+    notices = [n for n in replies[:-1] if isinstance(n, Notice)]
+    return (notices, question) if len(notices) == len(replies) - 1 else None

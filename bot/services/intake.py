@@ -15,9 +15,9 @@ from bot.domain.messages import (
     Invalid,
     Notice,
     Outbound,
-    Question,
     Refused,
     SubmitReport,
+    notices_then_question,
 )
 from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.domain.triage import triage
@@ -91,14 +91,6 @@ def _message(ref: str) -> str:
 def _editable(ref: str, now: datetime, window: timedelta) -> bool:
     _, _, sent = ref.partition("@")
     return sent.isdigit() and now.timestamp() - int(sent) < window.total_seconds()
-
-
-def _ends_with_question(replies: list[Outbound]) -> bool:
-    return (
-        bool(replies)
-        and isinstance(replies[-1], Question)
-        and all(isinstance(n, Notice) for n in replies[:-1])
-    )
 
 
 def week_of(day: date) -> date:
@@ -175,7 +167,7 @@ class IntakeService:
             if (
                 new_state is not None
                 and on_screen
-                and _ends_with_question(replies)
+                and notices_then_question(replies) is not None
                 and _editable(on_screen[-1], now, self._policy.edit_window)
             ):
                 edit, to_delete = to_delete[-1], to_delete[:-1]
