@@ -5,8 +5,10 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -113,6 +115,13 @@ def open_engine(settings: Settings) -> AsyncEngine:
     return make_engine(url, **kwargs)
 
 
+def units_of_work(
+    sessions: async_sessionmaker[AsyncSession], vault: KeyVault
+) -> Callable[[], SqlUnitOfWork]:
+    """The factory every service gets: one unit of work per call, keys checked on entry."""
+    return partial(SqlUnitOfWork, sessions, vault.keyring, vault)
+
+
 @dataclass(slots=True)
 class Runtime:
     """Everything an unlocked instance needs, built once."""
@@ -129,7 +138,7 @@ class Runtime:
 
     def uow(self) -> SqlUnitOfWork:
         """A new unit of work."""
-        return SqlUnitOfWork(self.sessions, self.vault.keyring, self.vault)
+        return units_of_work(self.sessions, self.vault)()
 
     @property
     def maintenance(self) -> Maintenance:
@@ -164,10 +173,7 @@ async def open_runtime(
         draft_ttl=timedelta(hours=settings.draft_ttl_hours),
         retention=timedelta(days=settings.retention_days),
     )
-
-    def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, vault.keyring, vault)
-
+    uow = units_of_work(sessions, vault)
     notifier = ChannelNotifier()
     lawyers = LawyerService(
         uow,
@@ -200,7 +206,7 @@ async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clo
         url = settings.effective_database_url
         await check_database(engine, url, need_head=False)
         await migrate.upgrade(engine)
-        async with SqlUnitOfWork(make_session_factory(engine), vault.keyring, vault) as uow:
+        async with units_of_work(make_session_factory(engine), vault)() as uow:
             await uow.audit.append("admin", "init" if created else "init.again", None, clock())
             await uow.commit()
     finally:
