@@ -13,6 +13,7 @@ from bot.channels.signal_api import SignalApi
 from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.jobs import expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
+from bot.services.queues import SignalQueues
 from bot.services.ratelimit import ChatRateLimiter
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def signal_channel(runtime: Runtime) -> tuple[SignalChannel, SignalApi]:
         intake=runtime.intake,
         engine=runtime.conversation,
         limiter=ChatRateLimiter(runtime.vault.keyring.pseudonym, runtime.clock),
-        uow=runtime.uow,
+        queues=SignalQueues(runtime.uow, runtime.clock),
         clock=runtime.clock,
         lawyers=runtime.lawyers,
         mode=settings.signal_mode.value,

@@ -18,6 +18,7 @@ from bot.notify import ChannelNotifier
 from bot.services.clock import FrozenClock
 from bot.services.intake import IntakeService
 from bot.services.lawyers import LawyerService
+from bot.services.queues import SignalQueues
 from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
 from storage.db import make_engine, make_session_factory
@@ -70,7 +71,7 @@ class SignalHarness:
             intake=intake,
             engine=engine,
             limiter=ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=1000),
-            uow=self.uow,
+            queues=SignalQueues(self.uow, self.clock),
             clock=self.clock,
             lawyers=self.lawyers,
             mode=self.mode,

@@ -44,7 +44,6 @@ MAX_BACKOFF = 600.0
 STOP_GRACE = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
-UowFactory = Callable[[], Any]  # a unit of work that reaches the Signal queues
 
 
 class Crash(Exception):
@@ -61,7 +60,7 @@ class SignalChannel:
         intake: IntakeService,
         engine: Engine,
         limiter: ChatRateLimiter,
-        uow: UowFactory,
+        queues: SignalQueues,
         clock: Clock,
         lawyers: LawyerService | None = None,
         mode: str = "normal",
@@ -74,7 +73,7 @@ class SignalChannel:
         self._intake = intake
         self._engine = engine
         self._limiter = limiter
-        self._queues = SignalQueues(uow, clock)
+        self._queues = queues
         self._clock = clock
         self._lawyers = lawyers
         self._mode = mode
