@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.services.admin import AdminService
 from bot.services.lawyers import LawyerService
@@ -27,16 +27,13 @@ async def expiry_job(
 
     A failed round is logged (by exception type only) and retried at the next interval.
     """
-    done = 0
-    while (rounds is None or done < rounds) and not (stop is not None and stop.is_set()):
-        try:
-            report = await admin.purge(job=True)
-            if any(report.expired.values()):
-                log.info("expiry: %s", ", ".join(f"{n} {t}" for t, n in report.expired.items()))
-        except Exception as exc:  # a job must outlive one bad round
-            log.error("expiry round failed: %s", type(exc).__name__)
-        done += 1
-        await sleep(interval_seconds)
+
+    async def purge() -> None:
+        report = await admin.purge(job=True)
+        if any(report.expired.values()):
+            log.info("expiry: %s", ", ".join(f"{n} {t}" for t, n in report.expired.items()))
+
+    await _repeat("expiry round", [purge], interval_seconds, sleep, rounds, stop)
 
 
 async def staff_job(
@@ -48,13 +45,25 @@ async def staff_job(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Escalate cases not accepted in time, send the daily digest, warn before expiry."""
+    steps = [lawyers.escalate, lawyers.digest, lawyers.warn_expiring]
+    await _repeat("lawyer job", steps, interval_seconds, sleep, rounds, stop)
+
+
+async def _repeat(
+    what: str,
+    steps: Sequence[Callable[[], Awaitable[object]]],
+    interval_seconds: float,
+    sleep: Sleep,
+    rounds: int | None,
+    stop: asyncio.Event | None,
+) -> None:
     done = 0
     while (rounds is None or done < rounds) and not (stop is not None and stop.is_set()):
-        for step in (lawyers.escalate, lawyers.digest, lawyers.warn_expiring):
+        for step in steps:
             try:
                 await step()
-            except Exception as exc:  # the next round tries again
-                log.error("lawyer job failed: %s", type(exc).__name__)
+            except Exception as exc:  # a job must outlive one bad round; the next one retries
+                log.error("%s failed: %s", what, type(exc).__name__)
         done += 1
         await sleep(interval_seconds)
 
