@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher, associated_data
@@ -191,17 +192,15 @@ class SqlCaseStore:
 
     async def status_by_receipt(self, receipt: str) -> str | None:
         """Status of the case whose receipt hashes to the same keyed hash."""
-        result = await self._session.execute(
-            select(Case.status).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
-        )
-        return result.scalar_one_or_none()
+        return await self._by_receipt(Case.status, receipt)
 
     async def id_by_receipt(self, receipt: str) -> str | None:
         """The id of the case with this (normalised) receipt code, or None."""
-        result = await self._session.execute(
-            select(Case.id).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
-        )
-        return result.scalar_one_or_none()
+        return await self._by_receipt(Case.id, receipt)
+
+    async def _by_receipt(self, column: InstrumentedAttribute[str], receipt: str) -> str | None:
+        query = select(column).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
+        return (await self._session.execute(query)).scalar_one_or_none()
 
     async def shred_reply_address(self, address: str) -> int:
         """Forget a chat address in every case that holds it (the reporter's /forget)."""
@@ -410,11 +409,9 @@ class KeyringOutOfDate(KeyringError):
     """The database was written under a newer KEK than this keyring holds."""
 
 
-async def read_key_state(session: AsyncSession, *, lock: bool) -> int | None:
-    """The KEK version new records must use; ``lock`` takes a shared row lock on PostgreSQL."""
-    query = select(KeyState.current_kek_id).where(KeyState.id == 1)
-    if lock:
-        query = query.with_for_update(read=True)
+async def read_key_state(session: AsyncSession) -> int | None:
+    """The KEK version new records must use, under a shared row lock (PostgreSQL)."""
+    query = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_update(read=True)
     result = await session.execute(query)
     return result.scalar_one_or_none()
 
@@ -468,7 +465,7 @@ class SqlUnitOfWork:
             if self._vault is not None and self._vault.changed_on_disk():
                 self._vault.reload()
             return
-        published = await read_key_state(self.session, lock=True)
+        published = await read_key_state(self.session)
         if published is None or published <= self._keyring.current_kek_id:
             return
         if self._vault is not None:
