@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.domain.questionnaire import LANGUAGES
 from bot.domain.stats import DEFAULT_THRESHOLD
 
 
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
 
     retention_days: int = Field(default=30, ge=1, le=3650)
     draft_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
-    languages: Annotated[tuple[str, ...], NoDecode] = ("az", "ru", "en")
+    languages: Annotated[tuple[str, ...], NoDecode] = LANGUAGES
     log_level: str = "INFO"
 
     allow_case_content_over_telegram: bool = False
@@ -79,7 +80,7 @@ class Settings(BaseSettings):
     @field_validator("languages")
     @classmethod
     def _known_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [lang for lang in value if lang not in ("az", "ru", "en")]
+        unknown = [lang for lang in value if lang not in LANGUAGES]
         if unknown or not value:
             raise ValueError("must be a comma-separated list of az, ru, en")
         return value

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from babel.messages.pofile import read_po
 
+from bot.domain.questionnaire import LANGUAGES
 from bot.domain.texts import Texts
 
 LOCALES_DIR = Path(__file__).parent / "locales"
@@ -27,7 +28,7 @@ def load_catalog(language: str, locales_dir: Path = LOCALES_DIR) -> dict[str, st
 
 
 @cache
-def load_texts(languages: tuple[str, ...] = ("az", "ru", "en")) -> Texts:
+def load_texts(languages: tuple[str, ...] = LANGUAGES) -> Texts:
     """Texts for the given languages (English is always loaded as the fallback)."""
     wanted = dict.fromkeys((*languages, "en"))
     return Texts({lang: load_catalog(lang) for lang in wanted})

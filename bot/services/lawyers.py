@@ -17,6 +17,7 @@ from datetime import timedelta
 from bot.domain.casetext import render_case
 from bot.domain.commands import command_name
 from bot.domain.phrase import make_phrase, normalize_phrase
+from bot.domain.questionnaire import LANGUAGES
 from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.domain.routing import DEFAULT_CAP, CaseNeeds, LawyerSlot, Roster, overdue
 from bot.domain.texts import Texts
@@ -91,7 +92,7 @@ class LawyerService:
         name = name.strip()
         if not name or len(name) > 200:
             raise LawyerError("--name must be 1 to 200 characters")
-        if not languages or any(x not in ("az", "ru", "en") for x in languages):
+        if not languages or any(x not in LANGUAGES for x in languages):
             raise LawyerError("--languages must be a comma-separated list of az, ru, en")
         if not regions or any(not re.fullmatch(r"[a-z_]{2,20}", r) for r in regions):
             raise LawyerError("--regions must be a comma-separated list such as baku,ganja or all")
