@@ -5,10 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.domain.questionnaire import REPORT, Questionnaire, StepKind
+from bot.domain.questionnaire import REPORT, Questionnaire, Step, StepKind
 from bot.domain.texts import Texts
 
 _HIDDEN = frozenset({"consent", "language"})
+
+
+def answer_text(texts: Texts, language: str, step: Step, value: Any, *, typed: bool) -> str:
+    """One answer as a person reads it; typed words only when ``typed`` (never to a reporter)."""
+    if value is None:
+        return texts.get(language, "ui.review_skipped")
+    if step.kind is StepKind.TEXT:
+        return (
+            str(value) if typed else texts.get(language, "ui.review_text_given", count=len(value))
+        )
+    if step.kind is StepKind.ATTACHMENTS:
+        return texts.get(language, "ui.review_files", count=len(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(texts.get(language, step.option_key(str(v))) for v in value)
+    return texts.get(language, step.option_key(str(value)))
 
 
 def render_case(
@@ -25,16 +40,6 @@ def render_case(
     for step in questionnaire.steps:
         if step.id in _HIDDEN or step.id not in answers or step.kind is StepKind.REVIEW:
             continue
-        value = answers[step.id]
-        if value is None:
-            shown = texts.get(language, "ui.review_skipped")
-        elif step.kind is StepKind.TEXT:
-            shown = str(value)
-        elif step.kind is StepKind.ATTACHMENTS:
-            shown = texts.get(language, "ui.review_files", count=len(value))
-        elif isinstance(value, list | tuple):
-            shown = ", ".join(texts.get(language, step.option_key(v)) for v in value)
-        else:
-            shown = texts.get(language, step.option_key(str(value)))
+        shown = answer_text(texts, language, step, answers[step.id], typed=True)
         lines.append(f"{texts.get(language, step.review_key)}: {shown}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from bot.domain.casetext import answer_text
 from bot.domain.messages import (
     AttachmentAdded,
     ChangeLanguage,
@@ -356,16 +357,7 @@ class Engine:
             step = self.questionnaire.step(step_id)
             if step_id in _NOT_EDITABLE:
                 continue
-            if value is None:
-                shown = self._t(lang, "ui.review_skipped")
-            elif step.kind is StepKind.TEXT:
-                # Typed words are never echoed back: a seized phone must not show them.
-                shown = self._t(lang, "ui.review_text_given", count=len(value))
-            elif step.kind is StepKind.ATTACHMENTS:
-                shown = self._t(lang, "ui.review_files", count=len(value))
-            elif isinstance(value, tuple):
-                shown = ", ".join(self._t(lang, step.option_key(v)) for v in value)
-            else:
-                shown = self._t(lang, step.option_key(value))
+            # Typed words are never echoed back: a seized phone must not show them.
+            shown = answer_text(self.texts, lang, step, value, typed=False)
             lines.append(f"• {self._t(lang, step.review_key)}: {shown}")
         return "\n".join(lines)
