@@ -69,6 +69,16 @@ class KdfParams:
         )
         return kdf.derive(passphrase)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KdfParams:
+        """The parameters back from the header form."""
+        return cls(
+            base64.b64decode(data["salt"]),
+            int(data["iterations"]),
+            int(data["memory_kib"]),
+            int(data["lanes"]),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """Header form (the salt is not secret)."""
         return {
@@ -118,6 +128,11 @@ def _hkdf(key: bytes, label: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label.encode()).derive(
         key
     )
+
+
+def _seal_key(root: bytes) -> bytes:
+    """The key that seals the keyring file, derived from the root key."""
+    return _hkdf(root, "tipline/keyring-seal/v1")
 
 
 @dataclass(slots=True)
@@ -264,13 +279,7 @@ class KeyringFile:
         if kdf.get("type") == "argon2id":
             if not isinstance(secret, Passphrase):
                 raise WrongRootKey("this keyring is sealed with a passphrase, not a key file")
-            params = KdfParams(
-                base64.b64decode(kdf["salt"]),
-                int(kdf["iterations"]),
-                int(kdf["memory_kib"]),
-                int(kdf["lanes"]),
-            )
-            return params.derive(secret.secret)
+            return KdfParams.from_json(kdf).derive(secret.secret)
         if kdf.get("type") == "keyfile":
             if not isinstance(secret, KeyFile):
                 raise WrongRootKey("this keyring is sealed with a key file, not a passphrase")
@@ -305,7 +314,7 @@ class KeyringFile:
         if header.get("kdf") != kdf:
             raise WrongRootKey("the keyring was re-sealed under another root key")
         try:
-            payload = unseal(_hkdf(root, "tipline/keyring-seal/v1"), sealed, self._ad(kdf))
+            payload = unseal(_seal_key(root), sealed, self._ad(kdf))
         except DecryptionError as exc:
             raise WrongRootKey("the passphrase or root key does not open the keyring") from exc
         return Keyring._from_payload(payload)
@@ -321,7 +330,7 @@ class KeyringFile:
 
     def write(self, keyring: Keyring, root: bytes, kdf: dict[str, Any]) -> None:
         """Seal and write atomically (temp file, fsync, rename)."""
-        sealed = seal(_hkdf(root, "tipline/keyring-seal/v1"), keyring._payload(), self._ad(kdf))
+        sealed = seal(_seal_key(root), keyring._payload(), self._ad(kdf))
         doc = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -341,7 +350,8 @@ class KeyringFile:
         kdf = self._header().get("kdf", {})
         if kdf.get("type") != "argon2id":
             return None
-        return Argon2Cost(int(kdf["iterations"]), int(kdf["memory_kib"]), int(kdf["lanes"]))
+        params = KdfParams.from_json(kdf)
+        return Argon2Cost(params.iterations, params.memory_kib, params.lanes)
 
 
 class KeyVault:
