@@ -72,9 +72,13 @@ class SqlLawyerStore:
         self._session = session
         self._keyring = keyring
         self._cipher = cipher
+        self._deks: dict[int, bytes] = {}
 
     def _dek(self, row: Lawyer) -> bytes:
-        return self._cipher.row_dek(self.table, row)
+        # A command reads a lawyer's record and address: unwrap their DEK once per transaction.
+        if row.id not in self._deks:
+            self._deks[row.id] = self._cipher.row_dek(self.table, row)
+        return self._deks[row.id]
 
     def _record(self, row: Lawyer, open_cases: int = 0, *, with_name: bool = True) -> LawyerRecord:
         name = b""
@@ -203,7 +207,10 @@ class SqlLawyerStore:
     async def contact(self, lawyer_id: int) -> str | None:
         """The messenger address of a lawyer, decrypted."""
         row = await self._session.get(Lawyer, lawyer_id)
-        if row is None or row.contact_ct is None:
+        return None if row is None else self._contact(row)
+
+    def _contact(self, row: Lawyer) -> str | None:
+        if row.contact_ct is None:
             return None
         return self._cipher.decrypt(
             self._dek(row), self.table, str(row.id), "contact", row.contact_ct
@@ -227,10 +234,10 @@ class SqlLawyerStore:
         """Addresses of verified admins (alerts only, never case content)."""
         rows = (
             await self._session.execute(
-                select(Lawyer.id).where(and_(Lawyer.role == "admin", Lawyer.status == "verified"))
+                select(Lawyer).where(and_(Lawyer.role == "admin", Lawyer.status == "verified"))
             )
         ).scalars()
-        return [c for lawyer_id in rows if (c := await self.contact(lawyer_id))]
+        return [c for row in rows if (c := self._contact(row))]
 
 
 class SqlAssignmentStore:
