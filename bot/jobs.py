@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.services.admin import AdminService
-from bot.services.lawyers import LawyerService
+from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ async def expiry_job(
 
 
 async def staff_job(
-    lawyers: LawyerService,
+    lawyers: Routing,
     interval_seconds: float,
     *,
     sleep: Sleep = asyncio.sleep,

@@ -24,7 +24,9 @@ from storage.models import (
     JobState,
     KeyState,
     Lawyer,
+    OutboxItem,
     QueueItem,
+    Screen,
     SeenUpdate,
     StatCounter,
 )
@@ -33,9 +35,26 @@ from storage.repositories import AuditProblem, SqlAuditLog, SqlUnitOfWork
 log = logging.getLogger(__name__)
 
 #: Every table whose rows carry a wrapped DEK (id, kek_id, wrapped_dek).
-ENCRYPTED: tuple[Any, ...] = (Draft, Case, Attachment, Lawyer, CaseMessage, QueueItem)
+ENCRYPTED: tuple[Any, ...] = (
+    Draft,
+    Case,
+    Attachment,
+    Lawyer,
+    CaseMessage,
+    QueueItem,
+    OutboxItem,
+    Screen,
+)
 #: Tables with an expiry date, purged by ``purge``.
-EXPIRING: tuple[Any, ...] = (Draft, Case, Attachment, SeenUpdate, QueueItem)
+EXPIRING: tuple[Any, ...] = (
+    Draft,
+    Case,
+    Attachment,
+    SeenUpdate,
+    QueueItem,
+    OutboxItem,
+    Screen,
+)
 #: Everything ``wipe`` empties, children before parents.
 ALL_TABLES: tuple[Any, ...] = (
     CaseMessage,
@@ -49,6 +68,8 @@ ALL_TABLES: tuple[Any, ...] = (
     Lawyer,
     JobState,
     QueueItem,
+    OutboxItem,
+    Screen,
 )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -230,3 +231,42 @@ class QueueItem(Base):
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OutboxItem(Base):
+    """A message to send, edit or delete, written in the transaction that decided it.
+
+    It lives only until its channel delivers it, so its due time may be precise (the one kind of
+    row DESIGN.md section 4 lets keep a time finer than the hour). ``lane`` is a keyed pseudonym
+    of the recipient chat: each lane is delivered in ``id`` order.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    lane: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_outbox_lane_id", "lane", "id"),
+        Index("ix_outbox_channel_due_at", "channel", "due_at"),
+    )
+
+
+class Screen(Base):
+    """The bot's messages still on one chat's screen (encrypted refs), to clear them later."""
+
+    __tablename__ = "screens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lane: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    refs_ct: Mapped[bytes] = mapped_column(LargeBinary)

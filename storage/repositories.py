@@ -29,6 +29,7 @@ from storage.models import (
     SeenUpdate,
     StatCounter,
 )
+from storage.outbox import SqlOutbox
 from storage.queues import SqlQueue
 
 GENESIS_MAC = "0" * 64
@@ -454,6 +455,7 @@ class SqlUnitOfWork:
         self.assignments = SqlAssignmentStore(self.session, self._cipher)
         self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in")
         self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out")
+        self.outbox = SqlOutbox(self.session, self._keyring, self._cipher)
         return self
 
     async def _check_keys(self) -> None:

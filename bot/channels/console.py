@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from bot.domain.engine import Engine
-from bot.domain.messages import (
-    ChangeLanguage,
-    Event,
-    Notice,
-    Outbound,
-    Question,
-    Reply,
-    Start,
-    Stop,
-)
+from bot.domain.messages import Notice, Question, Start
 from bot.domain.render import render_numbered
-from bot.services.intake import IntakeService
-from bot.services.lawyers import LawyerService
-from bot.services.reporter import status_texts
+from bot.services.clock import Clock
+from bot.services.inbound import Inbound, InboundService
+from bot.services.outbox import OutboxSender, Shown
+from bot.services.ports import UnitOfWork
 
 CHANNEL = "console"
 CHAT_ID = "local-terminal"
@@ -36,71 +27,75 @@ def _print(text: str) -> None:
     print(text, flush=True)
 
 
-class ConsoleChannel:
-    """Reads lines, turns them into domain events and prints what the service answers."""
+class ConsoleTransport:
+    """Prints what the outbox holds for the terminal."""
 
-    def __init__(
-        self,
-        intake: IntakeService,
-        engine: Engine,
-        read: ReadLine = _read_stdin,
-        write: Write = _print,
-        lawyers: LawyerService | None = None,
-    ) -> None:
-        self._intake = intake
-        self._engine = engine
-        self._lawyers = lawyers
-        self._read = read
+    def __init__(self, write: Write) -> None:
         self._write = write
-        self._language = "en"
-        self._draft_open = False
+        self.language = "en"
+        self.draft_open = False
+        self._sent = 0
 
-    def _show(self, messages: list[Outbound]) -> None:
-        self._draft_open = any(isinstance(m, Question) for m in messages)
+    async def send(self, chat: str, messages: Sequence[Shown]) -> list[str]:
+        """Print each message; refs are just counters."""
+        refs = []
         for message in messages:
             if isinstance(message, Question):
-                self._language = message.language
+                self.language = message.language
                 self._write("\n" + render_numbered(message))
             elif isinstance(message, Notice):
                 self._write("\n" + message.text)
+            self._sent += 1
+            refs.append(str(self._sent))
+        self.draft_open = any(isinstance(m, Question) for m in messages)
+        return refs
+
+    async def edit(self, chat: str, ref: str, messages: Sequence[Shown]) -> bool:
+        """A terminal prints anew."""
+        return False
+
+    async def delete(self, chat: str, ref: str) -> None:
+        """A terminal cannot take back what it printed."""
+
+
+class ConsoleChannel:
+    """Reads lines, hands them to the inbound service and prints what it answers."""
+
+    def __init__(
+        self,
+        inbound: InboundService,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        read: ReadLine = _read_stdin,
+        write: Write = _print,
+    ) -> None:
+        self._inbound = inbound
+        self._read = read
+        self._write = write
+        self._transport = ConsoleTransport(write)
+        self._sender = OutboxSender(CHANNEL, uow, self._transport, clock)
 
     def _goodbye(self) -> str:
-        key = "ui.console_bye" if self._draft_open else "ui.console_goodbye"
-        return self._engine.notice(self._language, key).text
+        key = "ui.console_bye" if self._transport.draft_open else "ui.console_goodbye"
+        return self._inbound.notice(self._transport.language, key)
 
-    def _event(self, line: str) -> Event:
-        word = line.strip().lower()
-        if word in ("stop", "cancel"):
-            return Stop()
-        if word == "language":
-            return ChangeLanguage()
-        if word == "start":
-            return Start()
-        return Reply(line)
+    async def _say(self, inbound: Inbound) -> None:
+        handled = await self._inbound.handle(inbound)
+        await self._sender.deliver(handled.entries)
 
     async def run(self) -> None:
         """Run until ``quit`` or end of input; the draft survives for the next run."""
-        self._show(await self._intake.handle(CHANNEL, CHAT_ID, Start()))
+        await self._sender.flush()  # what a crash left undelivered
+        await self._say(Inbound(CHANNEL, CHAT_ID, event=Start(), numbered=True))
         while True:
             try:
                 line = await self._read("> ")
             except (EOFError, KeyboardInterrupt):
                 self._write("\n" + self._goodbye())
                 return
-            word = line.strip().lower()
-            if word in ("quit", "exit"):
+            if line.strip().lower() in ("quit", "exit"):
                 self._write(self._goodbye())
                 return
-            if word in ("help", "?"):
-                self._write(self._engine.notice(self._language, "ui.console_help").text)
-                continue
-            if word.startswith("status"):
-                code = line.strip()[len("status") :]
-                for text in await status_texts(self._intake, self._lawyers, code, self._language):
-                    self._write("\n" + text)
-                continue
-            if word.startswith("reply ") and self._lawyers is not None:
-                _, code, body = ([*line.strip().split(maxsplit=2), "", ""])[:3]
-                self._write("\n" + await self._lawyers.reporter_reply(code, body, self._language))
-                continue
-            self._show(await self._intake.handle(CHANNEL, CHAT_ID, self._event(line)))
+            if line.strip() == "?":
+                line = "help"
+            await self._say(Inbound(CHANNEL, CHAT_ID, text=line, numbered=True))

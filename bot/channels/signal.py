@@ -1,9 +1,10 @@
 """Signal adapter over signal-cli-rest-api: numbered questions, nothing lost on crashes.
 
-Every received envelope is stored encrypted before it is handled and removed afterwards, so a
-crash between receive and handling loses nothing (signal-cli has already consumed it). Every
-outgoing message goes through an encrypted outbox and is retried with backoff until Signal takes
-it. Senders are keyed by ``sourceUuid`` (``sourceNumber`` may be null); numbers and UUIDs are
+Every received envelope is stored encrypted before it is handled, and leaves that inbox in the
+transaction of its turn, which also writes the turn's answers to the outbox: a crash between
+receive and handling loses nothing (signal-cli has already consumed it), and a crash after the
+turn finds its answers waiting in the outbox, delivered with backoff until Signal takes them.
+Senders are keyed by ``sourceUuid`` (``sourceNumber`` may be null); numbers and UUIDs are
 never stored in clear nor logged.
 """
 
@@ -12,30 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bot.channels.signal_api import SignalApiError, UntrustedIdentity
-from bot.domain.engine import Engine
-from bot.domain.messages import (
-    ChangeLanguage,
-    Event,
-    Notice,
-    Outbound,
-    Question,
-    Reply,
-    Start,
-    Stop,
-)
+from bot.domain.messages import Notice, Outbound, Question
 from bot.domain.render import render_numbered
 from bot.media import MAX_FILE_BYTES
+from bot.outage import Outage
 from bot.services.clock import Clock
-from bot.services.intake import Attachment, IntakeService
-from bot.services.lawyers import LawyerService
+from bot.services.inbound import Inbound, InboundService
+from bot.services.intake import Attachment
+from bot.services.outbox import Deferred, OutboxSender, Shown, Undeliverable
+from bot.services.ports import UnitOfWork
 from bot.services.queues import SignalQueues
-from bot.services.ratelimit import ChatRateLimiter, Verdict
-from bot.services.reporter import status_texts
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +49,11 @@ class SignalChannel:
         self,
         *,
         api: Any,
-        intake: IntakeService,
-        engine: Engine,
-        limiter: ChatRateLimiter,
+        inbound: InboundService,
+        uow: Callable[[], UnitOfWork],
         queues: SignalQueues,
         clock: Clock,
-        lawyers: LawyerService | None = None,
+        on_untrusted: Callable[[str], Awaitable[bool]] | None = None,
         mode: str = "normal",
         disappearing_seconds: int = 86400,
         sleep: Sleep = asyncio.sleep,
@@ -70,31 +61,32 @@ class SignalChannel:
         after_store: Callable[[], None] | None = None,
     ) -> None:
         self._api = api
-        self._intake = intake
-        self._engine = engine
-        self._limiter = limiter
+        self._inbound = inbound
         self._queues = queues
         self._clock = clock
-        self._lawyers = lawyers
+        self.sender = OutboxSender(CHANNEL, uow, SignalTransport(api, on_untrusted), clock)
+        inbound.senders.register(CHANNEL, self.sender.wake)
         self._mode = mode
         self._disappearing = disappearing_seconds
         self._sleep = sleep
         self._use_inbox = use_inbox
         self._after_store = after_store
         self._configured: set[str] = set()
-        self._flush_lock = asyncio.Lock()
         #: Envelopes handled and handlers that failed (tests, benchmarks).
         self.handled = 0
         self.failed = 0
         self.reconnects = 0
+        #: Logs where a receive outage starts and ends, instead of a line per attempt.
+        self.outage = Outage("signal receive")
 
     # ---- running -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, outbox_every: float = 5.0) -> None:
         """Drain what a crash left, then receive and retry sends until ``stop`` is set."""
+        await self._queues.adopt_legacy_outbox()
         await self.drain()
         receive = asyncio.create_task(self._receive_loop(stop))
-        retry = asyncio.create_task(self._outbox_loop(stop, outbox_every))
+        retry = asyncio.create_task(self.sender.run(stop, outbox_every))
         stopped = asyncio.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait(
@@ -123,6 +115,7 @@ class SignalChannel:
                     async for message in _until_stopped(self._api.receive_ws(), stop):
                         backoff = 0.5
                         await self.ingest(message)
+                        self.outage.answered()
                     if not stop.is_set():
                         self.reconnects += 1
                     continue
@@ -130,24 +123,14 @@ class SignalChannel:
                 if messages:
                     await self.ingest_batch(messages)
                 backoff = 0.5
+                self.outage.answered()
             except Crash:
                 raise
             except Exception as exc:
-                log.warning("signal receive failed: %s", type(exc).__name__)
+                self.outage.failed(exc)  # one line per outage, not one per attempt
                 self.reconnects += 1
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
-
-    async def _outbox_loop(self, stop: asyncio.Event, every: float) -> None:
-        while not stop.is_set():
-            waiter = asyncio.create_task(stop.wait())
-            await asyncio.wait(
-                {asyncio.ensure_future(self._sleep(every)), waiter},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            waiter.cancel()
-            if not stop.is_set():
-                await self.flush()
 
     # ---- inbox ---------------------------------------------------------------------------
 
@@ -156,33 +139,32 @@ class SignalChannel:
         await self.ingest_batch([message])
 
     async def ingest_batch(self, messages: list[dict[str, Any]]) -> None:
-        """Store a received batch in one transaction, handle each, then remove them together.
+        """Store a received batch in one transaction, then handle each.
 
-        A crash part-way leaves the batch in the inbox; handled envelopes are recognised on
-        the rerun (their updates were claimed), so nothing is lost and nothing doubles.
+        Each envelope leaves the inbox in the transaction of its own turn, together with the
+        answers that turn wrote to the outbox: a crash at any point loses nothing and doubles
+        nothing.
         """
         if not self._use_inbox:
             for message in messages:
-                await self._process(message)
+                await self._process(message, None)
             return
         ids = await self._queues.received(messages)
         if self._after_store is not None:
             self._after_store()
-        for message in messages:
-            await self._process(message)
-        await self._queues.handled(ids)
+        for item_id, message in zip(ids, messages, strict=True):
+            await self._process(message, item_id)
 
     async def drain(self) -> int:
         """Handle envelopes a crash left in the inbox; returns how many."""
         items = await self._queues.unhandled()
         for item in items:
-            await self._process(item.payload)
-            await self._queues.handled([item.id])
+            await self._process(item.payload, item.id)
         return len(items)
 
-    async def _process(self, message: dict[str, Any]) -> None:
+    async def _process(self, message: dict[str, Any], inbox_id: str | None) -> None:
         try:
-            await self.handle_envelope(message)
+            await self.handle_envelope(message, inbox_id)
         except Crash:
             raise
         except Exception as exc:  # a poison envelope must not block the others
@@ -192,74 +174,44 @@ class SignalChannel:
 
     # ---- handling ------------------------------------------------------------------------
 
-    async def handle_envelope(self, message: dict[str, Any]) -> None:
-        """Turn one received envelope into domain events and answers."""
+    async def handle_envelope(self, message: dict[str, Any], inbox_id: str | None = None) -> None:
+        """Turn one received envelope into an inbound message; deliver what it led to."""
+        inbound = await self._inbound_of(message, inbox_id)
+        if inbound is None:
+            if inbox_id is not None:
+                await self._queues.handled([inbox_id])
+            return
+        handled = await self._inbound.handle(inbound)
+        if not handled.duplicate:
+            await self.sender.deliver(handled.entries)
+
+    async def _inbound_of(self, message: dict[str, Any], inbox_id: str | None) -> Inbound | None:
         envelope = message.get("envelope")
         if not isinstance(envelope, dict):
-            return
+            return None
         uuid = envelope.get("sourceUuid")
         data = envelope.get("dataMessage")
         if not isinstance(uuid, str) or not uuid or not isinstance(data, dict):
-            return  # receipts, typing, sync messages, or no sender to answer
+            return None  # receipts, typing, sync messages, or no sender to answer
         if data.get("groupInfo"):
-            return  # tipline never takes reports in groups
+            return None  # tipline never takes reports in groups
         text = data.get("message")
         text = text if isinstance(text, str) else ""
         attachments = [a for a in data.get("attachments") or [] if isinstance(a, dict)]
-        verdict = self._limiter.check(CHANNEL, uuid)
-        if verdict is Verdict.DROP:
-            return
-        if verdict is Verdict.WARN:
-            await self.send(uuid, self._engine.notice("en", "ui.rate_limited").text)
-            return
         await self._configure(uuid)
-        update_id = f"{uuid}:{envelope.get('timestamp')}"
-        word = text.strip().lower()
-        if await self._command(uuid, text, word):
-            return
-        attachment = await self._download(attachments, text) if attachments else None
-        event: Event
-        if word == "start":
-            event = Start()
-        elif word == "language":
-            event = ChangeLanguage()
-        elif word in ("cancel", "stop"):
-            event = Stop()
-        else:
-            event = Reply(text)
-        turn = await self._intake.turn(
-            CHANNEL, uuid, event, update_id=update_id, attachment=attachment
+        inbound = Inbound(
+            CHANNEL,
+            uuid,
+            update_id=f"{uuid}:{envelope.get('timestamp')}",
+            numbered=True,
+            inbox_id=inbox_id,
         )
-        if turn.duplicate:
-            return
-        for reply in turn.replies:
-            await self.send(uuid, _render(reply))
-
-    async def _command(self, uuid: str, text: str, word: str) -> bool:
-        lawyers = self._lawyers
-        address = f"{CHANNEL}:{uuid}"
-        language = "en"
-        if lawyers is not None and lawyers.is_staff_command(text):
-            for answer in await lawyers.command(address, text, language):
-                await self.send(uuid, answer)
-            return True
-        head, _, rest = text.strip().partition(" ")
-        if head.lower() == "status" and rest.strip():
-            for message in await status_texts(self._intake, lawyers, rest, language):
-                await self.send(uuid, message)
-            return True
-        if head.lower() == "reply" and lawyers is not None and rest.strip():
-            code, _, body = rest.strip().partition(" ")
-            await self.send(uuid, await lawyers.reporter_reply(code, body, language))
-            return True
-        if word == "forget":
-            await self._intake.forget(CHANNEL, uuid)
-            await self.send(uuid, self._engine.notice(language, "ui.forgotten").text)
-            return True
-        if word == "help":
-            await self.send(uuid, self._engine.notice(language, "ui.help_signal").text)
-            return True
-        return False
+        if attachments:
+            attachment = await self._download(attachments, text)
+            if not attachment.data:
+                return replace(inbound, file_refused=True)
+            return replace(inbound, attachment=attachment)
+        return replace(inbound, text=text)
 
     async def _configure(self, uuid: str) -> None:
         """Disappearing messages for every reporter's conversation (once per process)."""
@@ -271,7 +223,7 @@ class SignalChannel:
         except Exception as exc:
             log.warning("could not set disappearing messages: %s", type(exc).__name__)
 
-    async def _download(self, attachments: list[dict[str, Any]], caption: str) -> Attachment | None:
+    async def _download(self, attachments: list[dict[str, Any]], caption: str) -> Attachment:
         first = attachments[0]
         data = b""
         for item in attachments:
@@ -290,57 +242,50 @@ class SignalChannel:
                     await self._api.delete_attachment(attachment_id)
         return Attachment(data, caption or None)
 
-    # ---- outbox --------------------------------------------------------------------------
-
-    async def notify(self, uuid: str, text: str) -> bool:
-        """Deliver a lawyer-side text (case notice, lawyer reply) through the outbox."""
-        await self.send(uuid, text)
-        return True
-
-    async def send(self, uuid: str, text: str) -> None:
-        """Queue a message (encrypted) and try to deliver everything due, in order."""
-        await self._queues.enqueue(uuid, text)
-        await self.flush()
-
     async def flush(self) -> int:
-        """Send what is due; failures wait with exponential backoff. Returns messages sent."""
-        async with self._flush_lock:
-            now = self._clock()
-            items = await self._queues.outgoing()
-            sent = 0
-            blocked: set[str] = set()
-            for item in items:
-                recipient = str(item.payload["to"])
-                if recipient in blocked or item.next_attempt_at > now:
-                    blocked.add(recipient)  # one recipient's messages go out in order
-                    continue
-                outcome = await self._deliver(recipient, str(item.payload["text"]))
-                if outcome in ("sent", "dropped"):
-                    await self._queues.sent(item.id)
-                    sent += outcome == "sent"
-                else:
-                    blocked.add(recipient)
-                    delay = min(2.0 ** (item.attempts + 1), MAX_BACKOFF)
-                    await self._queues.later(item.id, timedelta(seconds=delay), item.attempts + 1)
-            return sent
+        """Deliver what is due in the outbox (tests, the retry loop)."""
+        return await self.sender.flush()
 
-    async def _deliver(self, recipient: str, text: str) -> str:
+
+class SignalTransport:
+    """The outbox's way into signal-cli-rest-api: one Signal message per outbound message."""
+
+    def __init__(self, api: Any, on_untrusted: Callable[[str], Awaitable[bool]] | None) -> None:
+        self._api = api
+        self._on_untrusted = on_untrusted
+
+    async def send(self, chat: str, messages: Sequence[Shown]) -> list[str]:
+        """Send each message; their timestamps (Signal's message refs)."""
+        refs = []
+        for message in messages:
+            refs.append(await self._send(chat, _render(message)))
+        return refs
+
+    async def _send(self, recipient: str, text: str) -> str:
         for _ in range(2):
             try:
-                await self._api.send(recipient, text)
-                return "sent"
-            except UntrustedIdentity:
-                address = f"{CHANNEL}:{recipient}"
-                if self._lawyers is not None and await self._lawyers.is_staff(address):
-                    # Never silently for a lawyer: suspend until an admin re-verifies.
-                    await self._lawyers.identity_changed(address)
+                return str(await self._api.send(recipient, text) or "")
+            except UntrustedIdentity as exc:
+                if self._on_untrusted is not None and await self._on_untrusted(
+                    f"{CHANNEL}:{recipient}"
+                ):
+                    # Never silently for a lawyer: suspended until an admin re-verifies.
                     log.warning("a lawyer's safety number changed; lawyer suspended")
-                    return "dropped"
+                    raise Undeliverable from exc
                 await self._api.trust(recipient)  # reporters: trust on first use
             except SignalApiError as exc:
                 log.info("signal send deferred: %s", type(exc).__name__)
-                return "retry" if exc.retryable else "dropped"
-        return "retry"
+                if exc.retryable:
+                    raise Deferred from exc
+                raise Undeliverable from exc
+        raise Deferred
+
+    async def edit(self, chat: str, ref: str, messages: Sequence[Shown]) -> bool:
+        """Signal messages are not edited in place."""
+        return False
+
+    async def delete(self, chat: str, ref: str) -> None:
+        """Nothing yet: disappearing messages clear the chat."""
 
 
 async def _until_stopped(

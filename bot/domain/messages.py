@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bot.domain.questionnaire import Answer
 
@@ -163,3 +164,43 @@ def notices_then_question(replies: list[Outbound]) -> tuple[list[Notice], Questi
         return None
     notices = [n for n in replies[:-1] if isinstance(n, Notice)]
     return (notices, question) if len(notices) == len(replies) - 1 else None
+
+
+def outbound_to_dict(message: Question | Notice) -> dict[str, Any]:
+    """A JSON-ready form of a message to show (kept encrypted in the outbox)."""
+    if isinstance(message, Notice):
+        return {"k": "n", "text": message.text}
+    return {
+        "k": "q",
+        "step": message.step,
+        "text": message.text,
+        "options": [[o.id, o.label, o.selected] for o in message.options],
+        "multi": message.multi,
+        "free_text": message.free_text,
+        "can_skip": message.can_skip,
+        "labels": dict(message.labels),
+        "language": message.language,
+    }
+
+
+def outbound_from_dict(data: Mapping[str, Any]) -> Question | Notice:
+    """Inverse of :func:`outbound_to_dict`; raises ValueError on anything else."""
+    try:
+        if data["k"] == "n":
+            return Notice(str(data["text"]))
+        if data["k"] != "q":
+            raise ValueError("unknown message kind")
+        return Question(
+            step=str(data["step"]),
+            text=str(data["text"]),
+            options=tuple(
+                OptionView(str(i), str(label), bool(s)) for i, label, s in data["options"]
+            ),
+            multi=bool(data["multi"]),
+            free_text=bool(data["free_text"]),
+            can_skip=bool(data["can_skip"]),
+            labels={str(k): str(v) for k, v in dict(data["labels"]).items()},
+            language=str(data["language"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError("unreadable message") from exc

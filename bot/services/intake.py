@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from bot.domain.engine import CorruptState, DraftState, Engine
+from bot.domain.engine import MAX_ATTACHMENTS, CorruptState, DraftState, Engine
 from bot.domain.messages import (
     AttachmentAdded,
     DraftDeleted,
@@ -17,14 +17,13 @@ from bot.domain.messages import (
     Outbound,
     Refused,
     SubmitReport,
-    notices_then_question,
 )
-from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.domain.triage import triage
-from bot.media import MediaRefused, inspect_file
-from bot.services.clock import Clock
+from bot.media import MAX_FILE_BYTES, CleanFile, MediaRefused, inspect_file_off_loop
 from bot.services.codes import new_code
-from bot.services.ports import UnitOfWork
+from bot.services.outbox import Outgoing
+from bot.services.ports import StaffUnitOfWork
+from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +60,13 @@ class IntakePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """The outcome of one reporter event for a messenger channel."""
+    """The outcome of one reporter event, inside the inbound transaction."""
 
     replies: list[Outbound]
-    #: References of earlier messages (questions on screen) to delete now.
-    to_delete: tuple[str, ...] = ()
-    #: The update was handled before: send nothing, change nothing.
-    duplicate: bool = False
-    #: Whether a draft is still open afterwards (new messages should be tracked).
+    #: Whether a draft is still open afterwards.
     draft_open: bool = False
-    #: The newest message on screen, which the replies (notices, then a question) may replace
-    #: in place, as one message: fewer API calls, the same clean screen. Still tracked. A
-    #: channel that cannot edit it deletes it with the others and tracks what it sends.
-    edit: str | None = None
+    #: Cases submitted by this turn.
+    submitted: tuple[str, ...] = ()
 
 
 #: Telegram lets a bot delete a message for 48 hours after it was sent, and an edit keeps that
@@ -81,16 +74,6 @@ class Turn:
 DELETE_WINDOW = timedelta(hours=48)
 #: Room for a send time recorded late (after rate-limit waits) and for the turn's own work.
 _MARGIN = timedelta(hours=1)
-
-
-def _message(ref: str) -> str:
-    """The message id of a tracked ref (``id@sent``)."""
-    return ref.partition("@")[0]
-
-
-def _editable(ref: str, now: datetime, window: timedelta) -> bool:
-    _, _, sent = ref.partition("@")
-    return sent.isdigit() and now.timestamp() - int(sent) < window.total_seconds()
 
 
 def week_of(day: date) -> date:
@@ -105,89 +88,90 @@ def _round_up_to_hour(moment: datetime) -> datetime:
 
 
 class IntakeService:
-    """The reporter side of tipline, the same for every channel."""
+    """The reporter side of tipline, the same for every channel; runs in the caller's
+    transaction (the inbound service owns it)."""
 
     def __init__(
         self,
-        uow: Callable[[], UnitOfWork],
         engine: Engine,
-        clock: Clock,
         policy: IntakePolicy | None = None,
-        on_submitted: Callable[[str], Awaitable[object]] | None = None,
+        routing: Routing | None = None,
+        inspect: Callable[[bytes], Awaitable[CleanFile]] | None = None,
+        reports_per_day: int = 3,
     ) -> None:
-        self._uow = uow
         self._engine = engine
-        self._clock = clock
         self._policy = policy or IntakePolicy()
-        #: Called with each new case id after its transaction commits (routing to a lawyer).
-        self.on_submitted = on_submitted
+        self._routing = routing
+        self._inspect = inspect or inspect_file_off_loop
+        self._reports_per_day = reports_per_day
 
-    async def handle(self, channel: str, chat_id: str, event: Event) -> list[Outbound]:
-        """Apply one reporter event and return what to send back (channels without cleanup)."""
-        return (await self.turn(channel, chat_id, event)).replies
+    @property
+    def policy(self) -> IntakePolicy:
+        """Retention settings."""
+        return self._policy
 
     async def turn(
         self,
+        uow: StaffUnitOfWork,
+        out: Outgoing,
         channel: str,
         chat_id: str,
         event: Event,
+        now: datetime,
         *,
-        update_id: str | None = None,
         attachment: Attachment | None = None,
     ) -> Turn:
-        """Apply one reporter event in one transaction.
+        """Apply one reporter event; an ``attachment`` is checked (off the event loop) and
+        stored encrypted only when the conversation is at the documents step and has room."""
+        state = await self._load(uow, channel, chat_id, now)
+        if attachment is not None:
+            event = await self._store_attachment(uow, state, attachment, now)
+        new_state, outbound = self._engine.step(state, event, now, channel=channel)
+        replies: list[Outbound] = []
+        submitted: list[str] = []
+        for message in outbound:
+            if isinstance(message, SubmitReport):
+                if not await self._within_limit(uow, channel, chat_id, now):
+                    new_state = state
+                    language = message.language
+                    replies.append(self._engine.notice(language, "ui.report_limit"))
+                    if state is not None:
+                        replies.append(self._engine.question(state))
+                    continue
+                case_id, receipt = await self._submit(uow, out, message, chat_id, now)
+                submitted.append(case_id)
+                replies.extend(receipt)
+            elif not isinstance(message, DraftDeleted):
+                replies.append(message)
+        if new_state is None:
+            await uow.drafts.delete(channel, chat_id)
+        else:
+            new_state = replace(new_state, refs=())
+            expires = now + self._policy.draft_ttl
+            await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
+        return Turn(replies, draft_open=new_state is not None, submitted=tuple(submitted))
 
-        ``update_id`` makes a redelivered update a no-op; ``attachment`` is stored (encrypted)
-        only when the conversation is at the documents step.
-        """
-        now = self._clock()
-        async with self._uow() as uow:
-            if update_id is not None and not await uow.seen.claim(
-                channel, update_id, now + self._policy.seen_ttl
-            ):
-                return Turn([], duplicate=True)
-            state = await self._load(uow, channel, chat_id, now)
-            on_screen = state.refs if state else ()
-            to_delete = tuple(_message(ref) for ref in on_screen)
-            if state is not None:
-                state = replace(state, refs=())
-            if attachment is not None:
-                event = await self._store_attachment(uow, state, attachment, now)
-            new_state, outbound = self._engine.step(state, event, now, channel=channel)
-            replies: list[Outbound] = []
-            submitted: list[str] = []
-            for message in outbound:
-                if isinstance(message, SubmitReport):
-                    case_id, receipt = await self._submit(uow, message, chat_id, now)
-                    submitted.append(case_id)
-                    replies.extend(receipt)
-                elif not isinstance(message, DraftDeleted):
-                    replies.append(message)
-            edit = None
-            if (
-                new_state is not None
-                and on_screen
-                and notices_then_question(replies) is not None
-                and _editable(on_screen[-1], now, self._policy.edit_window)
-            ):
-                edit, to_delete = to_delete[-1], to_delete[:-1]
-                new_state = replace(new_state, refs=(on_screen[-1],))  # its first send time
-            if new_state is None:
-                await uow.drafts.delete(channel, chat_id)
-            else:
-                expires = now + self._policy.draft_ttl
-                await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
-            await uow.commit()
-        if self.on_submitted is not None:
-            for case_id in submitted:
-                try:
-                    await self.on_submitted(case_id)
-                except Exception as exc:  # the case is stored; the escalation job retries
-                    log.error("routing after submission failed: %s", type(exc).__name__)
-        return Turn(replies, to_delete, draft_open=new_state is not None, edit=edit)
+    async def language(
+        self, uow: StaffUnitOfWork, channel: str, chat_id: str, now: datetime
+    ) -> str | None:
+        """The language of the chat's conversation in progress, if there is one."""
+        state = await self._load(uow, channel, chat_id, now)
+        return state.language if state is not None else None
+
+    async def _within_limit(
+        self, uow: StaffUnitOfWork, channel: str, chat_id: str, now: datetime
+    ) -> bool:
+        # A slot per report and day, claimed like a handled update: a keyed hash that tells
+        # nothing about the chat, and expires with the day.
+        day = now.date().isoformat()
+        expires = _round_up_to_hour(now + timedelta(days=1))
+        for slot in range(self._reports_per_day):
+            if await uow.seen.claim("reports", f"{channel}:{chat_id}:{day}:{slot}", expires):
+                return True
+        return False
 
     async def _load(
-        self, uow: UnitOfWork, channel: str, chat_id: str, now: datetime
+        self, uow: StaffUnitOfWork, channel: str, chat_id: str, now: datetime
     ) -> DraftState | None:
         raw = await uow.drafts.load(channel, chat_id, now)
         if raw is None:
@@ -199,12 +183,20 @@ class IntakeService:
             return None
 
     async def _store_attachment(
-        self, uow: UnitOfWork, state: DraftState | None, attachment: Attachment, now: datetime
+        self,
+        uow: StaffUnitOfWork,
+        state: DraftState | None,
+        attachment: Attachment,
+        now: datetime,
     ) -> Event:
         if state is None or self._engine.question(state).step != "documents":
             return Invalid()
+        if len(state.pending) >= MAX_ATTACHMENTS:
+            return AttachmentAdded("")  # the engine answers "too many files"; nothing stored
+        if not attachment.data or len(attachment.data) > MAX_FILE_BYTES:
+            return Refused()
         try:
-            checked = inspect_file(attachment.data)
+            checked = await self._inspect(attachment.data)
         except MediaRefused as exc:
             log.info("file refused: %s", exc)
             return Refused()
@@ -216,22 +208,13 @@ class IntakeService:
         )
         return AttachmentAdded(ref)
 
-    async def track(self, channel: str, chat_id: str, refs: list[str]) -> None:
-        """Remember messages just sent, to delete them at the next turn (if a draft is open)."""
-        if not refs:
-            return
-        now = self._clock()
-        async with self._uow() as uow:
-            state = await self._load(uow, channel, chat_id, now)
-            if state is None:
-                return
-            stamp = int(now.timestamp())
-            state = replace(state, refs=(*state.refs, *(f"{ref}@{stamp}" for ref in refs)))
-            await uow.drafts.save(channel, chat_id, state.to_dict(), now + self._policy.draft_ttl)
-            await uow.commit()
-
     async def _submit(
-        self, uow: UnitOfWork, report: SubmitReport, chat_id: str, now: datetime
+        self,
+        uow: StaffUnitOfWork,
+        out: Outgoing,
+        report: SubmitReport,
+        chat_id: str,
+        now: datetime,
     ) -> tuple[str, list[Outbound]]:
         result = triage(report.answers)
         code, normalized = new_code()
@@ -262,25 +245,16 @@ class IntakeService:
         if isinstance(what, tuple):
             categories += [f"what.{w}" for w in what]
         await uow.stats.increment(week_of(now.date()), region, categories)
+        if self._routing is not None:
+            await self._routing.route(uow, out, case_id, now)
         log.info("case submitted", extra={"priority": result.priority.name})
         return case_id, self._engine.receipt(report.language, code, reach_here=reach_here)
 
-    async def status(self, code: str, language: str) -> Notice:
-        """The status of a case by its receipt code; a malformed and an unknown code look alike."""
-        try:
-            normalized = normalize_receipt(code)
-        except MalformedReceipt:
-            return self._engine.status(language, None)
-        async with self._uow() as uow:
-            status = await uow.cases.status_by_receipt(normalized)
-        return self._engine.status(language, status)
+    async def status(self, uow: StaffUnitOfWork, code: str, language: str) -> Notice:
+        """The status of a case by its (normalised) receipt code; unknown codes look alike."""
+        return self._engine.status(language, await uow.cases.status_by_receipt(code))
 
-    async def forget(self, channel: str, chat_id: str) -> tuple[str, ...]:
-        """Delete the chat's draft and its address in any case; returns messages to delete."""
-        now = self._clock()
-        async with self._uow() as uow:
-            state = await self._load(uow, channel, chat_id, now)
-            await uow.drafts.delete(channel, chat_id)
-            await uow.cases.shred_reply_address(f"{channel}:{chat_id}")
-            await uow.commit()
-        return tuple(_message(ref) for ref in state.refs) if state else ()
+    async def forget(self, uow: StaffUnitOfWork, channel: str, chat_id: str) -> None:
+        """Delete the chat's draft and its address in any case."""
+        await uow.drafts.delete(channel, chat_id)
+        await uow.cases.shred_reply_address(f"{channel}:{chat_id}")

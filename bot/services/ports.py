@@ -104,6 +104,68 @@ class AuditLog(Protocol):
         ...
 
 
+class InboxStore(Protocol):
+    """A channel's durable inbox of received messages not yet handled."""
+
+    async def done(self, item_id: str) -> None:
+        """Remove a handled item."""
+        ...
+
+
+class OutboxEntryInfo(Protocol):
+    """A decrypted outbox item."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def lane(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+class OutboxStore(Protocol):
+    """Messages to deliver, in order per chat, and what each chat's screen still shows."""
+
+    async def put_many(
+        self,
+        items: Sequence[tuple[str, str, Mapping[str, Any]]],
+        now: datetime,
+        expires_at: datetime,
+    ) -> Sequence[OutboxEntryInfo]:
+        """Store ``(channel, chat, payload)`` items, due at once, in this order."""
+        ...
+
+    async def due_heads(
+        self, channel: str, now: datetime, limit: int = 100
+    ) -> Sequence[OutboxEntryInfo]:
+        """The oldest item of each of the channel's lanes, where that item is due."""
+        ...
+
+    async def done(self, item_ids: Sequence[str]) -> None:
+        """Forget delivered items."""
+        ...
+
+    async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
+        """Try an item again later."""
+        ...
+
+    async def screen(self, lane: str) -> list[str]:
+        """Refs of the bot's messages still on a chat's screen."""
+        ...
+
+    async def set_screen(self, lane: str, refs: Sequence[str], expires_at: datetime) -> None:
+        """Replace what a chat's screen holds."""
+        ...
+
+    async def depth(self) -> dict[str, int]:
+        """Items waiting, by channel."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every store; nothing is written unless ``commit`` is called."""
 
@@ -135,6 +197,16 @@ class UnitOfWork(Protocol):
     @property
     def seen(self) -> SeenStore:
         """Handled messenger updates in this transaction."""
+        ...
+
+    @property
+    def outbox(self) -> OutboxStore:
+        """The outbox in this transaction."""
+        ...
+
+    @property
+    def signal_inbox(self) -> InboxStore:
+        """Signal envelopes received and not yet handled."""
         ...
 
     async def commit(self) -> None:

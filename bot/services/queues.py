@@ -1,5 +1,5 @@
 """Durable, encrypted queues for a channel: what was received and not yet handled, and what
-is waiting to be sent. Each call is one transaction."""
+is left from an older version's Signal outbox. Each call is one transaction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.domain.messages import Notice
 from bot.services.clock import Clock
+from bot.services.outbox import Outgoing
+from bot.services.ports import OutboxStore
 
 QUEUE_TTL = timedelta(days=7)
 
@@ -41,6 +44,8 @@ class QueueUnitOfWork(Protocol):
     def signal_inbox(self) -> QueueStore: ...
     @property
     def signal_outbox(self) -> QueueStore: ...
+    @property
+    def outbox(self) -> OutboxStore: ...
     async def commit(self) -> None: ...
     async def __aenter__(self) -> QueueUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
@@ -73,26 +78,19 @@ class SignalQueues:
         async with self._uow() as uow:
             return await uow.signal_inbox.due(None, limit=10_000)
 
-    async def enqueue(self, recipient: str, text: str) -> None:
-        """Keep a message to send until Signal has taken it."""
+    async def adopt_legacy_outbox(self) -> int:
+        """Move messages an older version queued for Signal into the outbox (once, at start)."""
         now = self._clock()
         async with self._uow() as uow:
-            await uow.signal_outbox.put({"to": recipient, "text": text}, now, now + QUEUE_TTL)
+            items = await uow.signal_outbox.due(None, limit=10_000)
+            if not items:
+                return 0
+            out = Outgoing()
+            for item in items:
+                to, text = str(item.payload.get("to", "")), str(item.payload.get("text", ""))
+                if to and text:
+                    out.show("signal", to, [Notice(text)], clear=False, track=False)
+                await uow.signal_outbox.done(item.id)
+            await out.write(uow, now)
             await uow.commit()
-
-    async def outgoing(self) -> Sequence[QueuedItem]:
-        """Every message waiting to be sent, in the order it was queued."""
-        async with self._uow() as uow:
-            return await uow.signal_outbox.due(None, limit=500)
-
-    async def sent(self, item_id: str) -> None:
-        """Forget a message Signal took (or that can never be sent)."""
-        async with self._uow() as uow:
-            await uow.signal_outbox.done(item_id)
-            await uow.commit()
-
-    async def later(self, item_id: str, delay: timedelta, attempts: int) -> None:
-        """Try a message again after ``delay``."""
-        async with self._uow() as uow:
-            await uow.signal_outbox.retry_at(item_id, self._clock() + delay, attempts)
-            await uow.commit()
+        return len(items)

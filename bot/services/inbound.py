@@ -1,0 +1,258 @@
+"""The one inbound path: every message of every channel, parsed by one grammar, handled by one
+service in one transaction that also writes every answer to the outbox.
+
+Adapters only turn their wire format into an :class:`Inbound` and deliver what the outbox holds.
+A redelivered update whose turn committed changes nothing, and nothing is missing, because the
+answers of its turn are in the outbox already.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from bot.domain.commands import STAFF, Answer, Command, Name, parse
+from bot.domain.engine import Engine
+from bot.domain.messages import (
+    ChangeLanguage,
+    Event,
+    Invalid,
+    Notice,
+    Refused,
+    Reply,
+    Start,
+    Stop,
+    TextAnswer,
+)
+from bot.services.clock import Clock
+from bot.services.intake import Attachment, IntakeService
+from bot.services.outbox import Outgoing, address
+from bot.services.ports import OutboxEntryInfo, StaffUnitOfWork
+from bot.services.ratelimit import ChatRateLimiter, Verdict
+from bot.services.staff import StaffCommands, StaffContext
+
+log = logging.getLogger(__name__)
+
+#: How long a handled update id is remembered (Telegram keeps updates for 24 hours).
+SEEN_TTL = timedelta(hours=48)
+_HELP = {"telegram": "ui.help_telegram", "signal": "ui.help_signal", "console": "ui.console_help"}
+_REPORTER_EVENTS: dict[Name, Callable[[str | None], Event]] = {
+    Name.START: lambda hint: Start(hint),
+    Name.LANGUAGE: lambda _: ChangeLanguage(),
+    Name.CANCEL: lambda _: Stop(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message or button press from a messenger, as its adapter understood it."""
+
+    channel: str
+    chat: str
+    text: str | None = None
+    #: A button press the adapter decoded (Telegram's inline keyboards).
+    event: Event | None = None
+    attachment: Attachment | None = None
+    #: A file that could not be taken (too large, download failed).
+    file_refused: bool = False
+    update_id: str | None = None
+    #: The received message, deleted from the chat once handled (Telegram).
+    message_ref: str | None = None
+    language_hint: str | None = None
+    #: Whether the channel shows numbered options (typed digits answer them).
+    numbered: bool = False
+    #: An edit of an earlier message: never re-read, only removed from the screen.
+    edited: bool = False
+    #: The channel's durable inbox item, removed in the same transaction as the turn.
+    inbox_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What one inbound message led to."""
+
+    entries: Sequence[OutboxEntryInfo] = ()
+    duplicate: bool = False
+    lock: bool = False
+
+
+@dataclass
+class Senders:
+    """Wakes the running channels' senders for outbox items someone else wrote."""
+
+    wakers: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    def register(self, channel: str, wake: Callable[[], None]) -> None:
+        """A running channel's sender."""
+        self.wakers[channel] = wake
+
+    def wake(self, channels: Sequence[str] | None = None) -> None:
+        """Wake the senders of these channels (all when None)."""
+        for channel, wake in self.wakers.items():
+            if channels is None or channel in channels:
+                wake()
+
+
+class InboundService:
+    """Handles every reporter and staff message of every channel."""
+
+    def __init__(
+        self,
+        uow: Callable[[], StaffUnitOfWork],
+        intake: IntakeService,
+        staff: StaffCommands,
+        engine: Engine,
+        clock: Clock,
+        limiter: ChatRateLimiter | None = None,
+        senders: Senders | None = None,
+    ) -> None:
+        self._uow = uow
+        self._intake = intake
+        self._staff = staff
+        self._engine = engine
+        self._clock = clock
+        self._limiter = limiter
+        self.senders = senders or Senders()
+        self._languages = tuple(engine.questionnaire.languages)
+
+    def notice(self, language: str, key: str) -> str:
+        """A translated text for an adapter (errors, goodbyes)."""
+        return self._engine.notice(language, key).text
+
+    def _hint(self, inbound: Inbound) -> str | None:
+        hint = (inbound.language_hint or "").split("-")[0].lower()
+        return hint if hint in self._languages else None
+
+    async def handle(self, inbound: Inbound) -> Handled:
+        """Apply one inbound message in one transaction; its answers are in the outbox."""
+        now = self._clock()
+        out = Outgoing()
+        lock = False
+        async with self._uow() as uow:
+            if inbound.inbox_id is not None:
+                await uow.signal_inbox.done(inbound.inbox_id)
+            if inbound.update_id is not None and not await uow.seen.claim(
+                inbound.channel, inbound.update_id, now + SEEN_TTL
+            ):
+                await uow.commit()
+                return Handled(duplicate=True)
+            lock = await self._dispatch(uow, out, inbound)
+            entries = await out.write(uow, now)
+            await uow.commit()
+        others = sorted({e.channel for e in entries if e.channel != inbound.channel})
+        if others:
+            self.senders.wake(others)
+        if lock and self._staff.request_lock is not None:
+            self._staff.request_lock()
+        return Handled(entries=entries, lock=lock)
+
+    async def _dispatch(self, uow: StaffUnitOfWork, out: Outgoing, inbound: Inbound) -> bool:
+        now = self._clock()
+        channel, chat = inbound.channel, inbound.chat
+        mine = [inbound.message_ref] if inbound.message_ref else []
+        if inbound.edited:
+            out.delete(channel, chat, mine)
+            return False
+        draft_language = await self._intake.language(uow, channel, chat, now)
+        language = draft_language or self._hint(inbound) or "en"
+        if self._limiter is not None:
+            verdict = self._limiter.check(channel, chat)
+            if verdict is not Verdict.OK:
+                notice = [self._engine.notice(language, "ui.rate_limited")]
+                out.show(
+                    channel,
+                    chat,
+                    notice if verdict is Verdict.WARN else [],
+                    clear=False,
+                    track=True,
+                    delete=mine,
+                )
+                return False
+        parsed = parse(inbound.text, self._languages) if inbound.text is not None else None
+        if isinstance(parsed, Command) and inbound.event is None:
+            language = draft_language or parsed.language or language
+            return await self._command(uow, out, inbound, parsed, language, mine)
+        event = self._event(inbound, parsed)
+        turn = await self._intake.turn(
+            uow, out, channel, chat, event, now, attachment=inbound.attachment
+        )
+        out.show(channel, chat, turn.replies, clear=True, track=True, delete=mine)
+        return False
+
+    def _event(self, inbound: Inbound, parsed: Command | Answer | None) -> Event:
+        if inbound.event is not None:
+            return inbound.event
+        if inbound.file_refused:
+            return Refused()
+        if inbound.attachment is not None or not isinstance(parsed, Answer):
+            return Invalid()
+        return Reply(parsed.text) if inbound.numbered else TextAnswer(parsed.text)
+
+    async def _command(
+        self,
+        uow: StaffUnitOfWork,
+        out: Outgoing,
+        inbound: Inbound,
+        command: Command,
+        language: str,
+        mine: list[str],
+    ) -> bool:
+        now = self._clock()
+        channel, chat = inbound.channel, inbound.chat
+        name = command.name
+        if name in _REPORTER_EVENTS:
+            hint = command.language or self._hint(inbound)
+            turn = await self._intake.turn(
+                uow, out, channel, chat, _REPORTER_EVENTS[name](hint), now
+            )
+            out.show(channel, chat, turn.replies, clear=True, track=True, delete=mine)
+            return False
+        if name in STAFF or name is Name.UNKNOWN or (name is Name.REPLY and command.number):
+            ctx = StaffContext(uow, out, address(channel, chat), language, now)
+            if name is Name.UNKNOWN:
+                answers, lock = self._staff.generic(language), False
+            else:
+                answers, lock = await self._staff.handle(ctx, command)
+            notices = [Notice(a) for a in answers]
+            out.show(channel, chat, notices, clear=False, track=False, delete=mine)
+            return lock
+        notices = await self._reporter_command(uow, out, inbound, command, language)
+        clear = name is Name.FORGET
+        out.show(channel, chat, notices, clear=clear, track=not clear, delete=mine)
+        return False
+
+    async def _reporter_command(
+        self,
+        uow: StaffUnitOfWork,
+        out: Outgoing,
+        inbound: Inbound,
+        command: Command,
+        language: str,
+    ) -> list[Notice]:
+        name, now = command.name, self._clock()
+        notice = self._engine.notice
+        if name is Name.STATUS:
+            if command.code is None:
+                return [notice(language, "ui.status_usage")]
+            status = await self._intake.status(uow, command.code, language)
+            case_id = await uow.cases.id_by_receipt(command.code)
+            messages = (
+                await self._staff.reporter_messages(uow, case_id, language) if case_id else []
+            )
+            return [status, *(Notice(m) for m in messages)]
+        if name is Name.REPLY:
+            if command.code is None or command.bare:
+                return [notice(language, "ui.reply_usage")]
+            text = await self._staff.reporter_reply(
+                uow, out, command.code, command.text, language, now
+            )
+            return [Notice(text)]
+        if name is Name.FORGET:
+            await self._intake.forget(uow, inbound.channel, inbound.chat)
+            return [notice(language, "ui.forgotten")]
+        if name is Name.HELP:
+            return [notice(language, _HELP.get(inbound.channel, "ui.help_signal"))]
+        # READ and WITHDRAW come with the read-once screen; until then they are not offered.
+        return [Notice(t) for t in self._staff.generic(language)]

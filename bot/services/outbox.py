@@ -1,0 +1,318 @@
+"""The transactional outbox: a use case writes what to show in its own transaction; one sender
+per channel delivers it, in order per chat, with backoff.
+
+A crash at any point loses nothing (what was decided is in the outbox) and doubles nothing that
+was confirmed (a delivered item is removed together with the screen it left). What stays open is
+the moment between a messenger taking a message and the removal of its item: that one item is
+sent again after a restart.
+
+The sender also keeps each chat's screen: the refs of the bot's messages still shown, so a later
+item can clear them (the questionnaire's chat ends empty) or edit the newest question in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.domain.messages import (
+    Notice,
+    Outbound,
+    Question,
+    outbound_from_dict,
+    outbound_to_dict,
+)
+from bot.services.clock import Clock
+from bot.services.ports import OutboxEntryInfo, OutboxStore, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+#: Undelivered items are given up after this long (Telegram drops undelivered updates after a day).
+OUTBOX_TTL = timedelta(days=7)
+#: Telegram lets a bot delete its messages for 48 hours; a screen is forgotten after that.
+SCREEN_TTL = timedelta(hours=48)
+MAX_BACKOFF = 600.0
+
+Shown = Question | Notice
+
+
+def address(channel: str, chat: str) -> str:
+    """A messenger address as stored for lawyers and reply addresses (``signal:uuid``)."""
+    return f"{channel}:{chat}"
+
+
+class HasOutbox(Protocol):
+    """A transaction that reaches the outbox."""
+
+    @property
+    def outbox(self) -> OutboxStore:
+        """The outbox in this transaction."""
+        ...
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """What one use case sends, written into the outbox by the transaction that decided it."""
+
+    items: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def show(
+        self,
+        channel: str,
+        chat: str,
+        messages: Sequence[Outbound],
+        *,
+        clear: bool = True,
+        track: bool = True,
+        delete: Sequence[str] = (),
+    ) -> None:
+        """Show ``messages`` in a chat: first clear what the bot left there (or edit its newest
+        question in place), and delete ``delete`` (the message just received)."""
+        self.items.append(
+            (
+                channel,
+                chat,
+                {
+                    "messages": [
+                        outbound_to_dict(m) for m in messages if isinstance(m, Question | Notice)
+                    ],
+                    "clear": clear,
+                    "track": track,
+                    "delete": list(delete),
+                },
+            )
+        )
+
+    def notify(self, to: str, text: str) -> None:
+        """A notice to a messenger address (``channel:chat``) that stays on screen."""
+        channel, _, chat = to.partition(":")
+        if channel and chat:
+            self.show(channel, chat, [Notice(text)], clear=False, track=False)
+
+    def delete(self, channel: str, chat: str, refs: Sequence[str]) -> None:
+        """Delete messages (a reporter's own) without showing anything."""
+        if refs:
+            self.show(channel, chat, [], clear=False, track=False, delete=refs)
+
+    async def write(self, uow: HasOutbox, now: datetime) -> list[OutboxEntryInfo]:
+        """Put everything into the outbox of ``uow`` (the caller commits)."""
+        if not self.items:
+            return []
+        written = await uow.outbox.put_many(self.items, now, now + OUTBOX_TTL)
+        self.items = []
+        return list(written)
+
+
+class Deferred(Exception):
+    """The messenger cannot take the message now (down, rate limit): try again later."""
+
+    def __init__(self, retry_after: float | None = None) -> None:
+        super().__init__("deferred")
+        self.retry_after = retry_after
+
+
+class Undeliverable(Exception):
+    """The messenger refuses the message for good (blocked, gone): drop it."""
+
+
+class Transport(Protocol):
+    """A channel's way of showing messages; adapters implement it."""
+
+    async def send(self, chat: str, messages: Sequence[Shown]) -> list[str]:
+        """Send, in order; refs of what was sent (for deleting it later)."""
+        ...
+
+    async def edit(self, chat: str, ref: str, messages: Sequence[Shown]) -> bool:
+        """Replace a sent message's content with ``messages``; False when it cannot."""
+        ...
+
+    async def delete(self, chat: str, ref: str) -> None:
+        """Delete a message; quietly nothing when it is gone or too old."""
+        ...
+
+
+def _ref(tracked: str) -> str:
+    return tracked.partition("@")[0]
+
+
+class OutboxSender:
+    """Delivers one channel's outbox: lanes (chats) concurrently, each lane in order."""
+
+    def __init__(
+        self,
+        channel: str,
+        uow: Callable[[], UnitOfWork],
+        transport: Transport,
+        clock: Clock,
+        *,
+        edit_window: timedelta = timedelta(hours=23),
+        screens_cached: int = 10_000,
+    ) -> None:
+        self.channel = channel
+        self._uow = uow
+        self._transport = transport
+        self._clock = clock
+        self._edit_window = edit_window
+        self._lanes: dict[str, asyncio.Lock] = {}
+        self._lane_users: dict[str, int] = {}
+        self._screens: OrderedDict[str, list[str]] = OrderedDict()
+        self._screens_cached = screens_cached
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._wake = asyncio.Event()
+        #: Items delivered and items that failed for now (tests, benchmarks, status).
+        self.delivered = 0
+        self.deferred = 0
+
+    # ---- running -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was written that no caller delivers itself)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, every: float = 2.0) -> None:
+        """Deliver whatever is due until ``stop`` is set; wakes on :meth:`wake` or ``every``."""
+        while not stop.is_set():
+            try:
+                while await self.flush():
+                    pass
+            except Exception as exc:  # the next round retries; nothing is lost
+                log.warning("outbox round failed: %s", type(exc).__name__)
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=every, return_when="FIRST_COMPLETED")
+            for task in (waiter, stopper):
+                task.cancel()
+            self._wake.clear()
+
+    async def flush(self, limit: int = 100) -> int:
+        """One pass over the due head of every lane; how many items were delivered."""
+        async with self._uow() as uow:
+            heads = await uow.outbox.due_heads(self.channel, self._clock(), limit)
+        busy = {lane for lane, lock in self._lanes.items() if lock.locked()}
+        heads = [h for h in heads if h.lane not in busy and h.id not in self._recent]
+        results = await asyncio.gather(*(self.deliver([h]) for h in heads))
+        return sum(results)
+
+    # ---- delivery ------------------------------------------------------------------------
+
+    async def deliver(self, entries: Sequence[OutboxEntryInfo]) -> int:
+        """Deliver items just written (in order per lane); how many were delivered."""
+        by_lane: dict[str, list[OutboxEntryInfo]] = {}
+        for entry in entries:
+            if entry.channel == self.channel:
+                by_lane.setdefault(entry.lane, []).append(entry)
+        counts = await asyncio.gather(*(self._lane(lane, items) for lane, items in by_lane.items()))
+        return sum(counts)
+
+    async def _lane(self, lane: str, items: list[OutboxEntryInfo]) -> int:
+        lock = self._lanes.setdefault(lane, asyncio.Lock())
+        self._lane_users[lane] = self._lane_users.get(lane, 0) + 1
+        try:
+            async with lock:
+                done = 0
+                for item in items:
+                    if item.id in self._recent:
+                        continue
+                    if not await self._one(item):
+                        break  # the rest of the lane waits behind it
+                    done += 1
+                return done
+        finally:
+            self._lane_users[lane] -= 1
+            if not self._lane_users[lane]:  # forget idle lanes
+                del self._lane_users[lane], self._lanes[lane]
+
+    async def _screen(self, lane: str) -> list[str]:
+        if lane in self._screens:
+            self._screens.move_to_end(lane)
+            return list(self._screens[lane])
+        async with self._uow() as uow:
+            refs = await uow.outbox.screen(lane)
+        self._remember_screen(lane, refs)
+        return list(refs)
+
+    def _remember_screen(self, lane: str, refs: Sequence[str]) -> None:
+        self._screens[lane] = list(refs)
+        self._screens.move_to_end(lane)
+        while len(self._screens) > self._screens_cached:
+            self._screens.popitem(last=False)
+
+    def _editable(self, tracked: str, now: datetime) -> bool:
+        _, _, sent = tracked.partition("@")
+        return sent.isdigit() and now.timestamp() - int(sent) < self._edit_window.total_seconds()
+
+    async def _one(self, item: OutboxEntryInfo) -> bool:
+        """Deliver one item and record it; False when it must wait (the lane stops)."""
+        payload = item.payload
+        chat = str(payload.get("to", ""))
+        try:
+            messages = [outbound_from_dict(m) for m in payload.get("messages", [])]
+        except ValueError:
+            messages = []
+        clear, track = bool(payload.get("clear")), bool(payload.get("track"))
+        deletes = [str(r) for r in payload.get("delete", [])]
+        now = self._clock()
+        before = await self._screen(item.lane) if (clear or track) else []
+        screen = list(before)
+        try:
+            sent: list[str] = []
+            if clear:
+                kept = None
+                newest = screen[-1] if screen else None
+                if (
+                    track
+                    and messages
+                    and newest is not None
+                    and self._editable(newest, now)
+                    and await self._transport.edit(chat, _ref(newest), messages)
+                ):
+                    kept = newest
+                deletes += [_ref(r) for r in screen if r != kept]
+                screen = [kept] if kept else []
+                if kept is None and messages:
+                    sent = await self._transport.send(chat, messages)
+            elif messages:
+                sent = await self._transport.send(chat, messages)
+        except Deferred as exc:
+            await self._later(item, exc.retry_after)
+            return False
+        except Undeliverable:
+            log.info("%s message refused for good; dropped", self.channel)
+            sent, screen = [], before if not clear else []
+        if deletes:
+            await asyncio.gather(*(self._delete(chat, ref) for ref in deletes))
+        if track:
+            stamp = int(now.timestamp())
+            screen += [f"{ref}@{stamp}" for ref in sent]
+        async with self._uow() as uow:
+            await uow.outbox.done([item.id])
+            if screen != before:
+                await uow.outbox.set_screen(item.lane, screen, now + SCREEN_TTL)
+            await uow.commit()
+        if clear or track:
+            self._remember_screen(item.lane, screen)
+        self._recent[item.id] = None
+        while len(self._recent) > 10_000:
+            self._recent.popitem(last=False)
+        self.delivered += 1
+        return True
+
+    async def _delete(self, chat: str, ref: str) -> None:
+        with contextlib.suppress(Deferred, Undeliverable):
+            await self._transport.delete(chat, ref)
+
+    async def _later(self, item: OutboxEntryInfo, retry_after: float | None) -> None:
+        self.deferred += 1
+        delay = retry_after if retry_after is not None else min(2.0 ** (item.attempts + 1), 60)
+        delay = min(delay, MAX_BACKOFF)
+        async with self._uow() as uow:
+            await uow.outbox.retry_at(
+                item.id, self._clock() + timedelta(seconds=delay), item.attempts + 1
+            )
+            await uow.commit()

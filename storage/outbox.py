@@ -1,0 +1,180 @@
+"""The transactional outbox and each chat's screen, encrypted, found by keyed pseudonyms."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from storage.codec import _dumps, _loads, new_id
+from storage.crypto import DecryptionError, RecordCipher
+from storage.keyring import Keyring
+from storage.models import OutboxItem, Screen
+
+_sequence = itertools.count()
+
+
+def _item_id() -> str:
+    # Sorts in the order items were written, so a chat's messages keep their order; the random
+    # tail keeps two processes from colliding.
+    return f"{time.time_ns():019d}{next(_sequence) % 10_000:04d}{new_id()[:17]}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A decrypted outbox item."""
+
+    id: str
+    channel: str
+    lane: str
+    payload: dict[str, Any]
+    attempts: int
+    due_at: datetime
+
+
+_HEAD = aliased(OutboxItem)
+
+
+class SqlOutbox:
+    """Messages to deliver, in order per chat (lane); only due lane heads are ever decrypted."""
+
+    table = "outbox"
+    screen_table = "screens"
+
+    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._cipher = cipher
+        self._lanes: dict[tuple[str, str], str] = {}
+
+    def lane(self, channel: str, chat: str) -> str:
+        """The keyed pseudonym that orders one chat's messages."""
+        key = (channel, chat)
+        if key not in self._lanes:
+            self._lanes[key] = self._keyring.pseudonym(f"lane:{channel}", chat)
+        return self._lanes[key]
+
+    async def put_many(
+        self,
+        items: Sequence[tuple[str, str, Mapping[str, Any]]],
+        now: datetime,
+        expires_at: datetime,
+    ) -> list[OutboxEntry]:
+        """Store ``(channel, chat, payload)`` items, due at once, in this order."""
+        if not items:
+            return []
+        rows = []
+        entries = []
+        for channel, chat, payload in items:
+            item_id = _item_id()
+            lane = self.lane(channel, chat)
+            dek, wrapped = self._cipher.new_dek(self.table, item_id)
+            body = dict(payload, to=chat)
+            rows.append(
+                {
+                    "id": item_id,
+                    "channel": channel,
+                    "lane": lane,
+                    "due_at": now,
+                    "attempts": 0,
+                    "expires_at": expires_at,
+                    "kek_id": wrapped.kek_id,
+                    "wrapped_dek": wrapped.wrapped,
+                    "payload_ct": self._cipher.encrypt(
+                        dek, self.table, item_id, "payload", _dumps(body)
+                    ),
+                }
+            )
+            entries.append(OutboxEntry(item_id, channel, lane, body, 0, now))
+        await self._session.execute(insert(OutboxItem), rows)
+        return entries
+
+    async def due_heads(self, channel: str, now: datetime, limit: int = 100) -> list[OutboxEntry]:
+        """The oldest item of each of the channel's lanes, where that item is due."""
+        earlier = exists().where(and_(_HEAD.lane == OutboxItem.lane, _HEAD.id < OutboxItem.id))
+        query = (
+            select(OutboxItem)
+            .where(OutboxItem.channel == channel, OutboxItem.due_at <= now, ~earlier)
+            .order_by(OutboxItem.id)
+            .limit(limit)
+        )
+        rows = (await self._session.execute(query)).scalars().all()
+        return [entry for row in rows if (entry := self._entry(row)) is not None]
+
+    async def lane_items(self, lane: str, limit: int = 50) -> list[OutboxEntry]:
+        """A lane's items in order (what follows a head that was just delivered)."""
+        query = select(OutboxItem).where(OutboxItem.lane == lane).order_by(OutboxItem.id)
+        rows = (await self._session.execute(query.limit(limit))).scalars().all()
+        return [entry for row in rows if (entry := self._entry(row)) is not None]
+
+    def _entry(self, row: OutboxItem) -> OutboxEntry | None:
+        try:
+            dek = self._cipher.row_dek(self.table, row)
+            payload = _loads(
+                self._cipher.decrypt(dek, self.table, row.id, "payload", row.payload_ct)
+            )
+        except DecryptionError:
+            return None  # its KEK is gone: it can never be sent; purge removes it
+        return OutboxEntry(row.id, row.channel, row.lane, payload, row.attempts, row.due_at)
+
+    async def done(self, item_ids: Sequence[str]) -> None:
+        """Forget delivered items."""
+        if item_ids:
+            await self._session.execute(delete(OutboxItem).where(OutboxItem.id.in_(item_ids)))
+
+    async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
+        """Try an item again later (the rest of its lane waits behind it)."""
+        await self._session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == item_id)
+            .values(due_at=when, attempts=attempts)
+        )
+
+    async def depth(self) -> dict[str, int]:
+        """Items waiting, by channel (no content)."""
+        query = select(OutboxItem.channel, func.count()).group_by(OutboxItem.channel)
+        return {channel: int(n) for channel, n in (await self._session.execute(query)).all()}
+
+    # ---- the screen -------------------------------------------------------------------------
+
+    async def screen(self, lane: str) -> list[str]:
+        """Refs of the bot's messages still on a chat's screen, oldest first."""
+        row = (
+            await self._session.execute(select(Screen).where(Screen.lane == lane))
+        ).scalar_one_or_none()
+        if row is None:
+            return []
+        try:
+            dek = self._cipher.row_dek(self.screen_table, row)
+            data = _loads(self._cipher.decrypt(dek, self.screen_table, row.id, "refs", row.refs_ct))
+        except DecryptionError:
+            return []
+        refs = data.get("refs")
+        return [str(r) for r in refs] if isinstance(refs, list) else []
+
+    async def set_screen(self, lane: str, refs: Sequence[str], expires_at: datetime) -> None:
+        """Replace what a chat's screen holds (an empty list forgets the chat)."""
+        await self._session.execute(delete(Screen).where(Screen.lane == lane))
+        if not refs:
+            return
+        screen_id = new_id()
+        dek, wrapped = self._cipher.new_dek(self.screen_table, screen_id)
+        await self._session.execute(
+            insert(Screen).values(
+                id=screen_id,
+                lane=lane,
+                expires_at=expires_at,
+                kek_id=wrapped.kek_id,
+                wrapped_dek=wrapped.wrapped,
+                refs_ct=self._cipher.encrypt(
+                    dek, self.screen_table, screen_id, "refs", _dumps({"refs": list(refs)})
+                ),
+            )
+        )
