@@ -16,14 +16,15 @@ from bot.domain.engine import Engine
 from bot.domain.messages import Notice, Outbound, Question, Reply, Start, Stop, TextAnswer
 from bot.domain.receipt import normalize_receipt
 from bot.services.clock import FrozenClock
-from bot.services.intake import IntakePolicy, IntakeService
+from bot.services.intake import IntakePolicy
+from bot.services.outbox import OutboxSender
 from storage import migrate
-from storage.db import make_engine, make_session_factory
+from storage.db import make_engine
 from storage.keyring import Keyring
 from storage.models import Case, Draft, StatCounter
-from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 from tests.helpers import CANARY, DETAINED_NOW, DOCUMENTING
+from tests.world import World
 
 CHAT = "CHATID-555123987"
 RECEIPT_LINE = "Your code is:"
@@ -34,18 +35,18 @@ class Harness:
     def __init__(
         self, db: AsyncEngine, keyring: Keyring, engine: Engine, clock: FrozenClock
     ) -> None:
-        self.sessions = make_session_factory(db)
+        self.world = World(db, keyring, engine, clock)
         self.keyring = keyring
         self.clock = clock
-        self.service = IntakeService(self.uow, engine, clock, IntakePolicy())
-
-    def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.sessions, self.keyring)
+        self.uow = self.world.uow
 
     async def say(
         self, event: object, chat: str = CHAT, channel: str = "telegram"
     ) -> list[Outbound]:
-        return await self.service.handle(channel, chat, event)  # type: ignore[arg-type]
+        return list(await self.world.say(f"{channel}:{chat}", event=event))  # type: ignore[arg-type]
+
+    async def status(self, code: str, language: str) -> str:
+        return (await self.world.said(f"telegram:{CHAT}", f"/status {code}", hint=language))
 
     async def complete(
         self, script: dict[str, object], chat: str = CHAT, hint: str | None = "en"
@@ -105,14 +106,14 @@ async def test_check_back_stores_no_reply_address(harness: Harness) -> None:
         content = await u.cases.get(row.id)
     assert content is not None and content.reply_address is None
     assert row.priority == 4
-    status = await harness.service.status(code.lower().replace("-", " "), "ru")
-    assert status.text == "Ваше сообщение получено и ждёт юриста."
+    status = await harness.status(code.lower().replace("-", " "), "ru")
+    assert status == "Ваше сообщение получено и ждёт юриста."
 
 
 async def test_unknown_and_malformed_codes_look_alike(harness: Harness) -> None:
-    a = await harness.service.status("AAAA-AAAA-AAAA-AAAA", "en")
-    b = await harness.service.status("not a code at all", "en")
-    assert a == b and a.text.startswith("No report was found")
+    a = await harness.status("AAAA-AAAA-AAAA-AAAA", "en")
+    b = await harness.status("not a code at all", "en")
+    assert a == b and a.startswith("No report was found")
 
 
 async def test_draft_survives_between_messages_and_expires(harness: Harness) -> None:
@@ -246,10 +247,18 @@ async def test_a_question_is_edited_only_while_it_stays_deletable(
     # draft lifetime later: with drafts of 36 hours, a 12-hour-old question is replaced.
     policy = IntakePolicy(draft_ttl=timedelta(hours=ttl_hours))
     assert policy.edit_window == timedelta(hours=48 - ttl_hours - 1)
-    sessions = make_session_factory(db)
-    service = IntakeService(lambda: SqlUnitOfWork(sessions, keyring), engine_, clock, policy)
-    await service.turn("telegram", CHAT, Start("en"), update_id="1")
-    await service.track("telegram", CHAT, ["101"])
+    world = World(db, keyring, engine_, clock, intake_policy=policy)
+    world.outboxes["telegram"] = OutboxSender(
+        "telegram", world.uow, world.transports["telegram"], clock, edit_window=policy.edit_window
+    )
+    chat = f"telegram:{CHAT}"
+    await world.say(chat, event=Start("en"), update_id="1")
+    first = list(world.transports["telegram"].screen[CHAT])
     clock.advance(timedelta(hours=12))
-    turn = await service.turn("telegram", CHAT, Reply("1"), update_id="2")
-    assert (turn.edit, turn.to_delete) == (("101", ()) if edited else (None, ("101",)))
+    await world.say(chat, event=Reply("1"), update_id="2")
+    now_on_screen = list(world.transports["telegram"].screen[CHAT])
+    # edited in place: the same message shows the next question; replaced: a new message
+    assert (now_on_screen == first[-1:]) is edited
+    assert world.transports["telegram"].edits == (1 if edited else 0)
+    assert len(now_on_screen) == 1
+

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
@@ -14,16 +13,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.engine import Engine
-from bot.domain.messages import Choose, Event
+from bot.domain.messages import Choose, Event, Notice, Start
 from bot.domain.phrase import WORDS
 from bot.services.clock import FrozenClock
-from bot.services.intake import IntakeService
-from bot.services.lawyers import LawyerError, LawyerPolicy, LawyerService
-from storage.db import make_session_factory
+from bot.services.roster import LawyerError
+from bot.services.routing import LawyerPolicy
 from storage.keyring import Keyring
 from storage.models import AuditEntry, Case
-from storage.repositories import SqlUnitOfWork
 from tests.helpers import DETAINED_NOW, DOCUMENTING
+from tests.world import World as BaseWorld
+from tests.world import last_question
 
 CODE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b")
 COMMANDS = [
@@ -37,25 +36,86 @@ COMMANDS = [
 ]
 
 
-@dataclass
 class Inbox:
-    """An in-process channel: what each address was sent."""
+    """What each address was shown, read from the in-memory messengers."""
 
-    sent: dict[str, list[str]] = field(default_factory=dict)
-    down: set[str] = field(default_factory=set)
+    def __init__(self, world: World) -> None:
+        self._world = world
 
-    async def send(self, address: str, text: str) -> bool:
-        if address in self.down:
-            return False
-        self.sent.setdefault(address, []).append(text)
-        return True
+    @property
+    def sent(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for channel, transport in self._world.transports.items():
+            for chat, shown in transport.shown.items():
+                out[f"{channel}:{chat}"] = [m.text for m in shown]
+        return out
 
     def last(self, address: str) -> str:
-        return self.sent[address][-1]
+        return self._world.sent(address)[-1]
 
 
-class World:
-    """Intake and lawyer services over one database, with a reporter and lawyers to drive."""
+class Lawyers:
+    """The lawyer use cases as the tests drive them: CLI, jobs, and messenger commands."""
+
+    def __init__(self, world: World) -> None:
+        self._w = world
+        self._replies = 0
+
+    async def _then_deliver(self, result: object) -> object:
+        await self._w.deliver()
+        return result
+
+    async def invite(self, **kwargs: object) -> tuple[int, str]:
+        return await self._w.roster.invite(**kwargs)  # type: ignore[arg-type]
+
+    async def verify(self, lawyer_id: int, phrase: str) -> None:
+        await self._w.roster.verify(lawyer_id, phrase)
+
+    async def revoke(self, lawyer_id: int) -> int:
+        moved = await self._w.roster.revoke(lawyer_id)
+        await self._w.deliver()
+        return moved
+
+    async def renew(self, lawyer_id: int) -> str:
+        code = await self._w.roster.renew(lawyer_id)
+        await self._w.deliver()
+        return code
+
+    async def identity_changed(self, address: str) -> None:
+        await self._w.roster.identity_changed(address)
+        await self._w.deliver()
+
+    async def escalate(self) -> int:
+        moved = await self._w.routing.escalate()
+        await self._w.deliver()
+        return moved
+
+    async def digest(self) -> bool:
+        sent = await self._w.routing.digest()
+        await self._w.deliver()
+        return sent
+
+    async def warn_expiring(self) -> int:
+        sent = await self._w.routing.warn_expiring()
+        await self._w.deliver()
+        return sent
+
+    async def command(self, address: str, text: str) -> list[str]:
+        return [m.text for m in await self._w.say(address, text)]
+
+    async def reporter_reply(self, code: str, text: str, language: str) -> str:
+        self._replies += 1
+        chat = f"telegram:someone-{self._replies}"
+        return await self._w.said(chat, f"/reply {code} {text}", hint=language)
+
+    async def reporter_messages(self, code: str, language: str) -> list[str]:
+        self._replies += 1
+        chat = f"telegram:someone-{self._replies}"
+        return [m.text for m in await self._w.say(chat, f"/status {code}", hint=language)][1:]
+
+
+class World(BaseWorld):
+    """Every service over one database, with a reporter and lawyers to drive."""
 
     def __init__(
         self,
@@ -66,31 +126,26 @@ class World:
         *,
         content_over_telegram: bool = False,
     ) -> None:
-        sessions = make_session_factory(db)
-        self.db = db
-        self.uow = lambda: SqlUnitOfWork(sessions, keyring)
-        self.clock = clock
-        self.inbox = Inbox()
         words = iter(WORDS * 100)
-        self.lawyers = LawyerService(
-            self.uow,
-            engine.texts,
-            self.inbox,
+        super().__init__(
+            db,
+            keyring,
+            engine,
             clock,
-            LawyerPolicy(content_over_telegram=content_over_telegram),
+            policy=LawyerPolicy(content_over_telegram=content_over_telegram),
             choice=lambda options: next(words),
+            reports_per_day=100,
         )
-        self.intake = IntakeService(self.uow, engine, clock, on_submitted=self.lawyers.route)
+        self.inbox = Inbox(self)
+        self.lawyers = Lawyers(self)
 
     async def report(self, script: dict[str, Event], chat: str, hint: str = "en") -> str:
-        from bot.domain.messages import Notice, Question, Start
-        from tests.test_intake import Harness  # noqa: F401  (same walk as the intake tests)
-
-        out = (await self.intake.turn("telegram", chat, Start(hint))).replies
+        address = f"telegram:{chat}"
+        shown = await self.say(address, event=Start(hint))
         for _ in range(40):
-            question = next(m for m in reversed(out) if isinstance(m, Question))
-            out = (await self.intake.turn("telegram", chat, script[question.step])).replies
-            for message in out:
+            question = last_question(shown)
+            shown = await self.say(address, event=script[question.step])
+            for message in shown:
                 if isinstance(message, Notice) and (found := CODE.search(message.text)):
                     return found.group(0)
         raise AssertionError("no receipt")
@@ -112,7 +167,7 @@ class World:
         await self.lawyers.verify(lawyer_id, phrase.upper())  # spacing and case are forgiven
         return lawyer_id
 
-    async def say(self, address: str, text: str) -> str:
+    async def say_text(self, address: str, text: str) -> str:
         return "\n".join(await self.lawyers.command(address, text))
 
     async def case_row(self, number: int) -> Case:
@@ -135,16 +190,14 @@ async def test_invite_register_verify_and_p1_reaches_on_call_lawyer(world: World
     b = await world.lawyer("Bahruz", B, on_call=True)
     code = await world.report(DETAINED_NOW, chat="r1")
     assert "New case #1, priority P1" in world.inbox.last(B)
-    assert A not in world.inbox.sent
+    assert not any("New case" in t for t in world.inbox.sent.get(A, []))
     row = await world.case_row(1)
     assert row.assigned_lawyer_id == b and row.status == "assigned"
     # the case content is over Signal for the lawyer, and names nobody
-    content = await world.say(B, "/case 1")
+    content = await world.say_text(B, "/case 1")
     assert "Detained right now" in content and "Police station 9" in content
     assert "r1" not in content and "telegram" not in content
-    assert (
-        await world.intake.status(code, "en")
-    ).text == "Your report has been passed to a lawyer."
+    assert await world.status(code, "en") == "Your report has been passed to a lawyer."
     assert a != b
 
 
@@ -170,12 +223,12 @@ async def test_unaccepted_case_moves_on_after_15_minutes(world: World) -> None:
     world.clock.advance(timedelta(minutes=15))
     await world.lawyers.escalate()
     await world.lawyers.escalate()
-    assert world.inbox.sent["signal:admin"] == [
+    assert world.inbox.sent["signal:admin"][1:] == [
         "Alert: case #1 (P1) has no lawyer available to take it."
     ]
     assert (await world.case_row(1)).status == "new"
     # admins get alerts only: lawyer commands are generic for them
-    assert await world.say("signal:admin", "/cases") == GENERIC
+    assert await world.say_text("signal:admin", "/cases") == GENERIC
 
 
 async def test_decline_and_revoke_reroute(world: World) -> None:
@@ -183,7 +236,7 @@ async def test_decline_and_revoke_reroute(world: World) -> None:
     b = await world.lawyer("B", B)
     await world.report(DETAINED_NOW, chat="r1")
     assert (await world.case_row(1)).assigned_lawyer_id == a
-    assert "passed on" in await world.say(A, "/decline 1")
+    assert "passed on" in await world.say_text(A, "/decline 1")
     assert (await world.case_row(1)).assigned_lawyer_id == b
     await world.report(DETAINED_NOW, chat="r2")  # case 2 goes to A (fewest open)
     assert (await world.case_row(2)).assigned_lawyer_id == a
@@ -191,15 +244,15 @@ async def test_decline_and_revoke_reroute(world: World) -> None:
     assert moved == 1
     row = await world.case_row(1)
     assert row.assigned_lawyer_id is None and row.status == "new", "A declined it before"
-    assert await world.say(B, "/cases") == GENERIC, "revoked at once"
+    assert await world.say_text(B, "/cases") == GENERIC, "revoked at once"
 
 
 async def test_reply_reporter_answer_close_and_extend(world: World) -> None:
     await world.lawyer("A", A)
     code = await world.report(DETAINED_NOW, chat="r1")  # contact: here
-    assert "is yours" in await world.say(A, "/accept 1")
-    assert (await world.intake.status(code, "en")).text == "A lawyer is working on your report."
-    assert "delivered to the reporter" in await world.say(A, "/reply 1 Call me at the office")
+    assert "is yours" in await world.say_text(A, "/accept 1")
+    assert await world.status(code, "en") == "A lawyer is working on your report."
+    assert "delivered to the reporter" in await world.say_text(A, "/reply 1 Call me at the office")
     assert world.inbox.last("telegram:r1") == "A lawyer wrote to you:\nCall me at the office"
     # the reporter answers with the code; the lawyer sees the case number only
     assert (
@@ -207,18 +260,18 @@ async def test_reply_reporter_answer_close_and_extend(world: World) -> None:
         == "Your message was passed to the lawyer."
     )
     assert world.inbox.last(A) == "Message from the reporter on case #1:\nI am at station 9"
-    thread = await world.say(A, "/case 1")
+    thread = await world.say_text(A, "/case 1")
     assert (
         "[to_reporter] Call me at the office" in thread
         and "[to_lawyer] I am at station 9" in thread
     )
     before = (await world.case_row(1)).expires_at
-    assert "kept until" in await world.say(A, "/extend 1 60")
+    assert "kept until" in await world.say_text(A, "/extend 1 60")
     assert (await world.case_row(1)).expires_at == before + timedelta(days=60)
-    assert "1 to 90 days" in await world.say(A, "/extend 1 400")
-    assert "is closed" in await world.say(A, "/close 1 released without charge")
-    assert await world.say(A, "/case 1") == GENERIC
-    assert (await world.intake.status(code, "en")).text == "Your report has been closed."
+    assert "1 to 90 days" in await world.say_text(A, "/extend 1 400")
+    assert "is closed" in await world.say_text(A, "/close 1 released without charge")
+    assert await world.say_text(A, "/case 1") == GENERIC
+    assert await world.status(code, "en") == "Your report has been closed."
     async with world.uow() as u:
         actions = list(
             (await u.session.execute(select(AuditEntry.action).order_by(AuditEntry.id))).scalars()
@@ -244,24 +297,24 @@ async def test_check_back_reporter_reads_replies_with_status(world: World) -> No
         dict(DOCUMENTING) | {"needs_lawyer": Choose("yes")}, chat="r9", hint="ru"
     )
     assert world.inbox.last(A).startswith("Новое дело #1, приоритет P3")  # the lawyer's language
-    answer = await world.say(A, "/reply 1 Позвоните нам")
+    answer = await world.say_text(A, "/reply 1 Позвоните нам")
     assert answer == "Ваше сообщение по делу #1 сохранено до проверки заявителем по коду."
     messages = await world.lawyers.reporter_messages(code, "ru")
     assert messages == ["Юрист написал вам:\nПозвоните нам"]
-    assert "telegram:r9" not in world.inbox.sent
+    assert not any("Позвоните" in t for t in world.inbox.sent.get("telegram:r9", []))
 
 
 async def test_role_matrix_everyone_else_gets_the_same_answer(world: World) -> None:
     await world.lawyer("A", A)
     await world.report(DETAINED_NOW, chat="r1")
     unverified_id, code = await world.lawyers.invite(name="U", languages=["en"], regions=["baku"])
-    assert "verification phrase" in await world.say("signal:unverified", f"/register {code}")
+    assert "verification phrase" in await world.say_text("signal:unverified", f"/register {code}")
     revoked = await world.lawyer("R", "signal:revoked")
     await world.lawyers.revoke(revoked)
     accounts = ["telegram:r1", "signal:stranger", "signal:unverified", "signal:revoked"]
     for account in accounts:
         for command in [*COMMANDS, "/case 999", "/accept 2", "/register AAAA-AAAA-AAAA-AAAA"]:
-            assert await world.say(account, command) == GENERIC, (account, command)
+            assert await world.say_text(account, command) == GENERIC, (account, command)
     assert (await world.case_row(1)).status == "assigned"
     with pytest.raises(LawyerError, match="phrase does not match"):
         await world.lawyers.verify(unverified_id, "wrong words here now")
@@ -273,19 +326,19 @@ async def test_lawyer_a_cannot_touch_lawyer_bs_case(world: World) -> None:
     await world.report(DETAINED_NOW, chat="r1")  # Baku: A's case
     assert (await world.case_row(1)).assigned_lawyer_id == a
     for command in COMMANDS[1:]:
-        assert await world.say(B, command) == GENERIC, command
+        assert await world.say_text(B, command) == GENERIC, command
     row = await world.case_row(1)
     assert row.status == "assigned" and row.assigned_lawyer_id == a
-    assert await world.say(B, "/cases") == "You have no open cases."
+    assert await world.say_text(B, "/cases") == "You have no open cases."
 
 
 async def test_expired_and_reused_invites_fail(world: World) -> None:
     _, code = await world.lawyers.invite(name="L", languages=["en"], regions=["all"])
     world.clock.advance(timedelta(hours=72, seconds=1))
-    assert await world.say("signal:late", f"/register {code}") == GENERIC
+    assert await world.say_text("signal:late", f"/register {code}") == GENERIC
     _, code2 = await world.lawyers.invite(name="M", languages=["en"], regions=["all"])
-    assert "verification phrase" in await world.say("signal:first", f"/register {code2}")
-    assert await world.say("signal:second", f"/register {code2}") == GENERIC
+    assert "verification phrase" in await world.say_text("signal:first", f"/register {code2}")
+    assert await world.say_text("signal:second", f"/register {code2}") == GENERIC
 
 
 async def test_case_content_over_telegram_only_when_allowed(
@@ -294,10 +347,10 @@ async def test_case_content_over_telegram_only_when_allowed(
     for allowed in (False, True):
         world = World(db, keyring, engine_, clock, content_over_telegram=allowed)
         address = f"telegram:{4040 + allowed}"
-        await world.lawyer(f"T{allowed}", address)
+        lawyer_id = await world.lawyer(f"T{allowed}", address)
         code = await world.report(DETAINED_NOW, chat=f"rep{allowed}")
         number = int(re.search(r"#(\d+)", world.inbox.last(address)).group(1))  # type: ignore[union-attr]
-        content = await world.say(address, f"/case {number}")
+        content = await world.say_text(address, f"/case {number}")
         await world.lawyers.reporter_reply(code, "secret detail", "en")
         if allowed:
             assert "Police station 9" in content
@@ -311,6 +364,7 @@ async def test_case_content_over_telegram_only_when_allowed(
                 "Police station" not in t and "secret detail" not in t
                 for t in world.inbox.sent[address]
             )
+        await world.lawyers.revoke(lawyer_id)  # the next round's case goes to the next lawyer
 
 
 async def test_p4_goes_to_the_daily_digest_and_can_be_claimed(world: World) -> None:
@@ -322,7 +376,7 @@ async def test_p4_goes_to_the_daily_digest_and_can_be_claimed(world: World) -> N
         world.inbox.last(A) == "Documentation-only reports waiting: #1. Send /accept N to take one."
     )
     assert not await world.lawyers.digest(), "once a day"
-    assert "is yours" in await world.say(A, "/accept 1")
+    assert "is yours" in await world.say_text(A, "/accept 1")
     world.clock.advance(timedelta(days=1))
     assert not await world.lawyers.digest(), "nothing left waiting"
 
@@ -330,7 +384,7 @@ async def test_p4_goes_to_the_daily_digest_and_can_be_claimed(world: World) -> N
 async def test_expiry_warning_72_hours_before(world: World) -> None:
     await world.lawyer("A", A)
     await world.report(DETAINED_NOW, chat="r1")
-    await world.say(A, "/accept 1")
+    await world.say_text(A, "/accept 1")
     assert await world.lawyers.warn_expiring() == 0
     world.clock.advance(timedelta(days=27, hours=1))
     assert await world.lawyers.warn_expiring() == 1
@@ -394,12 +448,12 @@ async def test_identity_change_suspends_reroutes_and_renew_restores(world: World
     await world.lawyers.identity_changed(A)
     assert (await world.case_row(1)).assigned_lawyer_id == b, "A's open case moved on"
     assert "safety number of lawyer 1 changed" in world.inbox.last("signal:admin")
-    assert await world.say(A, "/cases") == GENERIC, "suspended at once"
+    assert await world.say_text(A, "/cases") == GENERIC, "suspended at once"
     with pytest.raises(LawyerError):
         await world.lawyers.verify(a, "any words at all")
     code = await world.lawyers.renew(a)
     phrase = (await world.lawyers.command(A, f"/register {code}"))[0].split("\n\n")[1]
     await world.lawyers.verify(a, phrase)
-    assert await world.say(A, "/cases") == "You have no open cases."
+    assert await world.say_text(A, "/cases") == "You have no open cases."
     with pytest.raises(LawyerError, match="can be renewed"):
         await world.lawyers.renew(99)

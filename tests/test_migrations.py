@@ -40,6 +40,12 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "INSERT INTO queue_items (id, queue, created_at, next_attempt_at, attempts, expires_at, "
         "kek_id, wrapped_dek, payload_ct) VALUES ('q1', 'signal_in', :t, :t, 0, :t, 1, :b, :b)",
     ],
+    "0006": [
+        "INSERT INTO outbox (id, channel, lane, due_at, attempts, expires_at, kek_id, "
+        "wrapped_dek, payload_ct) VALUES ('o1', 'telegram', 'l1', :t, 0, :t, 1, :b, :b)",
+        "INSERT INTO screens (id, lane, expires_at, kek_id, wrapped_dek, refs_ct) "
+        "VALUES ('s1', 'l1', :t, 1, :b, :b)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),

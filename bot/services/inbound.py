@@ -235,7 +235,9 @@ class InboundService:
         notice = self._engine.notice
         if name is Name.STATUS:
             if command.code is None:
-                return [notice(language, "ui.status_usage")]
+                # A malformed code answers like an unknown one: nothing tells them apart.
+                unknown = self._engine.status(language, None)
+                return [unknown if command.text else notice(language, "ui.status_usage")]
             status = await self._intake.status(uow, command.code, language)
             case_id = await uow.cases.id_by_receipt(command.code)
             messages = (
