@@ -14,10 +14,7 @@ from bot.channels.signal_api import SignalApi
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
-from bot.notify import ChannelNotifier
 from bot.services.clock import FrozenClock
-from bot.services.intake import IntakeService
-from bot.services.lawyers import LawyerService
 from bot.services.queues import SignalQueues
 from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
@@ -27,6 +24,7 @@ from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 from tests.fake_signal import NUMBER, FakeSignalApi
 from tests.fake_telegram import until
+from tests.world import World
 
 
 class SignalHarness:
@@ -62,24 +60,22 @@ class SignalHarness:
 
     async def start_bot(self, after_store: Any = None) -> None:
         engine = Engine(REPORT, load_texts())
-        notifier = ChannelNotifier()
-        self.lawyers = LawyerService(self.uow, engine.texts, notifier, self.clock)
-        intake = IntakeService(self.uow, engine, self.clock, on_submitted=self.lawyers.route)
+        limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=1000)
+        self.world = World(self.db, self.vault.keyring, engine, self.clock, limiter=limiter)
+        self.lawyers = self.world.roster
         self.api = SignalApi(self.root, NUMBER)
         self.channel = SignalChannel(
             api=self.api,
-            intake=intake,
-            engine=engine,
-            limiter=ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=1000),
+            inbound=self.world.inbound,
+            uow=self.uow,
             queues=SignalQueues(self.uow, self.clock),
             clock=self.clock,
-            lawyers=self.lawyers,
+            on_untrusted=self.world.roster.identity_changed_if_staff,
             mode=self.mode,
             sleep=self.fake_sleep,
             use_inbox=self.use_inbox,
             after_store=after_store,
         )
-        notifier.register("signal", self.channel.notify)
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.channel.run(self._stop, outbox_every=3600))
         if self.mode == "json-rpc":

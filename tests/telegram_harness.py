@@ -19,10 +19,7 @@ from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
-from bot.notify import ChannelNotifier
 from bot.services.clock import FrozenClock
-from bot.services.intake import IntakeService
-from bot.services.lawyers import LawyerService
 from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
 from storage.db import make_engine, make_session_factory
@@ -31,6 +28,7 @@ from storage.models import Case
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 from tests.fake_telegram import TOKEN, FakeBotApi, until
+from tests.world import World
 
 
 def _listening(port: int) -> bool:
@@ -79,22 +77,19 @@ class TelegramHarness:
 
     async def start_bot(self, webhook: WebhookConfig | None = None) -> None:
         engine = Engine(REPORT, load_texts())
-        notifier = ChannelNotifier()
-        self.lawyers = LawyerService(self.uow, engine.texts, notifier, self.clock)
-        intake = IntakeService(self.uow, engine, self.clock, on_submitted=self.lawyers.route)
         limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=self.rate_limit)
+        self.world = World(self.db, self.vault.keyring, engine, self.clock, limiter=limiter)
+        self.lawyers = self.world.roster
         self.channel = TelegramChannel(
             token=TOKEN,
-            intake=intake,
-            engine=engine,
-            limiter=limiter,
-            lawyers=self.lawyers,
+            inbound=self.world.inbound,
+            uow=self.uow,
+            clock=self.clock,
             base_url=self.root,
             webhook=webhook,
             sleep=self.fake_sleep,
             poll_timeout=1,
         )
-        notifier.register("telegram", self.channel.notify)
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.channel.run(self._stop))
         if webhook is None:

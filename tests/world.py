@@ -15,6 +15,7 @@ from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound, InboundService, Senders
 from bot.services.intake import Attachment, IntakePolicy, IntakeService
 from bot.services.outbox import OutboxSender, Shown
+from bot.services.ratelimit import ChatRateLimiter
 from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
 from bot.services.staff import StaffCommands
@@ -72,6 +73,7 @@ class World:
         intake_policy: IntakePolicy | None = None,
         choice: Callable[[list[str]], str] = secrets.choice,
         reports_per_day: int = 3,
+        limiter: ChatRateLimiter | None = None,
     ) -> None:
         sessions = make_session_factory(db)
         self.db = db
@@ -88,7 +90,7 @@ class World:
             engine, intake_policy, self.routing, reports_per_day=reports_per_day
         )
         self.inbound = InboundService(
-            self.uow, self.intake, self.staff, engine, clock, senders=self.senders
+            self.uow, self.intake, self.staff, engine, clock, limiter, self.senders
         )
         self.transports = {c: MemoryTransport(c) for c in CHANNELS}
         self.outboxes = {
