@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from bot.channels.signal import SignalChannel
 from bot.channels.signal_api import SignalApi
 from bot.channels.telegram import TelegramChannel, WebhookConfig
-from bot.jobs import expiry_job, staff_job, stoppable_sleep
+from bot.jobs import Sleep, expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
 from bot.services.queues import SignalQueues
-from bot.services.ratelimit import ChatRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,15 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
             listen=settings.telegram_webhook_listen,
             port=settings.telegram_webhook_port,
         )
-    channel = TelegramChannel(
+    return TelegramChannel(
         token=settings.telegram_token.get_secret_value(),
-        intake=runtime.intake,
-        engine=runtime.conversation,
-        limiter=ChatRateLimiter(runtime.vault.keyring.pseudonym, runtime.clock),
-        lawyers=runtime.lawyers,
+        inbound=runtime.inbound,
+        uow=runtime.uow,
+        clock=runtime.clock,
         base_url=settings.telegram_base_url,
         webhook=webhook,
+        edit_window=runtime.intake.policy.edit_window,
     )
-    runtime.notifier.register("telegram", channel.notify)
-    return channel
 
 
 def signal_channel(runtime: Runtime) -> tuple[SignalChannel, SignalApi]:
@@ -52,17 +51,23 @@ def signal_channel(runtime: Runtime) -> tuple[SignalChannel, SignalApi]:
     api = SignalApi(settings.signal_api_url, settings.signal_number.get_secret_value())
     channel = SignalChannel(
         api=api,
-        intake=runtime.intake,
-        engine=runtime.conversation,
-        limiter=ChatRateLimiter(runtime.vault.keyring.pseudonym, runtime.clock),
+        inbound=runtime.inbound,
+        uow=runtime.uow,
         queues=SignalQueues(runtime.uow, runtime.clock),
         clock=runtime.clock,
-        lawyers=runtime.lawyers,
+        on_untrusted=runtime.roster.identity_changed_if_staff,
         mode=settings.signal_mode.value,
         disappearing_seconds=settings.signal_disappearing_seconds,
     )
-    runtime.notifier.register("signal", channel.notify)
     return channel, api
+
+
+@dataclass(slots=True)
+class RunState:
+    """What ``tipline status`` shows of a running instance: its channels and its jobs' rounds."""
+
+    channels: dict[str, str] = field(default_factory=dict)
+    jobs: dict[str, datetime | None] = field(default_factory=dict)
 
 
 async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
@@ -71,30 +76,77 @@ async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    try:
+        await serve_unlocked(runtime, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    log.info("tipline stopped")
+
+
+async def serve_unlocked(
+    runtime: Runtime, stop: asyncio.Event, state: RunState | None = None
+) -> None:
+    """Every configured channel and the jobs until ``stop`` is set (signals are the caller's).
+
+    When one of them fails, ``stop`` is set so that the others finish their step and end too.
+    """
+    state = state if state is not None else RunState()
     tasks: list[Coroutine[Any, Any, None]] = []
     if runtime.settings.telegram_enabled:
-        tasks.append(telegram_channel(runtime).run(stop))
+        tasks.append(_channel(state, "telegram", telegram_channel(runtime).run(stop)))
     signal_api = None
     if runtime.settings.signal_enabled:
         signal_adapter, signal_api = signal_channel(runtime)
-        tasks.append(signal_adapter.run(stop))
+        tasks.append(_channel(state, "signal", signal_adapter.run(stop)))
     interval = runtime.settings.purge_interval_minutes * 60
     sleep = stoppable_sleep(stop)
-    tasks.append(expiry_job(runtime.admin, interval, sleep=sleep, stop=stop))
+    state.jobs.setdefault("expiry", None)
+    state.jobs.setdefault("lawyers", None)
+    tasks.append(
+        expiry_job(
+            runtime.admin, interval, sleep=_rounds(sleep, state, "expiry", runtime.clock), stop=stop
+        )
+    )
     tasks.append(
         staff_job(
-            runtime.lawyers,
+            runtime.routing,
             runtime.settings.escalation_interval_seconds,
-            sleep=sleep,
+            sleep=_rounds(sleep, state, "lawyers", runtime.clock),
             stop=stop,
         )
     )
     log.info("tipline running")
+    running = [asyncio.ensure_future(task) for task in tasks]
     try:
-        await asyncio.gather(*tasks)
+        await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        results = await asyncio.gather(*running, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
     finally:
+        for task in running:
+            task.cancel()
         if signal_api is not None:
             await signal_api.aclose()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    log.info("tipline stopped")
+
+
+async def _channel(state: RunState, name: str, run: Coroutine[Any, Any, None]) -> None:
+    state.channels[name] = "up"
+    try:
+        await run
+    except BaseException:
+        state.channels[name] = "failed"
+        raise
+    state.channels[name] = "stopped"
+
+
+def _rounds(sleep: Sleep, state: RunState, job: str, clock: Callable[[], datetime]) -> Sleep:
+    """The jobs sleep once after every round: that is when a round has run."""
+
+    async def recorded(seconds: float) -> None:
+        state.jobs[job] = clock()
+        await sleep(seconds)
+
+    return recorded

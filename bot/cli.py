@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import getpass
 import io
 import logging
 import os
@@ -15,22 +17,28 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from bot.app import serve
 from bot.channels.console import ConsoleChannel
 from bot.charts import reports_chart
 from bot.config import ConfigError, Settings, load_settings
+from bot.control import ControlError, NotRunning, request
+from bot.keypolicy import check_new_root
 from bot.logs import setup_logging
 from bot.runtime import (
     DatabaseUnavailable,
     Runtime,
     argon2_cost,
+    check_database,
     initialise,
+    key_source_warning,
+    open_engine,
     open_runtime,
     root_secret,
     upgrade_database,
 )
-from bot.services.lawyers import LawyerError
-from storage.keyring import KeyringError
+from bot.services.roster import LawyerError
+from bot.supervisor import Refused, run_service
+from storage.keyring import KeyringError, KeyringFile
+from storage.lifecycle import delete_every_row, queue_depths
 
 log = logging.getLogger("tipline")
 T = TypeVar("T")
@@ -76,14 +84,14 @@ def lawyers_invite(
     settings = _settings()
     if renew is not None:
         renewed = renew
-        code = _run(_with_runtime(settings, lambda rt: rt.lawyers.renew(renewed)))
+        code = _run(_with_runtime(settings, lambda rt: rt.roster.renew(renewed)))
         typer.echo(f"tipline: lawyer {renew} renewed; invite code (valid 72 hours, once): {code}")
         return
     role = "admin" if admin else "lawyer"
     lawyer_id, code = _run(
         _with_runtime(
             settings,
-            lambda rt: rt.lawyers.invite(
+            lambda rt: rt.roster.invite(
                 name=name,
                 languages=_csv(languages),
                 regions=_csv(regions),
@@ -100,7 +108,7 @@ def lawyers_invite(
 def lawyers_list() -> None:
     """Lawyers and admins: id, name, role, status, languages, regions, on call, open cases."""
     settings = _settings()
-    roster = _run(_with_runtime(settings, lambda rt: rt.lawyers.roster()))
+    roster = _run(_with_runtime(settings, lambda rt: rt.roster.roster()))
     rows = [
         (
             x.id,
@@ -118,14 +126,25 @@ def lawyers_list() -> None:
     typer.echo(_table(header, rows) if rows else "tipline: no lawyers yet")
 
 
+def _read_secret_line(prompt: str) -> str:
+    """A line from the terminal without echo, or from standard input when it is not one."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 @lawyers_app.command("verify")
 def lawyers_verify(
     lawyer_id: int = typer.Argument(..., help="The id from 'tipline lawyers list'."),
-    phrase: str = typer.Option(..., "--phrase", help="The phrase the lawyer read out to you."),
 ) -> None:
-    """Verify a registered lawyer after checking their phrase out of band (call, meeting)."""
+    """Verify a registered lawyer after checking their phrase out of band (call, meeting).
+
+    The phrase is typed at the prompt (or piped on standard input), never given as an argument,
+    where ps and shell history would keep it.
+    """
     settings = _settings()
-    _run(_with_runtime(settings, lambda rt: rt.lawyers.verify(lawyer_id, phrase)))
+    phrase = _read_secret_line("phrase the lawyer read out: ")
+    _run(_with_runtime(settings, lambda rt: rt.roster.verify(lawyer_id, phrase)))
     typer.echo(f"tipline: lawyer {lawyer_id} verified")
 
 
@@ -133,7 +152,7 @@ def lawyers_verify(
 def lawyers_revoke(lawyer_id: int = typer.Argument(..., help="The lawyer's id.")) -> None:
     """Revoke at once; their open cases go back to routing."""
     settings = _settings()
-    moved = _run(_with_runtime(settings, lambda rt: rt.lawyers.revoke(lawyer_id)))
+    moved = _run(_with_runtime(settings, lambda rt: rt.roster.revoke(lawyer_id)))
     typer.echo(f"tipline: lawyer {lawyer_id} revoked; {moved} open cases re-routed")
 
 
@@ -141,7 +160,7 @@ def lawyers_revoke(lawyer_id: int = typer.Argument(..., help="The lawyer's id.")
 def cases_list() -> None:
     """Open cases: number, priority, status, lawyer, dates. Never content."""
     settings = _settings()
-    cases = _run(_with_runtime(settings, lambda rt: rt.lawyers.cases()))
+    cases = _run(_with_runtime(settings, lambda rt: rt.roster.cases()))
     rows = [
         (
             f"#{c.number}",
@@ -185,7 +204,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
-    runtime = await open_runtime(settings)
+    # In production no key source is on the disk: an admin types the passphrase.
+    runtime = await open_runtime(settings, secret=root_secret(settings, interactive=True))
     try:
         return await action(runtime)
     finally:
@@ -233,10 +253,11 @@ def keys_rotate(
         new = Settings(passphrase_file=new_passphrase_file) if new_passphrase_file else None
         secret = root_secret(new or Settings(), interactive=True, confirm=True)
         cost = argon2_cost(settings)
+        check_new_root(secret, cost, settings.profile)
         _run(_with_runtime(settings, lambda rt: rt.admin.rotate_root(secret, cost)))
         typer.echo(
-            "tipline: the keyring is sealed with the new passphrase; point "
-            "TIPLINE_PASSPHRASE_FILE at it before the next start"
+            "tipline: the keyring is sealed with the new passphrase; a running service needs "
+            "'tipline lock', then 'tipline unlock' with it"
         )
         return
     report = _run(_with_runtime(settings, lambda rt: rt.admin.rotate()))
@@ -290,8 +311,32 @@ def wipe(
             EXIT_USAGE,
         )
     settings = _settings()
-    _run(_with_runtime(settings, lambda rt: rt.admin.wipe()))
-    typer.echo("tipline: wiped: every key destroyed, every record deleted")
+    # A running service drops its keys first, so that it cannot write the keyring back.
+    with contextlib.suppress(NotRunning):
+        _run(request(settings.effective_control_socket, {"op": "wipe"}))
+    if settings.key_source is not None:
+        _run(_with_runtime(settings, lambda rt: rt.admin.wipe()))
+        typer.echo("tipline: wiped: every key destroyed, every record deleted")
+        return
+    destroyed = KeyringFile(settings.effective_keyring_file).destroy()
+    try:
+        _run(_delete_every_row(settings))
+    except DatabaseUnavailable as exc:
+        what = "the keyring is destroyed" if destroyed else "there was no keyring"
+        _fail(f"{what}, so nothing in the database can be read; deleting its rows failed: {exc}")
+    if destroyed:
+        typer.echo("tipline: wiped: the keyring is destroyed (no key left), every record deleted")
+    else:
+        typer.echo("tipline: wiped: there was no keyring; every record deleted")
+
+
+async def _delete_every_row(settings: Settings) -> None:
+    engine = open_engine(settings)
+    try:
+        await check_database(engine, settings.effective_database_url)
+        await delete_every_row(engine)
+    finally:
+        await engine.dispose()
 
 
 @audit_app.command("verify")
@@ -361,9 +406,9 @@ def db_upgrade() -> None:
 
 
 async def _console(settings: Settings) -> None:
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(settings, secret=root_secret(settings, interactive=True))
     try:
-        await ConsoleChannel(runtime.intake, runtime.conversation, lawyers=runtime.lawyers).run()
+        await ConsoleChannel(runtime.inbound, runtime.uow, runtime.clock).run()
     finally:
         await runtime.close()
 
@@ -372,7 +417,14 @@ async def _console(settings: Settings) -> None:
 def console() -> None:
     """Walk the reporter questionnaire in this terminal (``help`` lists the commands)."""
     settings = _settings(interactive=True)
+    _warn_key_source(settings)
     _run(_console(settings))
+
+
+def _warn_key_source(settings: Settings) -> None:
+    warning = key_source_warning(settings)
+    if warning is not None:
+        typer.echo(f"tipline: {warning}", err=True)
 
 
 @app.command()
@@ -387,17 +439,92 @@ def run() -> None:
         )
         if sys.stdin.isatty():
             typer.echo(f"tipline: {message}; starting the console now.", err=True)
+            _warn_key_source(settings)
             _run(_console(settings))
             return
         _fail(message)
-    _run(_with_runtime(settings, serve))
+    _warn_key_source(settings)
+    _run(run_service(settings))
+
+
+def _ask(settings: Settings, op: str, **fields: str) -> dict[str, Any]:
+    return _run(request(settings.effective_control_socket, {"op": op, **fields}))
+
+
+@app.command()
+def unlock() -> None:
+    """Type the passphrase (or pipe it on standard input) to unlock the running service."""
+    settings = _settings()
+    if _ask(settings, "status").get("state") == "unlocked":
+        _fail("already unlocked")
+    try:
+        passphrase = _read_secret_line("tipline passphrase: ")
+    except EOFError:
+        passphrase = ""
+    if not passphrase:
+        _fail("no passphrase given", EXIT_USAGE)
+    answer = _ask(settings, "unlock", passphrase=passphrase)
+    del passphrase
+    if not answer.get("ok"):
+        _fail(str(answer.get("error", "unlock failed")))
+    typer.echo("tipline: unlocked; the channels and jobs are starting")
+
+
+@app.command()
+def lock() -> None:
+    """Drop every key from the running service's memory and stop its channels and jobs."""
+    settings = _settings()
+    answer = _ask(settings, "lock")
+    if not answer.get("ok"):
+        _fail(str(answer.get("error", "lock failed")))
+    typer.echo("tipline: locked; every key dropped, channels and jobs stopped")
+
+
+@app.command()
+def status() -> None:
+    """Locked or unlocked, the channels, queue depths and the jobs' last rounds; no secret."""
+    settings = _settings()
+    answer = _ask(settings, "status")
+    if not answer.get("ok"):
+        _fail(str(answer.get("error", "status failed")))
+    typer.echo(f"tipline: {answer.get('state')}")
+    channels = answer.get("channels") or {}
+    listed = ", ".join(f"{name} {state}" for name, state in channels.items())
+    typer.echo(f"channels: {listed or 'none configured'}")
+    try:
+        depths = _run(_queue_depths(settings))
+        queues = ", ".join(f"{name} {n}" for name, n in depths.items()) or "empty"
+    except DatabaseUnavailable as exc:
+        queues = f"unknown ({exc})"
+    typer.echo(f"queues: {queues}")
+    jobs = answer.get("jobs") or {}
+    typer.echo(
+        "jobs last ran: "
+        + (", ".join(f"{job} {when or 'never'}" for job, when in jobs.items()) or "none yet")
+    )
+
+
+async def _queue_depths(settings: Settings) -> dict[str, int]:
+    engine = open_engine(settings)
+    try:
+        await check_database(engine, settings.effective_database_url, need_head=False)
+        return await queue_depths(engine)
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:
     """Entry point: runs the app and turns every known failure into one line."""
     try:
         app()
-    except (ConfigError, KeyringError, DatabaseUnavailable, LawyerError) as exc:
+    except (
+        ConfigError,
+        KeyringError,
+        DatabaseUnavailable,
+        LawyerError,
+        ControlError,
+        Refused,
+    ) as exc:
         typer.echo(f"tipline: {exc}", err=True)
         sys.exit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE)
     except KeyboardInterrupt:

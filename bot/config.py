@@ -20,6 +20,13 @@ class SignalMode(StrEnum):
     JSON_RPC = "json-rpc"
 
 
+class Profile(StrEnum):
+    """``test`` allows Argon2id costs below the production floor; nothing else."""
+
+    PRODUCTION = "production"
+    TEST = "test"
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message is one line naming the variable."""
 
@@ -42,6 +49,9 @@ class Settings(BaseSettings):
     passphrase_file: Path | None = None
     root_key_file: Path | None = None
     keyring_file: Path | None = None
+    control_socket: Path | None = None
+    health_addr: str | None = None
+    profile: Profile = Profile.PRODUCTION
 
     telegram_token: SecretStr | None = None
     telegram_base_url: str | None = None
@@ -62,6 +72,7 @@ class Settings(BaseSettings):
 
     allow_case_content_over_telegram: bool = False
     lawyer_cap: int = Field(default=10, ge=1, le=1000)
+    reports_per_day: int = Field(default=3, ge=1, le=100)
     escalation_interval_seconds: int = Field(default=60, ge=5, le=3600)
     purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
     stats_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=2, le=1000)
@@ -83,6 +94,16 @@ class Settings(BaseSettings):
         unknown = [lang for lang in value if lang not in LANGUAGES]
         if unknown or not value:
             raise ValueError("must be a comma-separated list of az, ru, en")
+        return value
+
+    @field_validator("health_addr")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, for example 127.0.0.1:8081")
         return value
 
     @field_validator("log_level")
@@ -119,6 +140,31 @@ class Settings(BaseSettings):
     def effective_keyring_file(self) -> Path:
         """Where the sealed keyring lives (never inside the database)."""
         return self.keyring_file or self.data_dir / "keyring"
+
+    @property
+    def effective_control_socket(self) -> Path:
+        """Where ``tipline run`` listens for unlock, lock, status and wipe."""
+        return self.control_socket or self.data_dir / "control.sock"
+
+    @property
+    def health_host_port(self) -> tuple[str, int] | None:
+        """The health endpoint's address, or None when it is off."""
+        if self.health_addr is None:
+            return None
+        host, _, port = self.health_addr.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def key_source(self) -> str | None:
+        """The variable naming a root key source on this machine, if any (development only)."""
+        for name, value in (
+            ("TIPLINE_PASSPHRASE", self.passphrase),
+            ("TIPLINE_PASSPHRASE_FILE", self.passphrase_file),
+            ("TIPLINE_ROOT_KEY_FILE", self.root_key_file),
+        ):
+            if value is not None:
+                return name
+        return None
 
     @property
     def telegram_enabled(self) -> bool:

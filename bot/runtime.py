@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import sys
@@ -19,11 +20,15 @@ from bot.config import Settings
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
-from bot.notify import ChannelNotifier
+from bot.keypolicy import check_cost, check_new_root
 from bot.services.admin import AdminService
 from bot.services.clock import Clock, system_clock
+from bot.services.inbound import InboundService, Senders
 from bot.services.intake import IntakePolicy, IntakeService
-from bot.services.lawyers import LawyerPolicy, LawyerService
+from bot.services.ratelimit import ChatRateLimiter
+from bot.services.roster import RosterService
+from bot.services.routing import LawyerPolicy, Routing
+from bot.services.staff import StaffCommands
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import (
@@ -35,6 +40,7 @@ from storage.keyring import (
     Passphrase,
     RootSecret,
 )
+from storage.lifecycle import next_kek_id
 from storage.maintenance import Maintenance
 from storage.repositories import SqlUnitOfWork
 
@@ -76,8 +82,8 @@ def root_secret(
             raise KeyringError("the two passphrases differ")
         return _passphrase(first)
     raise Locked(
-        "locked: no root key; set TIPLINE_PASSPHRASE_FILE "
-        "(or TIPLINE_ROOT_KEY_FILE for development)"
+        "locked: no root key; run this in a terminal to type the passphrase "
+        "(TIPLINE_PASSPHRASE_FILE or TIPLINE_ROOT_KEY_FILE only for development)"
     )
 
 
@@ -85,6 +91,20 @@ def _passphrase(text: str) -> Passphrase:
     if len(text) < MIN_PASSPHRASE:
         raise KeyringError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
     return Passphrase(text.encode("utf-8"))
+
+
+def key_source_warning(settings: Settings) -> str | None:
+    """The one warning line for a root key source kept on this machine, if one is set."""
+    if settings.key_source is None:
+        return None
+    return (
+        f"warning: {settings.key_source} is set: the key source is on this machine, so a seized "
+        "disk can be read (development and tests only)"
+    )
+
+
+def _no_lock() -> None:
+    """What ``request_lock`` is when no supervisor runs (the CLI, tests)."""
 
 
 def argon2_cost(settings: Settings) -> Argon2Cost:
@@ -133,8 +153,13 @@ class Runtime:
     intake: IntakeService
     conversation: Engine
     clock: Clock
-    notifier: ChannelNotifier
-    lawyers: LawyerService
+    senders: Senders
+    routing: Routing
+    roster: RosterService
+    inbound: InboundService
+    #: Ask the running service to lock (deliver the outbox, stop, drop every key); a no-op
+    #: outside ``tipline run``.
+    request_lock: Callable[[], None] = _no_lock
 
     def uow(self) -> SqlUnitOfWork:
         """A new unit of work."""
@@ -156,16 +181,23 @@ class Runtime:
 
 
 async def open_runtime(
-    settings: Settings, *, clock: Clock = system_clock, secret: RootSecret | None = None
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    secret: RootSecret | None = None,
+    request_lock: Callable[[], None] | None = None,
 ) -> Runtime:
     """Unlock the keyring and open the database; raises Locked, KeyringError or
     DatabaseUnavailable with a clear message."""
-    vault = KeyringFile(settings.effective_keyring_file).open(secret or root_secret(settings))
+    keyring_file = KeyringFile(settings.effective_keyring_file)
+    # Argon2id takes about a second: off the event loop, so a running service stays responsive.
+    vault = await asyncio.to_thread(keyring_file.open, secret or root_secret(settings))
     engine = open_engine(settings)
     try:
         await check_database(engine, settings.effective_database_url)
     except BaseException:
         await engine.dispose()
+        vault.forget()
         raise
     sessions = make_session_factory(engine)
     engine_ = Engine(REPORT, load_texts(settings.languages))
@@ -174,19 +206,34 @@ async def open_runtime(
         retention=timedelta(days=settings.retention_days),
     )
     uow = units_of_work(sessions, vault)
-    notifier = ChannelNotifier()
-    lawyers = LawyerService(
-        uow,
-        engine_.texts,
-        notifier,
-        clock,
-        LawyerPolicy(
-            cap=settings.lawyer_cap,
-            content_over_telegram=settings.allow_case_content_over_telegram,
-        ),
+    senders = Senders()
+    lawyer_policy = LawyerPolicy(
+        cap=settings.lawyer_cap,
+        content_over_telegram=settings.allow_case_content_over_telegram,
     )
-    intake = IntakeService(uow, engine_, clock, policy, on_submitted=lawyers.route)
-    return Runtime(settings, engine, sessions, vault, intake, engine_, clock, notifier, lawyers)
+    routing = Routing(uow, engine_.texts, clock, lawyer_policy, wake=senders.wake)
+    roster = RosterService(uow, routing, clock, lawyer_policy)
+    staff = StaffCommands(engine_.texts, routing, lawyer_policy)
+    intake = IntakeService(engine_, policy, routing, reports_per_day=settings.reports_per_day)
+    limiter = ChatRateLimiter(vault.keyring.pseudonym, clock)
+    inbound = InboundService(uow, intake, staff, engine_, clock, limiter, senders)
+    runtime = Runtime(
+        settings,
+        engine,
+        sessions,
+        vault,
+        intake,
+        engine_,
+        clock,
+        senders,
+        routing,
+        roster,
+        inbound,
+        request_lock or _no_lock,
+    )
+    # Looked up at the time of the command: a supervisor may set it after the runtime is built.
+    staff.request_lock = lambda: runtime.request_lock()
+    return runtime
 
 
 async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clock) -> str:
@@ -194,18 +241,26 @@ async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clo
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if dev and settings.root_key_file is not None and not settings.root_key_file.exists():
         _write_dev_key(settings.root_key_file)
-    secret = root_secret(settings, interactive=True, confirm=True)
     keyring_file = KeyringFile(settings.effective_keyring_file)
     created = not keyring_file.exists()
+    cost = argon2_cost(settings)
+    if created and settings.root_key_file is None:
+        check_cost(cost, settings.profile)  # before anyone types a passphrase
+    secret = root_secret(settings, interactive=True, confirm=True)
     if created:
-        vault = KeyVault.create(keyring_file, secret, argon2_cost(settings), clock())
+        check_new_root(secret, cost, settings.profile)
     else:
-        vault = keyring_file.open(secret)
+        vault = await asyncio.to_thread(keyring_file.open, secret)
     engine = open_engine(settings)
     try:
         url = settings.effective_database_url
         await check_database(engine, url, need_head=False)
         await migrate.upgrade(engine)
+        if created:
+            first_id = await next_kek_id(engine)
+            vault = await asyncio.to_thread(
+                KeyVault.create, keyring_file, secret, cost, clock(), first_id
+            )
         async with units_of_work(make_session_factory(engine), vault)() as uow:
             await uow.audit.append("admin", "init" if created else "init.again", None, clock())
             await uow.commit()

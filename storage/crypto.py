@@ -16,6 +16,9 @@ TAG_BYTES = 16
 _DEK_PURPOSE = "tipline/dek/v1"
 _FIELD_PURPOSE = "tipline/field/v1"
 
+#: A key as the keyring holds it: a bytearray it can overwrite when it locks.
+Key = bytes | bytearray
+
 
 class DecryptionError(Exception):
     """Every failure to decrypt or unwrap, whatever the cause (like Fernet's InvalidToken)."""
@@ -30,13 +33,13 @@ def associated_data(*parts: str | int) -> bytes:
     return bytes(out)
 
 
-def seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+def seal(key: Key, plaintext: bytes, ad: bytes) -> bytes:
     """AES-256-GCM with a random nonce; returns nonce || ciphertext || tag."""
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
 
 
-def unseal(key: bytes, blob: bytes, ad: bytes) -> bytes:
+def unseal(key: Key, blob: bytes, ad: bytes) -> bytes:
     """Inverse of :func:`seal`; any failure is a :class:`DecryptionError`."""
     if len(blob) < NONCE_BYTES + TAG_BYTES or len(key) != KEY_BYTES:
         raise DecryptionError
@@ -54,7 +57,7 @@ class KeyLookup(Protocol):
         """Id of the KEK that wraps new DEKs."""
         ...
 
-    def kek(self, kek_id: int) -> bytes:
+    def kek(self, kek_id: int) -> Key:
         """The KEK with this id; raises DecryptionError when it does not exist (any more)."""
         ...
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from storage.crypto import KEY_BYTES, DecryptionError, associated_data, seal, unseal
+from storage.crypto import KEY_BYTES, DecryptionError, Key, associated_data, seal, unseal
 
 FORMAT = "tipline-keyring"
 FORMAT_VERSION = 1
@@ -47,6 +47,15 @@ class WrongRootKey(KeyringError):
 
 class KeyringCorrupt(KeyringError):
     """The keyring file is not a keyring this version understands."""
+
+
+class KeyringClosed(KeyringError):
+    """The keys were dropped from memory (``tipline lock``); nothing can use them any more."""
+
+
+def zeroise(buffer: bytearray) -> None:
+    """Overwrite a key buffer in place (same length, so the same memory)."""
+    buffer[:] = bytes(len(buffer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +133,15 @@ class KeyFile:
 RootSecret = Passphrase | KeyFile
 
 
-def _hkdf(key: bytes, label: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label.encode()).derive(
-        key
+def _hkdf(key: Key, label: str) -> bytearray:
+    return bytearray(
+        HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label.encode()).derive(
+            key
+        )
     )
 
 
-def _seal_key(root: bytes) -> bytes:
+def _seal_key(root: Key) -> bytearray:
     """The key that seals the keyring file, derived from the root key."""
     return _hkdf(root, "tipline/keyring-seal/v1")
 
@@ -140,20 +151,24 @@ class Kek:
     """One version of the key-encryption key."""
 
     id: int
-    key: bytes
+    key: bytearray
     created_at: datetime
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Keyring:
-    """The unlocked keyring in memory: KEKs by version and the index key for keyed hashes."""
+    """The unlocked keyring in memory: KEKs by version and the index key for keyed hashes.
+
+    Every key is a bytearray this object owns, so that :meth:`forget` can overwrite it.
+    """
 
     keks: dict[int, Kek]
     current_id: int
-    index_key: bytes
-    _pseudonym_key: bytes = field(init=False, repr=False)
-    _receipt_key: bytes = field(init=False, repr=False)
-    _audit_key: bytes = field(init=False, repr=False)
+    index_key: bytearray
+    _pseudonym_key: bytearray = field(init=False, repr=False)
+    _receipt_key: bytearray = field(init=False, repr=False)
+    _audit_key: bytearray = field(init=False, repr=False)
+    _closed: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
         self._pseudonym_key = _hkdf(self.index_key, "tipline/pseudonym/v1")
@@ -163,8 +178,23 @@ class Keyring:
     @classmethod
     def generate(cls, now: datetime, first_id: int = 1) -> Keyring:
         """A new keyring with one KEK (ids keep rising across a wipe, so none is reused)."""
-        kek = Kek(first_id, os.urandom(KEY_BYTES), now)
-        return cls({first_id: kek}, first_id, os.urandom(KEY_BYTES))
+        kek = Kek(first_id, bytearray(os.urandom(KEY_BYTES)), now)
+        return cls({first_id: kek}, first_id, bytearray(os.urandom(KEY_BYTES)))
+
+    def _buffers(self) -> list[bytearray]:
+        derived = [self.index_key, self._pseudonym_key, self._receipt_key, self._audit_key]
+        return [k.key for k in self.keks.values()] + derived
+
+    def forget(self) -> None:
+        """Overwrite every key this keyring holds and drop them; it cannot be used again."""
+        for buffer in self._buffers():
+            zeroise(buffer)
+        self.keks.clear()
+        self._closed = True
+
+    def _open(self) -> None:
+        if self._closed:
+            raise KeyringClosed("the keys were dropped: tipline is locked")
 
     @property
     def current_kek_id(self) -> int:
@@ -173,12 +203,18 @@ class Keyring:
 
     def replace_with(self, other: Keyring) -> None:
         """Take over another keyring's keys in place, so every holder sees the change."""
+        self._open()
+        old = self._buffers()
         self.keks = dict(other.keks)
         self.current_id = other.current_id
         self.index_key = other.index_key
         self.__post_init__()
+        kept = {id(buffer) for buffer in self._buffers()}
+        for buffer in old:
+            if id(buffer) not in kept:
+                zeroise(buffer)
 
-    def kek(self, kek_id: int) -> bytes:
+    def kek(self, kek_id: int) -> Key:
         """The KEK with this id; a destroyed or unknown id is a decryption failure."""
         found = self.keks.get(kek_id)
         if found is None:
@@ -187,7 +223,8 @@ class Keyring:
 
     def add_kek(self, now: datetime) -> Kek:
         """Make a new KEK the current one (old ones stay until destroyed)."""
-        new = Kek(max(self.keks) + 1, os.urandom(KEY_BYTES), now)
+        self._open()
+        new = Kek(max(self.keks) + 1, bytearray(os.urandom(KEY_BYTES)), now)
         self.keks[new.id] = new
         self.current_id = new.id
         return new
@@ -195,23 +232,27 @@ class Keyring:
     def destroy(self, kek_ids: Iterable[int]) -> None:
         """Forget KEKs (never the current one); persisted by the next save."""
         for kek_id in kek_ids:
-            if kek_id != self.current_id:
-                self.keks.pop(kek_id, None)
+            if kek_id != self.current_id and (gone := self.keks.pop(kek_id, None)) is not None:
+                zeroise(gone.key)
 
     def pseudonym(self, channel: str, chat_id: str) -> str:
         """Keyed pseudonym of a chat, for finding its draft again without storing its id."""
+        self._open()
         msg = associated_data(channel, chat_id)
         return hmac.new(self._pseudonym_key, msg, hashlib.sha256).hexdigest()
 
     def receipt_hash(self, normalized_code: str) -> bytes:
         """Keyed hash of a receipt code: the only form in which a code is stored."""
+        self._open()
         return hmac.new(self._receipt_key, normalized_code.encode(), hashlib.sha256).digest()
 
     def audit_mac(self, message: bytes) -> str:
         """MAC that chains audit entries: a database-only attacker cannot forge the chain."""
+        self._open()
         return hmac.new(self._audit_key, message, hashlib.sha256).hexdigest()
 
     def _payload(self) -> bytes:
+        self._open()
         return json.dumps(
             {
                 "current": self.current_id,
@@ -234,12 +275,12 @@ class Keyring:
         keks = {
             int(k["id"]): Kek(
                 int(k["id"]),
-                base64.b64decode(k["key"]),
+                bytearray(base64.b64decode(k["key"])),
                 datetime.fromisoformat(k["created_at"]),
             )
             for k in data["keks"]
         }
-        return cls(keks, int(data["current"]), base64.b64decode(data["index_key"]))
+        return cls(keks, int(data["current"]), bytearray(base64.b64decode(data["index_key"])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +302,29 @@ class KeyringFile:
         """Whether a keyring file is present."""
         return self.path.exists()
 
+    def destroy(self) -> bool:
+        """Overwrite the keyring file (and any temp file a crashed write left), then remove it.
+
+        No passphrase is needed: without the file, no copy of the database can be read. Whether
+        there was a keyring to destroy.
+        """
+        leftovers = sorted(self.path.parent.glob(f".{self.path.name}.*"))
+        found = False
+        for path in [self.path, *leftovers]:
+            try:
+                size = path.stat().st_size
+                with path.open("r+b") as handle:
+                    handle.write(os.urandom(size))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            found = found or path == self.path
+        if found:
+            _fsync_dir(self.path.parent)
+        return found
+
     def _header(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_bytes())
@@ -275,7 +339,7 @@ class KeyringFile:
         return data
 
     @staticmethod
-    def _root(kdf: dict[str, Any], secret: RootSecret) -> bytes:
+    def _root(kdf: dict[str, Any], secret: RootSecret) -> Key:
         if kdf.get("type") == "argon2id":
             if not isinstance(secret, Passphrase):
                 raise WrongRootKey("this keyring is sealed with a passphrase, not a key file")
@@ -306,7 +370,7 @@ class KeyringFile:
         """Unlock and return just the keyring."""
         return self.open(secret).keyring
 
-    def _unseal(self, header: dict[str, Any], root: bytes, kdf: dict[str, Any]) -> Keyring:
+    def _unseal(self, header: dict[str, Any], root: Key, kdf: dict[str, Any]) -> Keyring:
         try:
             sealed = base64.b64decode(header["sealed"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -328,7 +392,7 @@ class KeyringFile:
             return params.derive(secret.secret), params.to_json()
         return secret.key, {"type": "keyfile"}
 
-    def write(self, keyring: Keyring, root: bytes, kdf: dict[str, Any]) -> None:
+    def write(self, keyring: Keyring, root: Key, kdf: dict[str, Any]) -> None:
         """Seal and write atomically (temp file, fsync, rename)."""
         sealed = seal(_seal_key(root), keyring._payload(), self._ad(kdf))
         doc = {
@@ -358,17 +422,21 @@ class KeyVault:
     """An unlocked keyring together with what it takes to write it back.
 
     The root key stays in memory while the service runs (as the KEKs do), so that a rotation can
-    persist the keyring, and other processes can reload it, without asking for the passphrase.
+    persist the keyring, and other processes can reload it, without asking for the passphrase;
+    :meth:`forget` overwrites it and every KEK when the service locks.
     """
 
-    def __init__(
-        self, file: KeyringFile, keyring: Keyring, root: bytes, kdf: dict[str, Any]
-    ) -> None:
+    def __init__(self, file: KeyringFile, keyring: Keyring, root: Key, kdf: dict[str, Any]) -> None:
         self.file = file
         self.keyring = keyring
-        self._root = root
+        self._root = bytearray(root)
         self._kdf = kdf
         self._seen = self._stamp()
+
+    def forget(self) -> None:
+        """Overwrite the root key, the KEKs and the index keys in memory (``tipline lock``)."""
+        zeroise(self._root)
+        self.keyring.forget()
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -383,13 +451,18 @@ class KeyVault:
 
     @classmethod
     def create(
-        cls, file: KeyringFile, secret: RootSecret, cost: Argon2Cost | None, now: datetime
+        cls,
+        file: KeyringFile,
+        secret: RootSecret,
+        cost: Argon2Cost | None,
+        now: datetime,
+        first_id: int = 1,
     ) -> KeyVault:
         """A new keyring with one KEK, written to ``file``."""
         if file.exists():
             raise KeyringExists(f"a keyring already exists at {file.path}")
         root, kdf = KeyringFile.derive(secret, cost)
-        vault = cls(file, Keyring.generate(now), root, kdf)
+        vault = cls(file, Keyring.generate(now, first_id), root, kdf)
         vault.persist()
         return vault
 
@@ -409,7 +482,8 @@ class KeyVault:
         """Seal the same KEKs under a new root key (``tipline keys rotate --root``)."""
         root, kdf = KeyringFile.derive(secret, cost)
         self.file.write(self.keyring, root, kdf)
-        self._root, self._kdf = root, kdf
+        zeroise(self._root)
+        self._root, self._kdf = bytearray(root), kdf
         self._seen = self._stamp()
 
 
@@ -427,7 +501,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

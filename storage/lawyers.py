@@ -172,9 +172,13 @@ class SqlLawyerStore:
         return None if row is None else self._record(row)
 
     async def verify(self, lawyer_id: int, phrase: str) -> bool:
-        """Mark a registered (or suspended) lawyer verified if the phrase matches."""
+        """Mark a registered lawyer verified if the phrase matches.
+
+        A suspended lawyer is never verified again with the old phrase: only a new invite, a new
+        registration and a new phrase bring them back.
+        """
         row = await self._session.get(Lawyer, lawyer_id)
-        if row is None or row.status not in ("registered", "suspended") or row.phrase_hash is None:
+        if row is None or row.status != "registered" or row.phrase_hash is None:
             return False
         if row.phrase_hash != self._keyring.receipt_hash("phrase:" + phrase):
             return False
@@ -189,6 +193,8 @@ class SqlLawyerStore:
         if row is None:
             return False
         row.status = status
+        if status != "verified":
+            row.phrase_hash = None  # a phrase proves one registration, once
         if forget_contact:
             row.contact_ct, row.contact_pseudonym, row.invite_hash = None, None, None
         return True
@@ -217,12 +223,16 @@ class SqlLawyerStore:
         ).decode()
 
     async def all(self, *, with_names: bool = True) -> list[LawyerRecord]:
-        """Every lawyer and admin, with open case counts (names left empty for routing)."""
+        """Every lawyer and admin, with accepted case counts (names left empty for routing).
+
+        Only accepted cases count towards a lawyer's cap: a flood of offered, unaccepted
+        reports must never keep a real P1 from a lawyer.
+        """
         counts = dict(
             (
                 await self._session.execute(
                     select(Case.assigned_lawyer_id, func.count())
-                    .where(Case.status.in_(OPEN_STATUSES))
+                    .where(Case.status == "accepted")
                     .group_by(Case.assigned_lawyer_id)
                 )
             ).all()

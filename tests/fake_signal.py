@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ class FakeSignalApi:
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     runner: web.AppRunner | None = None
     clock_ms: int = 1_770_000_000_000
+    #: Called with (method, path) as each request arrives (crash tests time kills with it).
+    on_request: Callable[[str, str], None] | None = None
+    #: Called with the number of messages a normal-mode receive hands over (and so consumes).
+    on_handover: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         self.swagger = load_swagger()
@@ -64,7 +69,15 @@ class FakeSignalApi:
     # ---- server --------------------------------------------------------------------------
 
     async def start(self) -> str:
-        app = web.Application(client_max_size=30 * 1024 * 1024)
+        @web.middleware
+        async def observe(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if self.on_request is not None:
+                self.on_request(request.method, request.path)
+            return await handler(request)
+
+        app = web.Application(client_max_size=30 * 1024 * 1024, middlewares=[observe])
         app.router.add_get("/v1/about", self._about)
         app.router.add_post("/v2/send", self._send)
         app.router.add_get("/v1/receive/{number}", self._receive)
@@ -176,6 +189,8 @@ class FakeSignalApi:
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=499)  # the client went away: leave the messages queued
         messages, self.inbox = self.inbox, []
+        if messages and self.on_handover is not None:
+            self.on_handover(len(messages))
         return web.Response(text=json.dumps(messages), content_type="text/plain")
 
     async def _attachment(self, request: web.Request) -> web.Response:

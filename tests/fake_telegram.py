@@ -4,7 +4,8 @@ It follows the Bot API's wire format: form-urlencoded (or multipart) requests wh
 values are JSON strings, ``{"ok": true, "result": ...}`` answers with full Message objects,
 ``getUpdates`` offsets that confirm (and drop) earlier updates, ``deleteMessage`` rules and error
 texts (48 hours, "message to delete not found"), 429 with ``parameters.retry_after``, and webhook
-delivery with ``X-Telegram-Bot-Api-Secret-Token``.
+delivery with ``X-Telegram-Bot-Api-Secret-Token``. With ``webhook_retry`` an update stays queued
+until the webhook answers 2xx and is retried in order, as the real Bot API does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,17 @@ class FakeBotApi:
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
     runner: web.AppRunner | None = None
     port: int = 0
+    #: Keep each update until the webhook answers 2xx and retry it, in order (the real Bot API's
+    #: behaviour). Off by default: other tests look at the status of a single delivery.
+    webhook_retry: bool = False
+    #: Pause between failed deliveries (the real API backs off for longer; tests need speed).
+    webhook_retry_delay: float = 0.05
+    #: Deliveries that got no answer at all (connection refused or dropped).
+    webhook_unreachable: int = 0
+    #: Called with the method name as each Bot API request arrives (crash tests time kills).
+    on_request: Callable[[str], None] | None = None
+    _webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _webhook_task: asyncio.Task[None] | None = None
 
     # ---- server --------------------------------------------------------------------------
 
@@ -76,10 +89,16 @@ class FakeBotApi:
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1]
+        if self.webhook_retry:
+            self._webhook_task = asyncio.create_task(self._webhook_loop())
         return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
         """Shut the server down."""
+        if self._webhook_task is not None:
+            self._webhook_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._webhook_task
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -114,6 +133,8 @@ class FakeBotApi:
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append((method, params))
+        if self.on_request is not None:
+            self.on_request(method)
         pending = self.rate_limit.get(method)
         if pending:
             retry_after = pending.pop(0)
@@ -146,6 +167,7 @@ class FakeBotApi:
     async def _m_setWebhook(self, params: dict[str, Any]) -> web.Response:
         self.webhook_url = params["url"]
         self.webhook_secret = params.get("secret_token")
+        self._webhook_wake.set()
         return self._ok(True)
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> web.Response:
@@ -268,6 +290,13 @@ class FakeBotApi:
         return user
 
     async def _deliver(self, update: dict[str, Any]) -> None:
+        if self.webhook_retry:
+            # Queued as for getUpdates; the delivery loop hands it to the webhook while one is
+            # set, and getUpdates still answers 409 meanwhile.
+            self.updates.append(update)
+            self._new_update.set()
+            self._webhook_wake.set()
+            return
         if self.webhook_url:
             headers = {"Content-Type": "application/json"}
             if self.webhook_secret:
@@ -280,6 +309,35 @@ class FakeBotApi:
         else:
             self.updates.append(update)
             self._new_update.set()
+
+    async def _webhook_loop(self) -> None:
+        """Deliver queued updates one at a time, oldest first, until the webhook answers 2xx."""
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                url = self.webhook_url
+                if not self.updates or url is None:
+                    self._webhook_wake.clear()
+                    await self._webhook_wake.wait()
+                    continue
+                update = self.updates[0]
+                headers = {"Content-Type": "application/json"}
+                if self.webhook_secret:
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
+                status = 0
+                try:
+                    async with session.post(url, data=json.dumps(update), headers=headers) as r:
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError):
+                    self.webhook_unreachable += 1
+                if status:
+                    self.webhook_statuses.append(status)
+                if 200 <= status < 300:
+                    if self.updates and self.updates[0] is update:
+                        self.updates.pop(0)
+                    self.confirmed = max(self.confirmed, update["update_id"])
+                else:
+                    await asyncio.sleep(self.webhook_retry_delay)
 
     def _update(self, **fields: Any) -> dict[str, Any]:
         update = {"update_id": self.next_update_id} | fields

@@ -45,7 +45,8 @@ def test_purge_dry_run_and_nothing_to_do(initialised: dict[str, str], tmp_path: 
     dry = tipline(initialised, "purge", "--dry-run", cwd=tmp_path)
     assert (
         dry.returncode == 0
-        and "would purge 0 drafts, 0 cases, 0 attachments (dry run" in dry.stdout
+        and "would purge 0 drafts, 0 cases, 0 attachments, 0 outbox, 0 screens (dry run"
+        in dry.stdout
     )
     real = tipline(initialised, "purge", cwd=tmp_path)
     assert real.returncode == 0 and "nothing has expired" in real.stdout
@@ -105,7 +106,6 @@ def test_stats_formats(initialised: dict[str, str], tmp_path: Path) -> None:
         ["keys", "status"],
         ["keys", "rotate"],
         ["purge"],
-        ["wipe", "--yes"],
         ["audit", "verify"],
         ["stats"],
     ],
@@ -123,7 +123,10 @@ def test_root_rotation_moves_keys_under_a_new_passphrase(
 ) -> None:
     del env["TIPLINE_ROOT_KEY_FILE"]
     env.update(
-        TIPLINE_ARGON2_MEMORY_KIB="64", TIPLINE_ARGON2_ITERATIONS="1", TIPLINE_ARGON2_LANES="1"
+        TIPLINE_ARGON2_MEMORY_KIB="64",
+        TIPLINE_ARGON2_ITERATIONS="1",
+        TIPLINE_ARGON2_LANES="1",
+        TIPLINE_PROFILE="test",
     )
     old, new = tmp_path / "old", tmp_path / "new"
     old.write_text("the first long passphrase\n")
@@ -169,7 +172,8 @@ def test_lawyer_commands_in_the_cli(initialised: dict[str, str], tmp_path: Path)
     assert b"Leyla" not in b"".join(r[0] for r in db.execute("SELECT name_ct FROM lawyers"))
     db.close()
     assert_one_line_error(
-        tipline(initialised, "lawyers", "verify", "1", "--phrase", "not the phrase", cwd=tmp_path),
+        # the phrase is read from the terminal or standard input, never from the command line
+        tipline(initialised, "lawyers", "verify", "1", stdin="not the phrase\n", cwd=tmp_path),
         "phrase does not match",
     )
     assert_one_line_error(

@@ -74,7 +74,11 @@ def initialised(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("tipline:")]
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("tipline:") and not line.startswith("tipline: warning:")
+    ]
     assert len(lines) == 1, result.stderr
     assert fragment in lines[0]
 
@@ -142,7 +146,10 @@ def test_missing_root_key_is_one_line(env: dict[str, str], tmp_path: Path) -> No
 def test_wrong_passphrase_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
     del env["TIPLINE_ROOT_KEY_FILE"]
     env.update(
-        TIPLINE_ARGON2_MEMORY_KIB="64", TIPLINE_ARGON2_ITERATIONS="1", TIPLINE_ARGON2_LANES="1"
+        TIPLINE_ARGON2_MEMORY_KIB="64",
+        TIPLINE_ARGON2_ITERATIONS="1",
+        TIPLINE_ARGON2_LANES="1",
+        TIPLINE_PROFILE="test",
     )
     secret = tmp_path / "passphrase"
     secret.write_text("a long and good passphrase\n")

@@ -124,6 +124,7 @@ async def test_a_lawyer_reply_is_one_transaction(world: World, db: AsyncEngine) 
     commits: list[object] = []
     begins: list[object] = []
     sync_engine = db.sync_engine
+
     def on_commit(conn: object) -> None:
         commits.append(conn)
 

@@ -46,7 +46,7 @@ class Harness:
         return list(await self.world.say(f"{channel}:{chat}", event=event))  # type: ignore[arg-type]
 
     async def status(self, code: str, language: str) -> str:
-        return (await self.world.said(f"telegram:{CHAT}", f"/status {code}", hint=language))
+        return await self.world.said(f"telegram:{CHAT}", f"/status {code}", hint=language)
 
     async def complete(
         self, script: dict[str, object], chat: str = CHAT, hint: str | None = "en"
@@ -261,4 +261,3 @@ async def test_a_question_is_edited_only_while_it_stays_deletable(
     assert (now_on_screen == first[-1:]) is edited
     assert world.transports["telegram"].edits == (1 if edited else 0)
     assert len(now_on_screen) == 1
-

@@ -93,9 +93,7 @@ class World:
             self.uow, self.intake, self.staff, engine, clock, limiter, self.senders
         )
         self.transports = {c: MemoryTransport(c) for c in CHANNELS}
-        self.outboxes = {
-            c: OutboxSender(c, self.uow, t, clock) for c, t in self.transports.items()
-        }
+        self.outboxes = {c: OutboxSender(c, self.uow, t, clock) for c, t in self.transports.items()}
 
     def _lock(self) -> None:
         self.locks += 1

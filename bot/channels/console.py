@@ -30,6 +30,9 @@ def _print(text: str) -> None:
 class ConsoleTransport:
     """Prints what the outbox holds for the terminal."""
 
+    #: Nothing printed can be deleted, so no screen is kept for the terminal.
+    keeps_screen = False
+
     def __init__(self, write: Write) -> None:
         self._write = write
         self.language = "en"

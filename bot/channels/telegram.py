@@ -8,9 +8,10 @@ the conversation goes: the reporter's messages at once, the bot's questions at t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -26,10 +27,8 @@ from telegram.ext import (
     TypeHandler,
 )
 
-from bot.domain.commands import command_name
-from bot.domain.engine import Engine
+from bot.channels.telegram_polling import WatchedPollingRequest, polling_error_callback
 from bot.domain.messages import (
-    ChangeLanguage,
     Choose,
     Done,
     Event,
@@ -37,20 +36,18 @@ from bot.domain.messages import (
     Notice,
     Outbound,
     Question,
-    Refused,
     Skip,
-    Start,
     Stop,
-    TextAnswer,
     Toggle,
     notices_then_question,
 )
-from bot.domain.receipt import MalformedReceipt, normalize_receipt
 from bot.media import MAX_FILE_BYTES
-from bot.services.intake import Attachment, IntakeService
-from bot.services.lawyers import LawyerService
-from bot.services.ratelimit import ChatRateLimiter, Verdict
-from bot.services.reporter import status_texts
+from bot.outage import Outage
+from bot.services.clock import Clock
+from bot.services.inbound import Inbound, InboundService
+from bot.services.intake import Attachment
+from bot.services.outbox import Deferred, OutboxSender, Shown, Undeliverable
+from bot.services.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
 # Opt in to PTB's coming behaviour (durations as timedelta) instead of its deprecation warning.
@@ -159,14 +156,6 @@ def combine(replies: list[Outbound]) -> list[Outbound]:
     return replies if _length(text) > MAX_TEXT else [replace(question, text=text)]
 
 
-def _is_receipt(text: str) -> bool:
-    try:
-        normalize_receipt(text)
-    except MalformedReceipt:
-        return False
-    return True
-
-
 def _seconds(value: int | float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -219,27 +208,96 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         """Nothing to release."""
 
 
+class TelegramTransport:
+    """The outbox's way into the Bot API: send, edit in place, delete."""
+
+    def __init__(self, application: Application, sleep: Sleep) -> None:  # type: ignore[type-arg]
+        self._application = application
+        self._sleep = sleep
+
+    async def send(self, chat: str, messages: Sequence[Shown]) -> list[str]:
+        """Send each message (notices before a question joined to it); their message ids."""
+        refs = []
+        for message in combine(list(messages)):
+            if isinstance(message, Question):
+                text, markup = message.text, keyboard(message)
+            elif isinstance(message, Notice):
+                text, markup = message.text, None
+            else:
+                continue
+            refs.append(await self._send(chat, text, markup))
+        return refs
+
+    async def _send(self, chat: str, text: str, markup: InlineKeyboardMarkup | None) -> str:
+        bot = self._application.bot
+        for _ in range(SEND_ATTEMPTS):
+            try:
+                sent = await bot.send_message(
+                    chat_id=int(chat), text=text, reply_markup=markup, protect_content=True
+                )
+                return str(sent.message_id)
+            except RetryAfter as exc:
+                await self._sleep(_seconds(exc.retry_after))
+            except (Forbidden, BadRequest) as exc:
+                raise Undeliverable from exc
+            except TelegramError as exc:  # network errors, timeouts: the outbox retries
+                raise Deferred from exc
+        raise Deferred
+
+    async def edit(self, chat: str, ref: str, messages: Sequence[Shown]) -> bool:
+        """Replace a question on screen with the next one (notices joined to it)."""
+        combined = combine(list(messages))
+        if len(combined) != 1 or not isinstance(question := combined[0], Question):
+            return False
+        for _ in range(2):
+            try:
+                await self._application.bot.edit_message_text(
+                    chat_id=int(chat),
+                    message_id=int(ref),
+                    text=question.text,
+                    reply_markup=keyboard(question),
+                )
+                return True
+            except RetryAfter as exc:
+                await self._sleep(_seconds(exc.retry_after))
+            except BadRequest as exc:
+                return "not modified" in str(exc).lower()
+            except (Forbidden, ValueError):
+                return False
+            except TelegramError as exc:
+                raise Deferred from exc
+        return False
+
+    async def delete(self, chat: str, ref: str) -> None:
+        """Delete a message; older than 48 hours, gone or not ours: quietly nothing."""
+        for _ in range(2):
+            try:
+                await self._application.bot.delete_message(chat_id=int(chat), message_id=int(ref))
+                return
+            except RetryAfter as exc:
+                await self._sleep(_seconds(exc.retry_after))
+            except (TelegramError, ValueError):
+                return
+
+
 class TelegramChannel:
-    """Runs a PTB application whose only handler hands every update to the intake service."""
+    """Runs a PTB application whose only handler hands every update to the inbound service."""
 
     def __init__(
         self,
         *,
         token: str,
-        intake: IntakeService,
-        engine: Engine,
-        limiter: ChatRateLimiter,
-        lawyers: LawyerService | None = None,
+        inbound: InboundService,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
         base_url: str | None = None,
         webhook: WebhookConfig | None = None,
         sleep: Sleep = asyncio.sleep,
         poll_timeout: int = 10,
+        edit_window: timedelta = timedelta(hours=23),
     ) -> None:
         self._token = token
-        self._intake = intake
-        self._engine = engine
-        self._lawyers = lawyers
-        self._limiter = limiter
+        self._inbound = inbound
         self._base_url = base_url
         self._webhook = webhook
         self._sleep = sleep
@@ -247,19 +305,26 @@ class TelegramChannel:
         #: Updates fully handled so far, and those whose handling failed (tests, benchmarks).
         self.handled = 0
         self.failed = 0
+        #: Logs where a polling outage starts and ends, instead of a traceback per poll.
+        self.outage = Outage("telegram polling")
         self.application = self._build()
+        self.transport = TelegramTransport(self.application, sleep)
+        self.sender = OutboxSender(CHANNEL, uow, self.transport, clock, edit_window=edit_window)
+        inbound.senders.register(CHANNEL, self.sender.wake)
 
     def _build(self) -> Application:  # type: ignore[type-arg]
-        application = application_builder(self._token, self._base_url).build()
+        builder = application_builder(self._token, self._base_url)
+        application = builder.get_updates_request(WatchedPollingRequest(self.outage)).build()
         application.add_handler(TypeHandler(Update, self._on_update))
         application.add_error_handler(self._on_error)
         return application
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll (or serve the webhook) until ``stop`` is set."""
+        """Poll (or serve the webhook) and deliver the outbox until ``stop`` is set."""
         app = self.application
         async with app:
             await app.start()
+            sender = asyncio.create_task(self.sender.run(stop))
             updater = app.updater
             assert updater is not None
             if self._webhook is not None:
@@ -273,12 +338,15 @@ class TelegramChannel:
                 )
             else:
                 await updater.start_polling(
-                    timeout=self._poll_timeout, allowed_updates=ALLOWED_UPDATES
+                    timeout=self._poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES,
+                    error_callback=polling_error_callback(self.outage),
                 )
             log.info("telegram channel running (%s)", "webhook" if self._webhook else "polling")
             await stop.wait()
             await updater.stop()
             await app.stop()
+            await sender
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram error: %s", type(context.error).__name__)
@@ -294,8 +362,9 @@ class TelegramChannel:
             except Exception as exc:  # the reporter gets a calm message, never a traceback
                 self.failed += 1
                 log.error("telegram update failed: %s", type(exc).__name__)
-                notice = self._engine.notice(self._language(update), "ui.error")
-                await self._send(chat_id, notice)
+                notice = Notice(self._inbound.notice(self._language(update), "ui.error"))
+                with contextlib.suppress(Exception):
+                    await self.transport.send(chat_id, [notice])
         finally:
             self.handled += 1
 
@@ -321,140 +390,33 @@ class TelegramChannel:
             log.info("answering a button press failed: %s", type(exc).__name__)
 
     async def _handle_update(self, update: Update, chat_id: str) -> None:
+        handled = await self._inbound.handle(await self._inbound_of(update, chat_id))
+        if not handled.duplicate:
+            await self.sender.deliver(handled.entries)
+
+    async def _inbound_of(self, update: Update, chat_id: str) -> Inbound:
         message = update.message or update.edited_message
-        incoming = str(message.message_id) if message is not None else None
-        verdict = self._limiter.check(CHANNEL, chat_id)
-        if verdict is not Verdict.OK:
-            await self._delete(chat_id, incoming)
-            if verdict is Verdict.WARN:
-                await self._send(
-                    chat_id, self._engine.notice(self._language(update), "ui.rate_limited")
-                )
-            return
-        if update.edited_message is not None:
-            # An edited answer is not re-read; the edit itself must not linger on screen.
-            await self._delete(chat_id, incoming)
-            return
-        is_command = message is not None and (message.text or "").startswith("/")
-        if is_command and message is not None and await self._command(update, message, chat_id):
-            return
-        event, attachment = await self._event(update, message)
-        turn = await self._intake.turn(
-            CHANNEL, chat_id, event, update_id=str(update.update_id), attachment=attachment
+        base = Inbound(
+            CHANNEL,
+            chat_id,
+            update_id=str(update.update_id),
+            message_ref=str(message.message_id) if message is not None else None,
+            language_hint=self._language(update),
         )
-        if turn.duplicate:
-            await self._delete(chat_id, incoming)
-            return
-        replies = combine(turn.replies)
-        stale = [incoming, *turn.to_delete]
-        if turn.edit is not None:
-            if len(replies) == 1 and isinstance(replies[0], Question):
-                edited, *_ = await asyncio.gather(
-                    self._edit(chat_id, turn.edit, replies[0]),
-                    *(self._delete(chat_id, ref) for ref in stale),
-                )
-                if edited:
-                    return
-                stale = []  # deleted already
-            stale.append(turn.edit)  # could not edit (too old, gone): replace it instead
-        # Replies go out in order; the deletions run alongside them.
-        deletions = [self._delete(chat_id, ref) for ref in stale]
-        results = await asyncio.gather(self._send_all(chat_id, replies), *deletions)
-        sent: list[str] = results[0] or []
-        if turn.draft_open:
-            await self._intake.track(CHANNEL, chat_id, sent)
-
-    async def _edit(self, chat_id: str, ref: str, question: Question) -> bool:
-        for _ in range(2):
-            try:
-                await self.application.bot.edit_message_text(
-                    chat_id=int(chat_id),
-                    message_id=int(ref),
-                    text=question.text,
-                    reply_markup=keyboard(question),
-                )
-                return True
-            except RetryAfter as exc:
-                await self._sleep(_seconds(exc.retry_after))
-            except BadRequest as exc:
-                return "not modified" in str(exc).lower()
-            except TelegramError:
-                return False
-        return False
-
-    async def _send_all(self, chat_id: str, replies: list[Outbound]) -> list[str]:
-        return [ref for reply in replies if (ref := await self._send(chat_id, reply))]
-
-    async def _command(self, update: Update, message: Message, chat_id: str) -> bool:
-        """Handle commands that are not questionnaire events; False lets the others through."""
-        text = message.text or ""
-        head, _, rest = text.partition(" ")
-        command = command_name(head)
-        language = self._language(update)
-        if self._lawyers is not None and command == "reply" and _is_receipt(rest.split(" ")[0]):
-            await self._delete(chat_id, str(message.message_id))
-            code, _, body = rest.partition(" ")
-            answer = await self._lawyers.reporter_reply(code, body, language)
-            await self._reply_tracked(chat_id, Notice(answer))
-            return True
-        if self._lawyers is not None and self._lawyers.is_staff_command(text):
-            await self._delete(chat_id, str(message.message_id))
-            for reply in await self._lawyers.command(f"{CHANNEL}:{chat_id}", text, language):
-                await self._send(chat_id, Notice(reply))
-            return True
-        if command == "status":
-            await self._delete(chat_id, str(message.message_id))  # the code must not stay
-            if not rest.strip():
-                await self._reply_tracked(chat_id, self._engine.notice(language, "ui.status_usage"))
-                return True
-            for text in await status_texts(self._intake, self._lawyers, rest, language):
-                await self._reply_tracked(chat_id, Notice(text))
-            return True
-        if command == "forget":
-            await self._delete(chat_id, str(message.message_id))
-            for ref in await self._intake.forget(CHANNEL, chat_id):
-                await self._delete(chat_id, ref)
-            await self._send(chat_id, self._engine.notice(language, "ui.forgotten"))
-            return True
-        if command == "help":
-            await self._delete(chat_id, str(message.message_id))
-            await self._reply_tracked(chat_id, self._engine.notice(language, "ui.help_telegram"))
-            return True
-        return False
-
-    async def notify(self, chat_id: str, text: str) -> bool:
-        """Deliver a text from the lawyer side (a case notice, a lawyer's reply)."""
-        return await self._send(chat_id, Notice(text)) is not None
-
-    async def _reply_tracked(self, chat_id: str, notice: Notice) -> None:
-        ref = await self._send(chat_id, notice)
-        if ref:
-            await self._intake.track(CHANNEL, chat_id, [ref])
-
-    async def _event(
-        self, update: Update, message: Message | None
-    ) -> tuple[Event, Attachment | None]:
+        if update.edited_message is not None:
+            return replace(base, edited=True)
         if update.callback_query is not None:
-            return callback_event(update.callback_query.data), None
+            return replace(base, event=callback_event(update.callback_query.data))
         if message is None:
-            return Invalid(), None
+            return replace(base, event=Invalid())
         if message.text is not None:
-            if message.text.startswith("/"):
-                command = command_name(message.text.split()[0])
-                commands: dict[str, Event] = {
-                    "start": Start(self._language(update)),
-                    "language": ChangeLanguage(),
-                    "cancel": Stop(),
-                    "stop": Stop(),
-                }
-                return commands.get(command, Invalid()), None
-            return TextAnswer(message.text), None
+            return replace(base, text=message.text)
         if message.photo or message.document:
             data = await self._download(message)
             if data is None:
-                return Refused(), None
-            return Invalid(), Attachment(data, message.caption)
-        return Invalid(), None
+                return replace(base, file_refused=True)
+            return replace(base, attachment=Attachment(data, message.caption))
+        return replace(base, event=Invalid())
 
     async def _download(self, message: Message) -> bytes | None:
         size: int | None
@@ -473,39 +435,3 @@ class TelegramChannel:
             log.info("file download failed: %s", type(exc).__name__)
             return None
         return data if len(data) <= MAX_FILE_BYTES else None
-
-    async def _send(self, chat_id: str, message: Outbound) -> str | None:
-        if isinstance(message, Question):
-            text, markup = message.text, keyboard(message)
-        elif isinstance(message, Notice):
-            text, markup = message.text, None
-        else:
-            return None
-        bot = self.application.bot
-        for _ in range(SEND_ATTEMPTS):
-            try:
-                sent = await bot.send_message(
-                    chat_id=int(chat_id), text=text, reply_markup=markup, protect_content=True
-                )
-                return str(sent.message_id)
-            except RetryAfter as exc:
-                await self._sleep(_seconds(exc.retry_after))
-            except (Forbidden, BadRequest) as exc:
-                log.info("send refused: %s", type(exc).__name__)
-                return None
-        log.warning("send gave up after %d rate limits", SEND_ATTEMPTS)
-        return None
-
-    async def _delete(self, chat_id: str, ref: str | None) -> None:
-        if ref is None:
-            return
-        bot = self.application.bot
-        for _ in range(2):
-            try:
-                await bot.delete_message(chat_id=int(chat_id), message_id=int(ref))
-                return
-            except RetryAfter as exc:
-                await self._sleep(_seconds(exc.retry_after))
-            except (TelegramError, ValueError):
-                # Older than 48 hours, already gone, or not ours: carry on quietly.
-                return

@@ -256,6 +256,8 @@ class OutboxSender:
         except ValueError:
             messages = []
         clear, track = bool(payload.get("clear")), bool(payload.get("track"))
+        if not getattr(self._transport, "keeps_screen", True):
+            clear = track = False  # a terminal cannot take back what it printed
         deletes = [str(r) for r in payload.get("delete", [])]
         now = self._clock()
         before = await self._screen(item.lane) if (clear or track) else []
