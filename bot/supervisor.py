@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -371,6 +372,9 @@ async def run_service(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # What start-up made (modules, settings) lives as long as the process: out of the cyclic
+    # collector, whose full passes over it (180,000 objects) stalled every chat for ~90 ms.
+    gc.freeze()
     try:
         await Supervisor(settings).run(stop)
     finally:
