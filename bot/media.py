@@ -193,6 +193,9 @@ class MediaInspector:
                 future = await asyncio.to_thread(self._schedule, data)
             else:
                 future = self._schedule(data)
+        except RuntimeError as exc:  # pebble: the pool is stopped or broken
+            raise await self._restart(exc) from None
+        try:
             return await asyncio.wrap_future(future)
         except MediaRefused:
             raise
@@ -200,13 +203,16 @@ class MediaInspector:
             raise MediaRefused("over the time cap") from None
         except ProcessExpired:
             raise MediaRefused("the worker died") from None
-        except (BrokenProcessPool, RuntimeError) as exc:
-            log.error("file worker pool failed: %s", type(exc).__name__)
-            self.close()
-            raise MediaRefused("no worker") from None
+        except BrokenProcessPool as exc:
+            raise await self._restart(exc) from None
         except Exception as exc:  # a hostile file may make a decoder raise anything
             log.warning("file check failed: %s", type(exc).__name__)
             raise MediaRefused("check failed") from None
+
+    async def _restart(self, exc: BaseException) -> MediaRefused:
+        log.error("file worker pool failed: %s", type(exc).__name__)
+        await asyncio.to_thread(self.close)  # the next file starts a new pool
+        return MediaRefused("no worker")
 
     def close(self) -> None:
         """Stop the workers (pending checks fail); the next ``inspect`` starts new ones."""

@@ -124,6 +124,10 @@ async def test_a_dying_worker_refuses_the_file_and_is_replaced(
         await inspector.inspect(DIE)
     clean = await inspector.inspect(jpeg_with_gps("m"))
     assert clean.kind == "image"
+    # Closed (as at shutdown, or after a broken pool), it starts a new pool for the next file
+    # instead of refusing every file from then on.
+    inspector.close()
+    assert (await inspector.inspect(PROBE)).kind == "probe"
 
 
 async def test_bad_files_are_refused_before_any_worker() -> None:
