@@ -18,7 +18,6 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from bot.channels.console import ConsoleChannel
-from bot.charts import reports_chart
 from bot.config import ConfigError, Settings, load_settings
 from bot.control import ControlError, NotRunning, request
 from bot.keypolicy import check_new_root
@@ -366,6 +365,9 @@ def stats(
     if fmt is StatsFormat.PNG:
         if output is None:
             _fail("--format png needs --output FILE.png", EXIT_USAGE)
+        # matplotlib is most of the CLI's start-up time: only the chart imports it.
+        from bot.charts import reports_chart
+
         reports_chart(cells, threshold, output)
         typer.echo(f"tipline: chart written to {output}")
         return

@@ -105,6 +105,11 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
 
+    @property
+    def listening(self) -> bool:
+        """Whether the socket is bound and answering."""
+        return self._server is not None
+
     async def close(self) -> None:
         """Stop listening and remove the socket file (if it is still ours)."""
         if self._server is None:
