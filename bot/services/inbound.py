@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from bot.domain.commands import STAFF, Answer, Command, Name, parse
@@ -127,6 +127,9 @@ class InboundService:
 
     async def handle(self, inbound: Inbound) -> Handled:
         """Apply one inbound message in one transaction; its answers are in the outbox."""
+        if inbound.attachment is not None:
+            # Decoding takes a worker process up to seconds: never inside a transaction.
+            inbound = replace(inbound, attachment=await self._intake.check(inbound.attachment))
         now = self._clock()
         out = Outgoing()
         lock = False

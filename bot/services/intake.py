@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file as received from a messenger, before any check."""
+    """A file as received from a messenger, and what the check made of it."""
 
     data: bytes
     caption: str | None = None
+    #: The checked (cleaned) file; None until :meth:`IntakeService.check` ran or when refused.
+    checked: CleanFile | None = None
 
 
 STATUS_NEW = "new"
@@ -121,7 +123,7 @@ class IntakeService:
         *,
         attachment: Attachment | None = None,
     ) -> Turn:
-        """Apply one reporter event; an ``attachment`` is checked (off the event loop) and
+        """Apply one reporter event; an ``attachment`` (already checked with :meth:`check`) is
         stored encrypted only when the conversation is at the documents step and has room."""
         state = await self._load(uow, channel, chat_id, now)
         if attachment is not None:
@@ -150,6 +152,17 @@ class IntakeService:
             expires = now + self._policy.draft_ttl
             await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
         return Turn(replies, draft_open=new_state is not None, submitted=tuple(submitted))
+
+    async def check(self, attachment: Attachment) -> Attachment:
+        """Check and clean a file in a capped worker process; call it before the transaction,
+        so no other chat waits on the database while a file is decoded."""
+        if not attachment.data or len(attachment.data) > MAX_FILE_BYTES:
+            return attachment
+        try:
+            return replace(attachment, checked=await self._inspect(attachment.data))
+        except MediaRefused as exc:
+            log.info("file refused: %s", exc)
+            return attachment
 
     async def language(
         self, uow: StaffUnitOfWork, channel: str, chat_id: str, now: datetime
@@ -193,12 +206,8 @@ class IntakeService:
             return Invalid()
         if len(state.pending) >= MAX_ATTACHMENTS:
             return AttachmentAdded("")  # the engine answers "too many files"; nothing stored
-        if not attachment.data or len(attachment.data) > MAX_FILE_BYTES:
-            return Refused()
-        try:
-            checked = await self._inspect(attachment.data)
-        except MediaRefused as exc:
-            log.info("file refused: %s", exc)
+        checked = attachment.checked
+        if checked is None:
             return Refused()
         ref = await uow.attachments.add(
             original=attachment.data,
