@@ -147,12 +147,12 @@ def one_line_error(result: tuple[int, str, str], fragment: str) -> None:
 
 
 def _pty_session(
-    argv: Sequence[str], env: dict[str, str], typed: Sequence[tuple[str, str]]
+    argv: Sequence[str], env: dict[str, str], typed: Sequence[tuple[str, str]], cwd: Path
 ) -> tuple[int, str]:
     """Run argv on a new pseudo-terminal (its controlling tty); answer each prompt as typed."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec at once
-        os.chdir(ROOT)
+        os.chdir(cwd)
         os.execve(argv[0], list(argv), env)
     output = b""
     pending = list(typed)
@@ -185,11 +185,11 @@ def _pty_session(
 
 
 async def in_pty(
-    env: dict[str, str], *args: str, typed: Sequence[tuple[str, str]]
+    env: dict[str, str], *args: str, typed: Sequence[tuple[str, str]], cwd: Path = ROOT
 ) -> tuple[int, str]:
     """``tipline ARGS`` on a terminal, a person typing at each prompt (in a thread)."""
     argv = [sys.executable, "-m", "bot.cli", *args]
-    return await asyncio.to_thread(_pty_session, argv, env, typed)
+    return await asyncio.to_thread(_pty_session, argv, env, typed, cwd)
 
 
 async def settle(fake: Any, quiet: float = 0.15, limit: float = 30.0) -> None:
