@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bot.config import ConfigError, Settings, SignalMode, load_settings
+from bot.config import ConfigError, Profile, Settings, SignalMode, load_settings
 
 CONTRACT = [
     "DATABASE_URL",
@@ -27,6 +27,8 @@ CONTRACT = [
     "DRAFT_TTL_HOURS",
     "LANGUAGES",
     "LOG_LEVEL",
+    "CONTROL_SOCKET",
+    "HEALTH_ADDR",
 ]
 
 
@@ -66,6 +68,20 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert "+10000000000" not in repr(s), "secrets are not shown in reprs"
 
 
+def test_lifecycle_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.effective_control_socket == Path("var/control.sock")
+    assert s.health_host_port is None and s.key_source is None
+    assert s.profile is Profile.PRODUCTION
+    monkeypatch.setenv("TIPLINE_HEALTH_ADDR", "127.0.0.1:8081")
+    monkeypatch.setenv("TIPLINE_CONTROL_SOCKET", "/run/tipline/control.sock")
+    monkeypatch.setenv("TIPLINE_PASSPHRASE_FILE", "/etc/tipline/passphrase")
+    s = load_settings()
+    assert s.health_host_port == ("127.0.0.1", 8081)
+    assert s.effective_control_socket == Path("/run/tipline/control.sock")
+    assert s.key_source == "TIPLINE_PASSPHRASE_FILE"
+
+
 def test_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValidationError):
@@ -80,6 +96,9 @@ def test_frozen() -> None:
         ("SIGNAL_MODE", "fast", "TIPLINE_SIGNAL_MODE"),
         ("LANGUAGES", "fr", "TIPLINE_LANGUAGES"),
         ("LOG_LEVEL", "chatty", "TIPLINE_LOG_LEVEL"),
+        ("HEALTH_ADDR", "8081", "TIPLINE_HEALTH_ADDR: must be HOST:PORT"),
+        ("HEALTH_ADDR", "127.0.0.1:99999", "TIPLINE_HEALTH_ADDR"),
+        ("PROFILE", "lenient", "TIPLINE_PROFILE"),
     ],
 )
 def test_bad_values_are_one_clear_line(

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from storage.crypto import DecryptionError
 from storage.keyring import (
     Argon2Cost,
     KeyFile,
     Keyring,
+    KeyringClosed,
     KeyringCorrupt,
     KeyringError,
     KeyringFile,
     KeyringMissing,
+    KeyVault,
     Passphrase,
     WrongRootKey,
     atomic_write,
@@ -118,3 +121,57 @@ def test_atomic_write_leaves_old_content_when_interrupted(
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["keyring"]
+
+
+def test_forget_overwrites_every_key_and_closes_the_keyring(tmp_path: Path) -> None:
+    vault = KeyVault.create(
+        KeyringFile(tmp_path / "keyring"), Passphrase(b"a long passphrase"), CHEAP, START
+    )
+    ring = vault.keyring
+    ring.add_kek(START)
+    buffers = [k.key for k in ring.keks.values()] + [ring.index_key]
+    derived = ring.pseudonym("telegram", "42")
+    root = vault._root
+    assert all(any(b) for b in [*buffers, root])
+    vault.forget()
+    assert all(b == bytearray(len(b)) for b in [*buffers, root]), "overwritten in place"
+    assert ring.keks == {}
+    with pytest.raises(DecryptionError):
+        ring.kek(1)
+    for use in (
+        lambda: ring.pseudonym("telegram", "42"),
+        lambda: ring.receipt_hash("AAAA"),
+        lambda: ring.audit_mac(b"x"),
+        lambda: ring.replace_with(Keyring.generate(START)),
+        lambda: ring.add_kek(START),
+    ):
+        with pytest.raises(KeyringClosed):
+            use()
+    # the file is untouched: the same passphrase opens it again, with the same keys
+    again = KeyringFile(tmp_path / "keyring").load(Passphrase(b"a long passphrase"))
+    assert again.pseudonym("telegram", "42") == derived
+
+
+def test_destroyed_and_replaced_keys_are_overwritten() -> None:
+    ring = Keyring.generate(START)
+    old = ring.kek(1)
+    ring.add_kek(START)
+    ring.destroy([1])
+    assert old == bytearray(len(old)) and 1 not in ring.keks
+    index_key, current = ring.index_key, ring.kek(2)
+    fresh = Keyring.generate(START, first_id=3)
+    ring.replace_with(fresh)
+    assert index_key == bytearray(32) and current == bytearray(32)
+    assert ring.kek(3) == fresh.kek(3) and any(ring.kek(3))
+
+
+def test_destroy_removes_the_keyring_file_without_a_secret(tmp_path: Path) -> None:
+    kf = KeyringFile(tmp_path / "keyring")
+    kf.save(Keyring.generate(START), KeyFile(os.urandom(32)))
+    leftover = tmp_path / ".keyring.tmp1234"  # what a crashed atomic write leaves
+    leftover.write_bytes(b"half a keyring")
+    other = tmp_path / "tipline.db"
+    other.write_bytes(b"not a keyring")
+    assert kf.destroy() is True
+    assert not kf.exists() and not leftover.exists() and other.exists()
+    assert kf.destroy() is False
