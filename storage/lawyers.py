@@ -3,58 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.services.ports import (
+    DOCUMENTATION,
+    OPEN,
+    WAITING,
+    CaseId,
+    CaseRecord,
+    CaseStatus,
+    LawyerId,
+    LawyerRecord,
+    LawyerStatus,
+    Role,
+    lawyer_may_become,
+)
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import RecordCipher
 from storage.keyring import Keyring
 from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
 
-OPEN_STATUSES = ("assigned", "accepted")
 
-
-@dataclass(frozen=True, slots=True)
-class LawyerRecord:
-    """A lawyer or admin as services see it (name and address decrypted on demand)."""
-
-    id: int
-    role: str
-    status: str
-    on_call: bool
-    languages: tuple[str, ...]
-    regions: tuple[str, ...]
-    name: str
-    open_cases: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CaseRow:
-    """Case metadata (plaintext columns) for routing and lawyer commands."""
-
-    id: str
-    number: int
-    priority: int
-    status: str
-    assigned_lawyer_id: int | None
-    assigned_at: datetime | None
-    expires_at: datetime
-    created_on: Any
-    admins_alerted: bool
-    expiry_warned: bool
-
-
-def _case_row(row: Case) -> CaseRow:
-    return CaseRow(
-        row.id,
+def _case_row(row: Case) -> CaseRecord:
+    lawyer = row.assigned_lawyer_id
+    return CaseRecord(
+        CaseId(row.id),
         row.number or 0,
         row.priority,
         row.status,
-        row.assigned_lawyer_id,
+        None if lawyer is None else LawyerId(lawyer),
         row.assigned_at,
         row.expires_at,
         row.created_on,
@@ -86,7 +67,7 @@ class SqlLawyerStore:
             dek = self._dek(row)
             name = self._cipher.decrypt(dek, self.table, str(row.id), "name", row.name_ct)
         return LawyerRecord(
-            row.id,
+            LawyerId(row.id),
             row.role,
             row.status,
             row.on_call,
@@ -111,7 +92,7 @@ class SqlLawyerStore:
         """A new invited lawyer; the invite code is stored only as a keyed hash."""
         row = Lawyer(
             role=role,
-            status="invited",
+            status=LawyerStatus.INVITED,
             on_call=on_call,
             languages=",".join(languages),
             regions=",".join(regions),
@@ -138,7 +119,7 @@ class SqlLawyerStore:
         row = (
             await self._session.execute(select(Lawyer).where(Lawyer.invite_hash == digest))
         ).scalar_one_or_none()
-        if row is None or row.status != "invited":
+        if row is None or not lawyer_may_become(row.status, LawyerStatus.REGISTERED):
             return None
         if row.invite_expires_at is None or row.invite_expires_at <= now:
             return None
@@ -155,7 +136,7 @@ class SqlLawyerStore:
         row.contact_pseudonym = pseudonym
         row.phrase_hash = self._keyring.receipt_hash("phrase:" + phrase)
         row.invite_hash = None  # single use
-        row.status = "registered"
+        row.status = LawyerStatus.REGISTERED
         return self._record(row)
 
     async def get(self, lawyer_id: int) -> LawyerRecord | None:
@@ -178,11 +159,13 @@ class SqlLawyerStore:
         registration and a new phrase bring them back.
         """
         row = await self._session.get(Lawyer, lawyer_id)
-        if row is None or row.status != "registered" or row.phrase_hash is None:
+        if row is None or row.phrase_hash is None:
+            return False
+        if row.status != LawyerStatus.REGISTERED:  # a suspended account needs a new invite
             return False
         if row.phrase_hash != self._keyring.receipt_hash("phrase:" + phrase):
             return False
-        row.status = "verified"
+        row.status = LawyerStatus.VERIFIED
         return True
 
     async def set_status(
@@ -190,10 +173,10 @@ class SqlLawyerStore:
     ) -> bool:
         """Change a lawyer's status (revoke shreds the address too)."""
         row = await self._session.get(Lawyer, lawyer_id)
-        if row is None:
+        if row is None or not (row.status == status or lawyer_may_become(row.status, status)):
             return False
         row.status = status
-        if status != "verified":
+        if status != LawyerStatus.VERIFIED:
             row.phrase_hash = None  # a phrase proves one registration, once
         if forget_contact:
             row.contact_ct, row.contact_pseudonym, row.invite_hash = None, None, None
@@ -202,9 +185,9 @@ class SqlLawyerStore:
     async def renew_invite(self, lawyer_id: int, invite_code: str, expires_at: datetime) -> bool:
         """A fresh invite for an existing lawyer (a new phone or safety number)."""
         row = await self._session.get(Lawyer, lawyer_id)
-        if row is None or row.status == "revoked":
+        if row is None or not lawyer_may_become(row.status, LawyerStatus.INVITED):
             return False
-        row.status = "invited"
+        row.status = LawyerStatus.INVITED
         row.invite_hash = self._keyring.receipt_hash("invite:" + invite_code)
         row.invite_expires_at = expires_at
         row.contact_ct, row.contact_pseudonym, row.phrase_hash = None, None, None
@@ -232,7 +215,7 @@ class SqlLawyerStore:
             (
                 await self._session.execute(
                     select(Case.assigned_lawyer_id, func.count())
-                    .where(Case.status == "accepted")
+                    .where(Case.status == CaseStatus.ACCEPTED)
                     .group_by(Case.assigned_lawyer_id)
                 )
             ).all()
@@ -244,7 +227,9 @@ class SqlLawyerStore:
         """Addresses of verified admins (alerts only, never case content)."""
         rows = (
             await self._session.execute(
-                select(Lawyer).where(and_(Lawyer.role == "admin", Lawyer.status == "verified"))
+                select(Lawyer).where(
+                    and_(Lawyer.role == Role.ADMIN, Lawyer.status == LawyerStatus.VERIFIED)
+                )
             )
         ).scalars()
         return [c for row in rows if (c := self._contact(row))]
@@ -257,69 +242,73 @@ class SqlAssignmentStore:
         self._session = session
         self._cipher = cipher
 
-    async def by_number(self, number: int) -> CaseRow | None:
+    async def by_number(self, number: int) -> CaseRecord | None:
         """A case by the number lawyers use."""
         row = (
             await self._session.execute(select(Case).where(Case.number == number))
         ).scalar_one_or_none()
         return None if row is None else _case_row(row)
 
-    async def by_id(self, case_id: str) -> CaseRow | None:
+    async def by_id(self, case_id: str) -> CaseRecord | None:
         """A case by id."""
         row = await self._session.get(Case, case_id)
         return None if row is None else _case_row(row)
 
-    async def assigned_to(self, lawyer_id: int) -> list[CaseRow]:
+    async def assigned_to(self, lawyer_id: int) -> list[CaseRecord]:
         """Open cases of one lawyer, most urgent first."""
         rows = (
             await self._session.execute(
                 select(Case)
-                .where(Case.assigned_lawyer_id == lawyer_id, Case.status.in_(OPEN_STATUSES))
+                .where(Case.assigned_lawyer_id == lawyer_id, Case.status.in_(OPEN))
                 .order_by(Case.priority, Case.number)
             )
         ).scalars()
         return [_case_row(r) for r in rows]
 
-    async def waiting(self) -> list[CaseRow]:
+    async def waiting(self) -> list[CaseRecord]:
         """Cases that need a lawyer: new and not documentation-only, or assigned, not accepted."""
         rows = (
             await self._session.execute(
                 select(Case)
-                .where(Case.status.in_(("new", "assigned")), Case.priority < 4)
+                .where(Case.status.in_(WAITING), Case.priority < DOCUMENTATION)
                 .order_by(Case.priority, Case.number)
             )
         ).scalars()
         return [_case_row(r) for r in rows]
 
-    async def unassigned_documentation(self, since_created: Any) -> list[CaseRow]:
+    async def unassigned_documentation(self, since_created: Any) -> list[CaseRecord]:
         """Documentation-only cases nobody has taken yet (the daily digest)."""
         rows = (
             await self._session.execute(
                 select(Case)
-                .where(Case.status == "new", Case.priority == 4, Case.created_on >= since_created)
+                .where(
+                    Case.status == CaseStatus.NEW,
+                    Case.priority == DOCUMENTATION,
+                    Case.created_on >= since_created,
+                )
                 .order_by(Case.number)
             )
         ).scalars()
         return [_case_row(r) for r in rows]
 
-    async def expiring(self, before: datetime) -> list[CaseRow]:
+    async def expiring(self, before: datetime) -> list[CaseRecord]:
         """Open cases expiring before a moment whose lawyer has not been warned yet."""
         rows = (
             await self._session.execute(
                 select(Case).where(
                     Case.expires_at <= before,
-                    Case.status.in_(OPEN_STATUSES),
+                    Case.status.in_(OPEN),
                     Case.expiry_warned.is_(False),
                 )
             )
         ).scalars()
         return [_case_row(r) for r in rows]
 
-    async def all_open(self) -> list[CaseRow]:
+    async def all_open(self) -> list[CaseRecord]:
         """Every case not closed, by number."""
         rows = (
             await self._session.execute(
-                select(Case).where(Case.status != "closed").order_by(Case.number)
+                select(Case).where(Case.status != CaseStatus.CLOSED).order_by(Case.number)
             )
         ).scalars()
         return [_case_row(r) for r in rows]
@@ -336,7 +325,7 @@ class SqlAssignmentStore:
         await self._session.execute(
             update(Case)
             .where(Case.id == case_id)
-            .values(status="assigned", assigned_lawyer_id=lawyer_id, assigned_at=now)
+            .values(status=CaseStatus.ASSIGNED, assigned_lawyer_id=lawyer_id, assigned_at=now)
         )
         if await self._session.get(CaseAttempt, (case_id, lawyer_id)) is None:
             self._session.add(CaseAttempt(case_id=case_id, lawyer_id=lawyer_id))
@@ -347,7 +336,7 @@ class SqlAssignmentStore:
         await self._session.execute(
             update(Case)
             .where(Case.id == case_id)
-            .values(status="new", assigned_lawyer_id=None, assigned_at=None)
+            .values(status=CaseStatus.NEW, assigned_lawyer_id=None, assigned_at=None)
         )
 
     async def update(self, case_id: str, **values: Any) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bot.services.ports import AuditProblem, KekUsage, PurgeReport, RotationReport, StatRow
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey
 from storage.db import make_session_factory
 from storage.keyring import Keyring, KeyVault
@@ -30,7 +31,7 @@ from storage.models import (
     SeenUpdate,
     StatCounter,
 )
-from storage.repositories import AuditProblem, SqlAuditLog, SqlUnitOfWork
+from storage.repositories import SqlAuditLog, SqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -71,47 +72,6 @@ ALL_TABLES: tuple[Any, ...] = (
     OutboxItem,
     Screen,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class KekUsage:
-    """One KEK version and how many records it wraps, per table."""
-
-    kek_id: int
-    created_at: datetime
-    current: bool
-    records: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class RotationReport:
-    """What a rotation did."""
-
-    current_kek_id: int
-    rewrapped: int
-    destroyed: tuple[int, ...]
-    unreadable_removed: int
-    complete: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeReport:
-    """What a purge found and (unless a dry run) deleted."""
-
-    expired: dict[str, int]
-    dry_run: bool
-    rotation: RotationReport | None = None
-    checkpointed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StatRow:
-    """One advocacy counter."""
-
-    week: date
-    region: str
-    category: str
-    count: int
 
 
 class RotationInterrupted(Exception):

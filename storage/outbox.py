@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from bot.services.ports import OutboxEntry
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher
 from storage.keyring import Keyring
@@ -25,18 +25,6 @@ def _item_id() -> str:
     # Sorts in the order items were written, so a chat's messages keep their order; the random
     # tail keeps two processes from colliding.
     return f"{time.time_ns():019d}{next(_sequence) % 10_000:04d}{new_id()[:17]}"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A decrypted outbox item."""
-
-    id: str
-    channel: str
-    lane: str
-    payload: dict[str, Any]
-    attempts: int
-    due_at: datetime
 
 
 _HEAD = aliased(OutboxItem)

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.services.ports import QueueEntry
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import RecordCipher
 from storage.models import QueueItem
 
 _sequence = itertools.count()
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A decrypted queue item."""
-
-    id: str
-    payload: dict[str, Any]
-    attempts: int
-    next_attempt_at: datetime
 
 
 class SqlQueue:
@@ -61,7 +51,7 @@ class SqlQueue:
         await self._session.flush()
         return item_id
 
-    async def due(self, now: datetime | None, limit: int = 100) -> list[Item]:
+    async def due(self, now: datetime | None, limit: int = 100) -> list[QueueEntry]:
         """Items whose next attempt is due (every item when ``now`` is None), oldest first."""
         query = select(QueueItem).where(QueueItem.queue == self._name)
         if now is not None:
@@ -77,7 +67,7 @@ class SqlQueue:
             payload = _loads(
                 self._cipher.decrypt(dek, self.table, row.id, "payload", row.payload_ct)
             )
-            items.append(Item(row.id, payload, row.attempts, row.next_attempt_at))
+            items.append(QueueEntry(row.id, payload, row.attempts, row.next_attempt_at))
         return items
 
     async def done(self, item_id: str) -> None:

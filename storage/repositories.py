@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -16,6 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
+from bot.services.ports import AttachmentContent, AuditProblem, CaseContent, CaseId
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher, associated_data
 from storage.keyring import Keyring, KeyringError, KeyVault
@@ -131,18 +131,6 @@ class SqlDraftStore:
         return bool(getattr(result, "rowcount", 0))
 
 
-@dataclass(frozen=True, slots=True)
-class CaseContent:
-    """A decrypted case, for lawyers and tests; never logged."""
-
-    id: str
-    status: str
-    priority: int
-    answers: dict[str, Any]
-    meta: dict[str, Any]
-    reply_address: str | None
-
-
 class SqlCaseStore:
     """Submitted cases: answers, routing metadata and reply address each encrypted."""
 
@@ -238,23 +226,13 @@ class SqlCaseStore:
         if row.reply_address_ct is not None:
             reply = dec(dek, self.table, row.id, "reply_address", row.reply_address_ct).decode()
         return CaseContent(
-            id=row.id,
+            id=CaseId(row.id),
             status=row.status,
             priority=row.priority,
             answers=_loads(dec(dek, self.table, row.id, "answers", row.answers_ct)),
             meta=_loads(dec(dek, self.table, row.id, "meta", row.meta_ct)),
             reply_address=reply,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentContent:
-    """A decrypted attachment, for lawyers and tests; never logged."""
-
-    id: str
-    original: bytes
-    clean: bytes | None
-    meta: dict[str, Any]
 
 
 class SqlAttachmentStore:
@@ -354,14 +332,6 @@ class SqlStatsStore:
             if not getattr(result, "rowcount", 0):
                 self._session.add(StatCounter(**key, count=1))
                 await self._session.flush()
-
-
-@dataclass(frozen=True, slots=True)
-class AuditProblem:
-    """Where the audit chain breaks."""
-
-    entry_id: int
-    reason: str
 
 
 class SqlAuditLog:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.domain.stats import Cell, cells
 from bot.services.clock import Clock
-from bot.services.ports import AuditBreak, KekInfo, MaintenanceStore, PurgeInfo, RotationInfo
+from bot.services.ports import AuditProblem, KekUsage, MaintenanceStore, PurgeReport, RotationReport
 
 log = logging.getLogger(__name__)
 ADMIN = "admin"
@@ -26,11 +26,11 @@ class AdminService:
             await uow.audit.append(ADMIN, action, None, self._clock())
             await uow.commit()
 
-    async def key_status(self) -> Sequence[KekInfo]:
+    async def key_status(self) -> Sequence[KekUsage]:
         """KEK versions with their record counts; no secret."""
         return await self._store.key_status()
 
-    async def rotate(self) -> RotationInfo:
+    async def rotate(self) -> RotationReport:
         """Rotate the KEK (resumable)."""
         report = await self._store.rotate(self._clock())
         await self._audit("keys.rotate" if report.complete else "keys.rotate.partial")
@@ -41,7 +41,7 @@ class AdminService:
         await self._store.rekey_root(secret, cost)
         await self._audit("keys.rotate.root")
 
-    async def purge(self, *, dry_run: bool = False, job: bool = False) -> PurgeInfo:
+    async def purge(self, *, dry_run: bool = False, job: bool = False) -> PurgeReport:
         """Delete expired drafts and cases, then ratchet the KEK."""
         report = await self._store.purge(self._clock(), dry_run=dry_run)
         if not dry_run and (any(report.expired.values()) or not job):
@@ -53,7 +53,7 @@ class AdminService:
         await self._store.wipe(self._clock())
         await self._audit("wipe")
 
-    async def verify_audit(self) -> tuple[int, AuditBreak | None]:
+    async def verify_audit(self) -> tuple[int, AuditProblem | None]:
         """Check the audit chain."""
         return await self._store.verify_audit()
 

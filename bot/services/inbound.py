@@ -29,7 +29,7 @@ from bot.domain.messages import (
 from bot.services.clock import Clock
 from bot.services.intake import Attachment, IntakeService
 from bot.services.outbox import Outgoing, address
-from bot.services.ports import OutboxEntryInfo, StaffUnitOfWork
+from bot.services.ports import OutboxEntry, StaffUnitOfWork
 from bot.services.ratelimit import ChatRateLimiter, Verdict
 from bot.services.staff import StaffCommands, StaffContext
 
@@ -73,7 +73,7 @@ class Inbound:
 class Handled:
     """What one inbound message led to."""
 
-    entries: Sequence[OutboxEntryInfo] = ()
+    entries: Sequence[OutboxEntry] = ()
     duplicate: bool = False
     lock: bool = False
 

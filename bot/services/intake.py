@@ -22,7 +22,7 @@ from bot.domain.triage import triage
 from bot.media import MAX_FILE_BYTES, CleanFile, MediaRefused, inspect_file_off_loop
 from bot.services.codes import new_code
 from bot.services.outbox import Outgoing
-from bot.services.ports import StaffUnitOfWork
+from bot.services.ports import CaseStatus, StaffUnitOfWork
 from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,6 @@ class Attachment:
     caption: str | None = None
     #: The checked (cleaned) file; None until :meth:`IntakeService.check` ran or when refused.
     checked: CleanFile | None = None
-
-
-STATUS_NEW = "new"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +231,7 @@ class IntakeService:
         case_id = await uow.cases.add(
             receipt=normalized,
             priority=int(result.priority),
-            status=STATUS_NEW,
+            status=CaseStatus.NEW,
             created_on=now.date(),
             expires_at=expires_at,
             answers=answers,

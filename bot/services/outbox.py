@@ -29,7 +29,7 @@ from bot.domain.messages import (
     outbound_to_dict,
 )
 from bot.services.clock import Clock
-from bot.services.ports import OutboxEntryInfo, OutboxStore, UnitOfWork
+from bot.services.ports import OutboxEntry, OutboxStore, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Outgoing:
         if refs:
             self.show(channel, chat, [], clear=False, track=False, delete=refs)
 
-    async def write(self, uow: HasOutbox, now: datetime) -> list[OutboxEntryInfo]:
+    async def write(self, uow: HasOutbox, now: datetime) -> list[OutboxEntry]:
         """Put everything into the outbox of ``uow`` (the caller commits)."""
         if not self.items:
             return []
@@ -201,16 +201,16 @@ class OutboxSender:
 
     # ---- delivery ------------------------------------------------------------------------
 
-    async def deliver(self, entries: Sequence[OutboxEntryInfo]) -> int:
+    async def deliver(self, entries: Sequence[OutboxEntry]) -> int:
         """Deliver items just written (in order per lane); how many were delivered."""
-        by_lane: dict[str, list[OutboxEntryInfo]] = {}
+        by_lane: dict[str, list[OutboxEntry]] = {}
         for entry in entries:
             if entry.channel == self.channel:
                 by_lane.setdefault(entry.lane, []).append(entry)
         counts = await asyncio.gather(*(self._lane(lane, items) for lane, items in by_lane.items()))
         return sum(counts)
 
-    async def _lane(self, lane: str, items: list[OutboxEntryInfo]) -> int:
+    async def _lane(self, lane: str, items: list[OutboxEntry]) -> int:
         lock = self._lanes.setdefault(lane, asyncio.Lock())
         self._lane_users[lane] = self._lane_users.get(lane, 0) + 1
         try:
@@ -247,7 +247,7 @@ class OutboxSender:
         _, _, sent = tracked.partition("@")
         return sent.isdigit() and now.timestamp() - int(sent) < self._edit_window.total_seconds()
 
-    async def _one(self, item: OutboxEntryInfo) -> bool:
+    async def _one(self, item: OutboxEntry) -> bool:
         """Deliver one item and record it; False when it must wait (the lane stops)."""
         payload = item.payload
         chat = str(payload.get("to", ""))
@@ -309,7 +309,7 @@ class OutboxSender:
         with contextlib.suppress(Deferred, Undeliverable):
             await self._transport.delete(chat, ref)
 
-    async def _later(self, item: OutboxEntryInfo, retry_after: float | None) -> None:
+    async def _later(self, item: OutboxEntry, retry_after: float | None) -> None:
         self.deferred += 1
         delay = retry_after if retry_after is not None else min(2.0 ** (item.attempts + 1), 60)
         delay = min(delay, MAX_BACKOFF)

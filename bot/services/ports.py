@@ -1,11 +1,168 @@
-"""The storage contracts services rely on; ``storage`` implements them."""
+"""The vocabulary services and storage share: ids, frozen records, and the store contracts
+that ``storage`` implements (storage imports this module and nothing else of ``bot``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, NewType, Protocol, Self
+
+from bot.domain.lifecycle import (
+    DOCUMENTATION,
+    OPEN,
+    WAITING,
+    CaseStatus,
+    LawyerStatus,
+    Role,
+    case_may_become,
+    gets_cases,
+    lawyer_may_become,
+    needs_routing,
+)
+
+__all__ = [
+    "DOCUMENTATION",
+    "OPEN",
+    "WAITING",
+    "CaseStatus",
+    "LawyerStatus",
+    "Role",
+    "case_may_become",
+    "gets_cases",
+    "lawyer_may_become",
+    "needs_routing",
+]
+
+#: A case's random record id (never shown to anyone).
+CaseId = NewType("CaseId", str)
+#: A lawyer's or admin's id, as the admin's CLI shows it.
+LawyerId = NewType("LawyerId", int)
+
+
+@dataclass(frozen=True, slots=True)
+class LawyerRecord:
+    """A lawyer or admin as services see it (the name only when asked for)."""
+
+    id: LawyerId
+    role: str
+    status: str
+    on_call: bool
+    languages: tuple[str, ...]
+    regions: tuple[str, ...]
+    name: str
+    #: Accepted cases: what counts towards the cap.
+    open_cases: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    """A case's plaintext metadata, for routing and lawyer commands."""
+
+    id: CaseId
+    number: int
+    priority: int
+    status: str
+    assigned_lawyer_id: LawyerId | None
+    assigned_at: datetime | None
+    expires_at: datetime
+    created_on: date
+    admins_alerted: bool
+    expiry_warned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CaseContent:
+    """A decrypted case, for lawyers and tests; never logged."""
+
+    id: CaseId
+    status: str
+    priority: int
+    answers: dict[str, Any]
+    meta: dict[str, Any]
+    reply_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentContent:
+    """A decrypted attachment, for lawyers and tests; never logged."""
+
+    id: str
+    original: bytes
+    clean: bytes | None
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A decrypted outbox item."""
+
+    id: str
+    channel: str
+    lane: str
+    payload: dict[str, Any]
+    attempts: int
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A decrypted item of a durable queue (the Signal inbox)."""
+
+    id: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KekUsage:
+    """One KEK version and how many records it wraps, per table."""
+
+    kek_id: int
+    created_at: datetime
+    current: bool
+    records: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """What a rotation did."""
+
+    current_kek_id: int
+    rewrapped: int
+    destroyed: tuple[int, ...]
+    unreadable_removed: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What a purge found and (unless a dry run) deleted."""
+
+    expired: dict[str, int]
+    dry_run: bool
+    rotation: RotationReport | None = None
+    checkpointed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatRow:
+    """One advocacy counter."""
+
+    week: date
+    region: str
+    category: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProblem:
+    """Where the audit chain breaks."""
+
+    entry_id: int
+    reason: str
 
 
 class DraftStore(Protocol):
@@ -56,7 +213,7 @@ class CaseStore(Protocol):
         """Forget a chat address in every case holding it; how many there were."""
         ...
 
-    async def get(self, case_id: str) -> CaseContentInfo | None:
+    async def get(self, case_id: str) -> CaseContent | None:
         """Decrypt one case."""
         ...
 
@@ -112,21 +269,6 @@ class InboxStore(Protocol):
         ...
 
 
-class OutboxEntryInfo(Protocol):
-    """A decrypted outbox item."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def channel(self) -> str: ...
-    @property
-    def lane(self) -> str: ...
-    @property
-    def payload(self) -> dict[str, Any]: ...
-    @property
-    def attempts(self) -> int: ...
-
-
 class OutboxStore(Protocol):
     """Messages to deliver, in order per chat, and what each chat's screen still shows."""
 
@@ -135,13 +277,13 @@ class OutboxStore(Protocol):
         items: Sequence[tuple[str, str, Mapping[str, Any]]],
         now: datetime,
         expires_at: datetime,
-    ) -> Sequence[OutboxEntryInfo]:
+    ) -> Sequence[OutboxEntry]:
         """Store ``(channel, chat, payload)`` items, due at once, in this order."""
         ...
 
     async def due_heads(
         self, channel: str, now: datetime, limit: int = 100
-    ) -> Sequence[OutboxEntryInfo]:
+    ) -> Sequence[OutboxEntry]:
         """The oldest item of each of the channel's lanes, where that item is due."""
         ...
 
@@ -227,69 +369,6 @@ class UnitOfWork(Protocol):
         ...
 
 
-class KekInfo(Protocol):
-    """One KEK version and how many records it wraps."""
-
-    @property
-    def kek_id(self) -> int: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def current(self) -> bool: ...
-    @property
-    def records(self) -> Mapping[str, int]: ...
-
-
-class RotationInfo(Protocol):
-    """What a rotation did."""
-
-    @property
-    def current_kek_id(self) -> int: ...
-    @property
-    def rewrapped(self) -> int: ...
-    @property
-    def destroyed(self) -> tuple[int, ...]: ...
-    @property
-    def unreadable_removed(self) -> int: ...
-    @property
-    def complete(self) -> bool: ...
-
-
-class PurgeInfo(Protocol):
-    """What a purge found or deleted."""
-
-    @property
-    def expired(self) -> Mapping[str, int]: ...
-    @property
-    def dry_run(self) -> bool: ...
-    @property
-    def rotation(self) -> RotationInfo | None: ...
-    @property
-    def checkpointed(self) -> bool: ...
-
-
-class StatInfo(Protocol):
-    """One advocacy counter."""
-
-    @property
-    def week(self) -> date: ...
-    @property
-    def region(self) -> str: ...
-    @property
-    def category(self) -> str: ...
-    @property
-    def count(self) -> int: ...
-
-
-class AuditBreak(Protocol):
-    """Where the audit chain breaks."""
-
-    @property
-    def entry_id(self) -> int: ...
-    @property
-    def reason(self) -> str: ...
-
-
 class MaintenanceStore(Protocol):
     """Key and lifecycle operations that storage carries out, each in its own transactions."""
 
@@ -297,11 +376,11 @@ class MaintenanceStore(Protocol):
         """A unit of work on the same database and keys."""
         ...
 
-    async def key_status(self) -> Sequence[KekInfo]:
+    async def key_status(self) -> Sequence[KekUsage]:
         """Every KEK version with its record counts."""
         ...
 
-    async def rotate(self, now: datetime) -> RotationInfo:
+    async def rotate(self, now: datetime) -> RotationReport:
         """The ratchet: new KEK, re-wrap, destroy the old."""
         ...
 
@@ -309,7 +388,7 @@ class MaintenanceStore(Protocol):
         """Seal the KEKs under a new root key."""
         ...
 
-    async def purge(self, now: datetime, *, dry_run: bool = False) -> PurgeInfo:
+    async def purge(self, now: datetime, *, dry_run: bool = False) -> PurgeReport:
         """Delete what expired, then ratchet."""
         ...
 
@@ -317,70 +396,13 @@ class MaintenanceStore(Protocol):
         """Destroy every KEK, then delete every row."""
         ...
 
-    async def verify_audit(self) -> tuple[int, AuditBreak | None]:
+    async def verify_audit(self) -> tuple[int, AuditProblem | None]:
         """Entry count and the first broken audit entry."""
         ...
 
-    async def stat_rows(self) -> Sequence[StatInfo]:
+    async def stat_rows(self) -> Sequence[StatRow]:
         """Every advocacy counter."""
         ...
-
-
-class LawyerInfo(Protocol):
-    """A lawyer or admin as stored."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def on_call(self) -> bool: ...
-    @property
-    def languages(self) -> tuple[str, ...]: ...
-    @property
-    def regions(self) -> tuple[str, ...]: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def open_cases(self) -> int: ...
-
-
-class CaseInfo(Protocol):
-    """A case's plaintext metadata."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def number(self) -> int: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def assigned_lawyer_id(self) -> int | None: ...
-    @property
-    def assigned_at(self) -> datetime | None: ...
-    @property
-    def expires_at(self) -> datetime: ...
-    @property
-    def created_on(self) -> date: ...
-    @property
-    def admins_alerted(self) -> bool: ...
-    @property
-    def expiry_warned(self) -> bool: ...
-
-
-class CaseContentInfo(Protocol):
-    """A decrypted case."""
-
-    @property
-    def answers(self) -> dict[str, Any]: ...
-    @property
-    def meta(self) -> dict[str, Any]: ...
-    @property
-    def reply_address(self) -> str | None: ...
 
 
 class LawyerStore(Protocol):
@@ -400,9 +422,9 @@ class LawyerStore(Protocol):
     ) -> int: ...
     async def register(
         self, invite_code: str, address: str, phrase: str, now: datetime
-    ) -> LawyerInfo | None: ...
-    async def get(self, lawyer_id: int) -> LawyerInfo | None: ...
-    async def by_address(self, address: str) -> LawyerInfo | None: ...
+    ) -> LawyerRecord | None: ...
+    async def get(self, lawyer_id: int) -> LawyerRecord | None: ...
+    async def by_address(self, address: str) -> LawyerRecord | None: ...
     async def verify(self, lawyer_id: int, phrase: str) -> bool: ...
     async def set_status(
         self, lawyer_id: int, status: str, *, forget_contact: bool = False
@@ -411,20 +433,20 @@ class LawyerStore(Protocol):
         self, lawyer_id: int, invite_code: str, expires_at: datetime
     ) -> bool: ...
     async def contact(self, lawyer_id: int) -> str | None: ...
-    async def all(self, *, with_names: bool = True) -> Sequence[LawyerInfo]: ...
+    async def all(self, *, with_names: bool = True) -> Sequence[LawyerRecord]: ...
     async def admin_contacts(self) -> list[str]: ...
 
 
 class AssignmentStore(Protocol):
     """Case numbers, assignment, relayed messages, job bookkeeping."""
 
-    async def by_number(self, number: int) -> CaseInfo | None: ...
-    async def by_id(self, case_id: str) -> CaseInfo | None: ...
-    async def assigned_to(self, lawyer_id: int) -> Sequence[CaseInfo]: ...
-    async def waiting(self) -> Sequence[CaseInfo]: ...
-    async def unassigned_documentation(self, since_created: date) -> Sequence[CaseInfo]: ...
-    async def expiring(self, before: datetime) -> Sequence[CaseInfo]: ...
-    async def all_open(self) -> Sequence[CaseInfo]: ...
+    async def by_number(self, number: int) -> CaseRecord | None: ...
+    async def by_id(self, case_id: str) -> CaseRecord | None: ...
+    async def assigned_to(self, lawyer_id: int) -> Sequence[CaseRecord]: ...
+    async def waiting(self) -> Sequence[CaseRecord]: ...
+    async def unassigned_documentation(self, since_created: date) -> Sequence[CaseRecord]: ...
+    async def expiring(self, before: datetime) -> Sequence[CaseRecord]: ...
+    async def all_open(self) -> Sequence[CaseRecord]: ...
     async def tried(self, case_id: str) -> set[int]: ...
     async def assign(self, case_id: str, lawyer_id: int, now: datetime) -> None: ...
     async def release(self, case_id: str) -> None: ...
@@ -446,12 +468,4 @@ class StaffUnitOfWork(UnitOfWork, Protocol):
     @property
     def assignments(self) -> AssignmentStore:
         """Assignments in this transaction."""
-        ...
-
-
-class Notifier(Protocol):
-    """Sends a text to a messenger address (``telegram:…``, ``signal:…``) through its channel."""
-
-    async def send(self, address: str, text: str) -> bool:
-        """Deliver; False when the address's channel is not running or refuses."""
         ...

@@ -15,7 +15,14 @@ from bot.domain.questionnaire import LANGUAGES
 from bot.services.clock import Clock
 from bot.services.codes import new_code
 from bot.services.outbox import Outgoing
-from bot.services.ports import CaseInfo, LawyerInfo, StaffUnitOfWork
+from bot.services.ports import (
+    CaseRecord,
+    LawyerRecord,
+    LawyerStatus,
+    Role,
+    StaffUnitOfWork,
+    lawyer_may_become,
+)
 from bot.services.routing import LawyerPolicy, Routing
 
 
@@ -45,7 +52,7 @@ class RosterService:
         languages: Sequence[str],
         regions: Sequence[str],
         on_call: bool = False,
-        role: str = "lawyer",
+        role: str = Role.LAWYER,
     ) -> tuple[int, str]:
         """A one-time invite code (shown once, stored only hashed) and the new lawyer's id."""
         name = name.strip()
@@ -72,7 +79,7 @@ class RosterService:
             await uow.commit()
         return lawyer_id, code
 
-    async def roster(self) -> Sequence[LawyerInfo]:
+    async def roster(self) -> Sequence[LawyerRecord]:
         """Every lawyer and admin (names decrypted for the admin's terminal)."""
         async with self._uow() as uow:
             return await uow.lawyers.all()
@@ -124,7 +131,9 @@ class RosterService:
         """Revoke at once: the address is shredded and open cases go back to routing."""
 
         async def apply(uow: StaffUnitOfWork) -> bool:
-            return await uow.lawyers.set_status(lawyer_id, "revoked", forget_contact=True)
+            return await uow.lawyers.set_status(
+                lawyer_id, LawyerStatus.REVOKED, forget_contact=True
+            )
 
         return await self._change(
             lawyer_id, apply, "lawyer.revoke", f"no lawyer with id {lawyer_id}"
@@ -160,9 +169,9 @@ class RosterService:
         out = Outgoing()
         async with self._uow() as uow:
             lawyer = await uow.lawyers.by_address(address)
-            if lawyer is None or lawyer.status not in ("verified", "registered"):
+            if lawyer is None or not lawyer_may_become(lawyer.status, LawyerStatus.SUSPENDED):
                 return
-            await uow.lawyers.set_status(lawyer.id, "suspended")
+            await uow.lawyers.set_status(lawyer.id, LawyerStatus.SUSPENDED)
             await self._take_back(uow, out, lawyer.id, now)
             text = self._routing._t("en", "staff.alert_identity", id=lawyer.id)
             for admin in await uow.lawyers.admin_contacts():
@@ -185,7 +194,7 @@ class RosterService:
         async with self._uow() as uow:
             return await uow.lawyers.by_address(address) is not None
 
-    async def cases(self) -> Sequence[CaseInfo]:
+    async def cases(self) -> Sequence[CaseRecord]:
         """Metadata of every case not closed (``tipline cases list``)."""
         async with self._uow() as uow:
             return await uow.assignments.all_open()

@@ -17,7 +17,13 @@ from bot.domain.texts import Texts
 from bot.domain.triage import Priority
 from bot.services.clock import Clock
 from bot.services.outbox import Outgoing
-from bot.services.ports import StaffUnitOfWork
+from bot.services.ports import (
+    CaseStatus,
+    LawyerStatus,
+    StaffUnitOfWork,
+    gets_cases,
+    needs_routing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,7 @@ class Routing:
         return [
             LawyerSlot(x.id, frozenset(x.languages), frozenset(x.regions), x.on_call, x.open_cases)
             for x in await uow.lawyers.all(with_names=False)
-            if x.role == "lawyer" and x.status == "verified"
+            if gets_cases(x.role, x.status)
         ]
 
     async def route(
@@ -70,7 +76,7 @@ class Routing:
     ) -> int | None:
         """Offer a case to the best lawyer not tried yet; alert admins when nobody is left."""
         case = await uow.assignments.by_id(case_id)
-        if case is None or case.priority >= Priority.P4 or case.status != "new":
+        if case is None or not needs_routing(case.priority) or case.status != CaseStatus.NEW:
             return None  # decided on plaintext columns: nothing decrypted for P4
         content = await uow.cases.get(case_id)
         if content is None:
@@ -134,13 +140,13 @@ class Routing:
         async def body(uow: StaffUnitOfWork, out: Outgoing, now: datetime) -> int:
             moved = 0
             for case in await uow.assignments.waiting():
-                late = case.status == "assigned" and case.assigned_at is not None
+                late = case.status == CaseStatus.ASSIGNED and case.assigned_at is not None
                 if late and overdue(Priority(case.priority), case.assigned_at, now):  # type: ignore[arg-type]
                     await uow.assignments.release(case.id)
                     await uow.audit.append("system", "case.escalate", case.id, now)
                     moved += 1
                     await self.route(uow, out, case.id, now)
-                elif case.status == "new":
+                elif case.status == CaseStatus.NEW:
                     await self.route(uow, out, case.id, now)
             return moved
 
@@ -161,7 +167,7 @@ class Routing:
             numbers = ", ".join(f"#{c.number}" for c in cases)
             sent = 0
             for lawyer in await uow.lawyers.all(with_names=False):
-                if lawyer.role == "lawyer" and lawyer.status == "verified":
+                if gets_cases(lawyer.role, lawyer.status):
                     address = await uow.lawyers.contact(lawyer.id)
                     if address:
                         out.notify(
@@ -183,7 +189,7 @@ class Routing:
                     continue
                 address = await uow.lawyers.contact(case.assigned_lawyer_id)
                 lawyer = await uow.lawyers.get(case.assigned_lawyer_id)
-                if address and lawyer and lawyer.status == "verified":
+                if address and lawyer and lawyer.status == LawyerStatus.VERIFIED:
                     text = self._t(
                         lawyer.languages[0],
                         "staff.expiry_warning",

@@ -17,9 +17,16 @@ from bot.domain.casetext import render_case
 from bot.domain.commands import Command, Name
 from bot.domain.phrase import make_phrase
 from bot.domain.texts import Texts
-from bot.domain.triage import Priority
 from bot.services.outbox import Outgoing
-from bot.services.ports import CaseInfo, LawyerInfo, StaffUnitOfWork
+from bot.services.ports import (
+    DOCUMENTATION,
+    CaseRecord,
+    CaseStatus,
+    LawyerRecord,
+    LawyerStatus,
+    Role,
+    StaffUnitOfWork,
+)
 from bot.services.routing import LawyerPolicy, Routing
 
 
@@ -68,18 +75,18 @@ class StaffCommands:
         if command.name is Name.REGISTER:
             return (await self._register(ctx, command) or self.generic(ctx.language)), False
         lawyer = await ctx.uow.lawyers.by_address(ctx.address)
-        if lawyer is None or lawyer.status != "verified":
+        if lawyer is None or lawyer.status != LawyerStatus.VERIFIED:
             return self.generic(ctx.language), False
         language = lawyer.languages[0]
         if command.name is Name.LOCK:
-            if lawyer.role != "admin" or self.request_lock is None:
+            if lawyer.role != Role.ADMIN or self.request_lock is None:
                 return self.generic(language), False
             text = self._t("en", "staff.locked_by_admin")
             for admin in await ctx.uow.lawyers.admin_contacts():
                 ctx.out.notify(admin, text)
             await ctx.uow.audit.append(f"admin:{lawyer.id}", "service.lock", None, ctx.now)
             return [], True
-        if lawyer.role != "lawyer":
+        if lawyer.role != Role.LAWYER:
             return self.generic(language), False
         if command.name is Name.CASES:
             return await self._list_cases(ctx, lawyer, language), False
@@ -91,10 +98,10 @@ class StaffCommands:
         claimable = (
             case is not None
             and command.name is Name.ACCEPT
-            and case.status == "new"
-            and case.priority == Priority.P4
+            and case.status == CaseStatus.NEW
+            and case.priority == DOCUMENTATION
         )
-        if case is None or not (mine or claimable) or case.status == "closed":
+        if case is None or not (mine or claimable) or case.status == CaseStatus.CLOSED:
             return self.generic(language), False
         handler = {
             Name.CASE: self._show,
@@ -118,7 +125,9 @@ class StaffCommands:
         await ctx.uow.audit.append(f"{lawyer.role}:{lawyer.id}", "lawyer.register", None, ctx.now)
         return [self._t(ctx.language, "staff.registered", phrase=phrase)]
 
-    async def _list_cases(self, ctx: StaffContext, lawyer: LawyerInfo, language: str) -> list[str]:
+    async def _list_cases(
+        self, ctx: StaffContext, lawyer: LawyerRecord, language: str
+    ) -> list[str]:
         cases = await ctx.uow.assignments.assigned_to(lawyer.id)
         if not cases:
             return [self._t(language, "staff.cases_none")]
@@ -129,11 +138,11 @@ class StaffCommands:
         ]
         return ["\n".join(lines)]
 
-    def _actor(self, lawyer: LawyerInfo) -> str:
+    def _actor(self, lawyer: LawyerRecord) -> str:
         return f"lawyer:{lawyer.id}"
 
     async def _show(
-        self, ctx: StaffContext, lawyer: LawyerInfo, case: CaseInfo, _: str, language: str
+        self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, _: str, language: str
     ) -> list[str]:
         if _channel(ctx.address) == "telegram" and not self._policy.content_over_telegram:
             return [self._t(language, "staff.content_signal_only")]
@@ -149,16 +158,16 @@ class StaffCommands:
         return [text, *(f"[{d}] {t}" for d, _, t in messages)]
 
     async def _accept(
-        self, ctx: StaffContext, lawyer: LawyerInfo, case: CaseInfo, _: str, language: str
+        self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, _: str, language: str
     ) -> list[str]:
         if case.assigned_lawyer_id != lawyer.id:
             await ctx.uow.assignments.assign(case.id, lawyer.id, ctx.now)
-        await ctx.uow.assignments.update(case.id, status="accepted")
+        await ctx.uow.assignments.update(case.id, status=CaseStatus.ACCEPTED)
         await ctx.uow.audit.append(self._actor(lawyer), "case.accept", case.id, ctx.now)
         return [self._t(language, "staff.accepted", number=case.number)]
 
     async def _decline(
-        self, ctx: StaffContext, lawyer: LawyerInfo, case: CaseInfo, _: str, language: str
+        self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, _: str, language: str
     ) -> list[str]:
         await ctx.uow.assignments.release(case.id)
         await ctx.uow.audit.append(self._actor(lawyer), "case.decline", case.id, ctx.now)
@@ -166,7 +175,7 @@ class StaffCommands:
         return [self._t(language, "staff.declined", number=case.number)]
 
     async def _reply(
-        self, ctx: StaffContext, lawyer: LawyerInfo, case: CaseInfo, text: str, language: str
+        self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, text: str, language: str
     ) -> list[str]:
         if not text or len(text) > self._policy.text_max:
             return [self._t(language, "staff.usage")]
@@ -186,16 +195,16 @@ class StaffCommands:
         return [self._t(language, "staff.reply_stored", number=case.number)]
 
     async def _close(
-        self, ctx: StaffContext, lawyer: LawyerInfo, case: CaseInfo, outcome: str, language: str
+        self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, outcome: str, language: str
     ) -> list[str]:
         if outcome:
             await ctx.uow.assignments.add_message(case.id, "outcome", outcome[:500], ctx.now)
-        await ctx.uow.assignments.update(case.id, status="closed")
+        await ctx.uow.assignments.update(case.id, status=CaseStatus.CLOSED)
         await ctx.uow.audit.append(self._actor(lawyer), "case.close", case.id, ctx.now)
         return [self._t(language, "staff.closed", number=case.number)]
 
     async def _extend(
-        self, ctx: StaffContext, lawyer: LawyerInfo, case: CaseInfo, days: str, language: str
+        self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, days: str, language: str
     ) -> list[str]:
         maximum = self._policy.max_extend_days
         if not days.isdigit() or not 1 <= int(days) <= maximum:
@@ -237,13 +246,13 @@ class StaffCommands:
             return self._t(language, "ui.reply_usage")
         case_id = await uow.cases.id_by_receipt(code)
         case = await uow.assignments.by_id(case_id) if case_id else None
-        if case is None or case.status == "closed":
+        if case is None or case.status == CaseStatus.CLOSED:
             return self._t(language, "status.unknown")
         await uow.assignments.add_message(case.id, "to_lawyer", text, now)
         if case.assigned_lawyer_id is not None:
             address = await uow.lawyers.contact(case.assigned_lawyer_id)
             lawyer = await uow.lawyers.get(case.assigned_lawyer_id)
-            if address and lawyer and lawyer.status == "verified":
+            if address and lawyer and lawyer.status == LawyerStatus.VERIFIED:
                 staff_language = lawyer.languages[0]
                 if _channel(address) == "telegram" and not self._policy.content_over_telegram:
                     body = self._t(
