@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 LOCKED = "locked"
 UNLOCKED = "unlocked"
 ADMIN = "admin"
+#: How often a remote lock looks whether the outbox has gone out.
+POLL_OUTBOX = 0.05
 
 
 class Refused(Exception):
@@ -230,22 +232,25 @@ class Supervisor:
 
     async def _remote_lock(self) -> None:
         deadline = self._monotonic() + self._lock_grace
-        while self._monotonic() < deadline:
-            runtime = self._runtime
-            if runtime is None:
-                return
-            try:
-                if await pending_outbound(runtime.engine, runtime.clock()) == 0:
-                    break
-            except Exception as exc:  # the lock matters more than the last notice
-                log.warning("could not read the outbox before locking: %s", type(exc).__name__)
+        for _ in range(int(self._lock_grace / POLL_OUTBOX) + 1):
+            if self._monotonic() >= deadline or not await self._outbound_pending():
                 break
-            del runtime
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_OUTBOX)
         async with self._transition:
             if self._runtime is not None:
                 await self._drop_keys(audit=None)
         log.info("tipline locked on a messenger request")
+
+    async def _outbound_pending(self) -> bool:
+        """Whether messages are due to go out (False once locked, or when it cannot tell)."""
+        runtime = self._runtime
+        if runtime is None:
+            return False
+        try:
+            return await pending_outbound(runtime.engine, runtime.clock()) > 0
+        except Exception as exc:  # the lock matters more than the last notice
+            log.warning("could not read the outbox before locking: %s", type(exc).__name__)
+            return False
 
     def _served(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -291,6 +296,10 @@ class Supervisor:
         runtime.vault.forget()
         await runtime.close()
         self._runtime = self._serving = self._stop_serving = None
+        del runtime, serving, stop
+        # The runtime's objects refer to each other: free them now, not at some later pass
+        # (nothing else runs while locked, so the pause stalls no chat).
+        gc.collect()
         for name in self.run_state.channels:
             self.run_state.channels[name] = "down"
         await self._start_placeholder()
