@@ -87,10 +87,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
 async def serve_unlocked(
     runtime: Runtime, stop: asyncio.Event, state: RunState | None = None
 ) -> None:
-    """Every configured channel and the jobs until ``stop`` is set (signals are the caller's).
-
-    When one of them fails, ``stop`` is set so that the others finish their step and end too.
-    """
+    """Every configured channel and the jobs until ``stop``; one failing sets it for the rest."""
     state = state if state is not None else RunState()
     tasks: list[Coroutine[Any, Any, None]] = []
     if runtime.settings.telegram_enabled:

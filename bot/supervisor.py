@@ -123,8 +123,7 @@ class Supervisor:
     # ---- running -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set; unlocks at once only when a (development) key source
-        is configured."""
+        """Serve until ``stop``; unlock at once only when a development key source is set."""
         await self.control.start()
         try:
             await self._start_health()
@@ -222,8 +221,7 @@ class Supervisor:
                 await self._drop_keys(audit=None)
 
     def request_lock(self) -> None:
-        """Lock soon, from inside a running use case (a verified admin's ``/lock``): what the
-        outbox holds is given up to ``lock_grace`` seconds to go out first."""
+        """Lock soon (a verified admin's ``/lock``), the outbox given ``lock_grace`` s first."""
         if any(not task.done() for task in self._background):
             return
         task = asyncio.get_running_loop().create_task(self._remote_lock())
