@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.domain.commands import Answer, Command, Name, parse
 from bot.domain.engine import Engine
 from bot.domain.messages import Start
-from bot.services.inbound import Inbound
 from bot.services.clock import FrozenClock
+from bot.services.inbound import Inbound
 from bot.services.routing import LawyerPolicy
 from storage.keyring import Keyring
 from storage.models import Case
@@ -184,6 +184,6 @@ async def test_a_flood_from_one_chat_never_starves_a_real_p1(
     async with world.uow() as uow:
         cases = (await uow.session.execute(select(Case).order_by(Case.number))).scalars().all()
     assert len(cases) == 4
-    real = [c for c in cases if c.number == 4][0]
+    real = next(c for c in cases if c.number == 4)
     assert real.assigned_lawyer_id == lawyer_id and real.status == "assigned"
     assert any("New case #4" in t for t in world.sent("signal:lawyer"))
