@@ -111,6 +111,7 @@ async def serve_unlocked(
             runtime.settings.escalation_interval_seconds,
             sleep=_rounds(sleep, state, "lawyers", runtime.clock),
             stop=stop,
+            casework=runtime.casework,
         )
     )
     log.info("tipline running")

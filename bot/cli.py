@@ -20,6 +20,9 @@ import typer
 from bot.channels.console import ConsoleChannel
 from bot.config import ConfigError, Settings, load_settings
 from bot.control import ControlError, NotRunning, request
+from bot.deadline_table import load_deadline_table
+from bot.domain.deadlines import DeadlineTableError
+from bot.domain.questionnaire import LANGUAGES
 from bot.keypolicy import check_new_root
 from bot.logs import setup_logging
 from bot.runtime import (
@@ -34,6 +37,9 @@ from bot.runtime import (
     root_secret,
     upgrade_database,
 )
+from bot.services.casework import Casework, CaseworkError
+from bot.services.evidence import verify_package
+from bot.services.ports import KekUsage
 from bot.services.roster import LawyerError
 from bot.supervisor import Refused, run_service
 from storage.keyring import KeyringError, KeyringFile
@@ -62,6 +68,12 @@ lawyers_app = typer.Typer(help="Lawyers (and admins who get alerts).", no_args_i
 app.add_typer(lawyers_app, name="lawyers")
 cases_app = typer.Typer(help="Cases (metadata only).", no_args_is_help=True)
 app.add_typer(cases_app, name="cases")
+events_app = typer.Typer(
+    help="Events (raids): cases grouped, with counts that survive purges.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+export_app = typer.Typer(help="Signed evidence packages.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 
 def _csv(value: str) -> list[str]:
@@ -175,12 +187,130 @@ def cases_list() -> None:
     typer.echo(_table(header, rows) if rows else "tipline: no open cases")
 
 
+def _casework(runtime: Runtime) -> Casework:
+    assert runtime.casework is not None, "open_runtime wires casework"
+    return runtime.casework
+
+
+def _language(language: str) -> str:
+    if language not in LANGUAGES:
+        _fail(f"--language must be one of {', '.join(LANGUAGES)}", EXIT_USAGE)
+    return language
+
+
+@cases_app.command("export")
+def cases_export(
+    number: int = typer.Argument(..., help="The case number."),
+    to: Path = typer.Option(..., "--to", help="The ZIP file to write (must not exist)."),
+    language: str = typer.Option("en", "--language", help="Language of the readable page."),
+) -> None:
+    """Write a case's signed evidence package (HURIDOCS fields, a page, originals); audited."""
+    settings = _settings()
+    language = _language(language)
+    if to.exists():
+        _fail(f"{to} exists already; choose a new file name", EXIT_USAGE)
+    package = _run(_with_runtime(settings, lambda rt: _casework(rt).export(number, language)))
+    try:
+        # Straight to the one file asked for (owner only): no temporary copy anywhere.
+        fd = os.open(to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(package)
+    except OSError as exc:
+        _fail(f"cannot write {to}: {exc.strerror}")
+    typer.echo(f"tipline: evidence package of case #{number} written to {to}")
+    typer.echo(f"tipline: check it with 'tipline export verify {to}'")
+
+
+@export_app.command("verify")
+def export_verify(
+    file: Path = typer.Argument(..., help="An evidence package (ZIP)."),
+    public_key: str | None = typer.Option(
+        None,
+        "--public-key",
+        help="Check against this Ed25519 public key (hex) instead of this instance's key.",
+    ),
+) -> None:
+    """Check a package's signature and every file's SHA-256; names the first file that fails."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+    if public_key is not None:
+        try:
+            trusted = bytes.fromhex(public_key.strip())
+        except ValueError:
+            trusted = b""
+        if len(trusted) != 32:
+            _fail("--public-key must be 64 hex digits (an Ed25519 public key)", EXIT_USAGE)
+    else:
+        settings = _settings()
+        trusted = _run(_with_runtime(settings, lambda rt: _public_key(rt)))
+    verdict = verify_package(data, [trusted])
+    if not verdict.ok:
+        where = f"{verdict.file} " if verdict.file else ""
+        _fail(f"{file}: {where}{verdict.problem}")
+    typer.echo(
+        f"tipline: {file} verified: case #{verdict.case}, {verdict.files} files, signed by "
+        f"{verdict.public_key}"
+    )
+
+
+async def _public_key(runtime: Runtime) -> bytes:
+    return runtime.vault.keyring.public_key()
+
+
+@events_app.command("list")
+def events_list() -> None:
+    """Events: number, city, dates, linked cases, people (small counts suppressed)."""
+    settings = _settings()
+    summaries = _run(_with_runtime(settings, lambda rt: _casework(rt).list_events()))
+    rows = [
+        (
+            s.event.number,
+            s.event.city,
+            s.event.start.isoformat(),
+            s.event.end.isoformat(),
+            len(s.cases),
+            dict(s.shown)["people"],
+        )
+        for s in summaries
+    ]
+    header = ["event", "city", "from", "to", "cases now", "people"]
+    typer.echo(_table(header, rows) if rows else "tipline: no events yet")
+
+
+@events_app.command("show")
+def events_show(number: int = typer.Argument(..., help="The event number.")) -> None:
+    """One event's counts (small counts suppressed) and the cases linked to it now."""
+    settings = _settings()
+    summary = _run(_with_runtime(settings, lambda rt: _casework(rt).event_summary(number)))
+    event = summary.event
+    typer.echo(
+        f"event {event.number}: {event.city}, {event.start.isoformat()} to {event.end.isoformat()}"
+    )
+    typer.echo(_table(["count", "shown"], summary.shown))
+    linked = ", ".join(f"#{n}" for n in summary.cases) or "none (purged or not linked yet)"
+    typer.echo(f"cases linked now: {linked}")
+
+
+@events_app.command("link")
+def events_link(
+    number: int = typer.Argument(..., help="The event number."),
+    case: int = typer.Argument(..., help="The case number."),
+) -> None:
+    """Link a case to an event; its counts are added to the event's (audited)."""
+    settings = _settings()
+    done = _run(_with_runtime(settings, lambda rt: _casework(rt).link(number, case)))
+    typer.echo(f"tipline: {done}")
+
+
 class StatsFormat(StrEnum):
     """Output formats of ``tipline stats``."""
 
     TABLE = "table"
     CSV = "csv"
     PNG = "png"
+    PDF = "pdf"
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
@@ -223,7 +353,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def keys_status() -> None:
     """Key versions, how many records each wraps, and when each was made (no secret)."""
     settings = _settings()
-    usage = _run(_with_runtime(settings, lambda rt: rt.admin.key_status()))
+    usage, public = _run(_with_runtime(settings, _key_status))
     tables = sorted({t for k in usage for t in k.records})
     rows = [
         (
@@ -235,6 +365,11 @@ def keys_status() -> None:
         for k in usage
     ]
     typer.echo(_table(["KEK", "created (UTC)", "current", *tables], rows))
+    typer.echo(f"instance signing key (Ed25519, public; evidence packages): {public.hex()}")
+
+
+async def _key_status(runtime: Runtime) -> tuple[Sequence[KekUsage], bytes]:
+    return await runtime.admin.key_status(), runtime.vault.keyring.public_key()
 
 
 @keys_app.command("rotate")
@@ -354,17 +489,26 @@ def stats(
     threshold: int | None = typer.Option(
         None, "--threshold", min=2, help="Counts below this are shown as <N (default 5)."
     ),
-    output: Path | None = typer.Option(None, "--output", help="File to write (png: required)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="File to write (png and pdf: required)."
+    ),
+    event: int | None = typer.Option(None, "--event", help="One event's counts instead."),
+    language: str = typer.Option("en", "--language", help="Language of the pdf: en, ru, az."),
 ) -> None:
     """Counts by week, region and category; small cells suppressed."""
     settings = _settings()
     threshold = threshold or settings.stats_threshold
+    language = _language(language)
+    if fmt in (StatsFormat.PNG, StatsFormat.PDF) and output is None:
+        _fail(f"--format {fmt.value} needs --output FILE.{fmt.value}", EXIT_USAGE)
+    if event is not None or fmt is StatsFormat.PDF:
+        _stats_report(settings, threshold, output, event, language, fmt)
+        return
     cells = _run(_with_runtime(settings, lambda rt: rt.admin.statistics(threshold)))
     if not cells:
         _fail("no statistics yet: nothing has been submitted")
     if fmt is StatsFormat.PNG:
-        if output is None:
-            _fail("--format png needs --output FILE.png", EXIT_USAGE)
+        assert output is not None
         # matplotlib is most of the CLI's start-up time: only the chart imports it.
         from bot.charts import reports_chart
 
@@ -373,6 +517,68 @@ def stats(
         return
     header = ["week", "region", "category", "count"]
     rows = [(c.week.isoformat(), c.region, c.category, c.shown) for c in cells]
+    if fmt is StatsFormat.CSV:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        text = _table(header, rows) + "\n"
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"tipline: statistics written to {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+def _stats_report(
+    settings: Settings,
+    threshold: int,
+    output: Path | None,
+    event: int | None,
+    language: str,
+    fmt: StatsFormat,
+) -> None:
+    """The one-page PDF (statistics or one event), or an event's counts as a table or CSV."""
+    from bot.domain.advocacy import event_page, statistics_page
+
+    async def page(runtime: Runtime) -> Any:
+        texts, today = runtime.conversation.texts, runtime.clock().date()
+        if event is None:
+            rows = [
+                (r.week, r.region, r.category, r.count)
+                for r in await runtime.maintenance.stat_rows()
+            ]
+            if not rows:
+                raise CaseworkError("no statistics yet: nothing has been submitted")
+            return statistics_page(texts, language, rows, threshold, today)
+        summary = await _casework(runtime).event_summary(event)
+        found = summary.event
+        return event_page(
+            texts,
+            language,
+            number=found.number,
+            city=found.city,
+            start=found.start,
+            end=found.end,
+            counts=dict(summary.counts),
+            threshold=threshold,
+            generated=today,
+        )
+
+    if fmt is StatsFormat.PNG:
+        _fail("--event works with --format table, csv or pdf", EXIT_USAGE)
+    report = _run(_with_runtime(settings, page))
+    if fmt is StatsFormat.PDF:
+        assert output is not None
+        # matplotlib is most of the CLI's start-up time: only the report imports it.
+        from bot.report_pdf import write_pdf
+
+        write_pdf(report, output)
+        typer.echo(f"tipline: report written to {output}")
+        return
+    header, rows = report.header, report.rows
     if fmt is StatsFormat.CSV:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -433,6 +639,7 @@ def _warn_key_source(settings: Settings) -> None:
 def run() -> None:
     """Run every configured channel and the jobs in one event loop."""
     settings = _settings()
+    load_deadline_table(settings.deadlines_file)  # a malformed table stops the start at once
     if not (settings.telegram_enabled or settings.signal_enabled):
         message = (
             "no messenger is configured: set TIPLINE_TELEGRAM_TOKEN, or TIPLINE_SIGNAL_API_URL "
@@ -526,6 +733,8 @@ def main() -> None:
         LawyerError,
         ControlError,
         Refused,
+        CaseworkError,
+        DeadlineTableError,
     ) as exc:
         typer.echo(f"tipline: {exc}", err=True)
         sys.exit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE)

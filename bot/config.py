@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     escalation_interval_seconds: int = Field(default=60, ge=5, le=3600)
     purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
     stats_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=2, le=1000)
+    #: No case is kept longer than this after submission, whatever extends it.
+    max_retention_days: int = Field(default=365, ge=1, le=3650)
+    #: The legal deadline table (default: the one shipped in bot/domain/deadlines.toml).
+    deadlines_file: Path | None = None
 
     argon2_iterations: int = Field(default=4, ge=1, le=100)
     argon2_memory_kib: int = Field(default=262_144, ge=8, le=8 * 1024 * 1024)

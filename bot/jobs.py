@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.services.admin import AdminService
+from bot.services.casework import Casework
 from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,13 @@ async def staff_job(
     sleep: Sleep = asyncio.sleep,
     rounds: int | None = None,
     stop: asyncio.Event | None = None,
+    casework: Casework | None = None,
 ) -> None:
-    """Escalate cases not accepted in time, send the daily digest, warn before expiry."""
+    """Escalate cases not accepted in time, send the daily digest, warn before expiry, remind
+    lawyers of legal deadlines."""
     steps = [lawyers.escalate, lawyers.digest, lawyers.warn_expiring]
+    if casework is not None:
+        steps.append(casework.remind_deadlines)
     await _repeat("lawyer job", steps, interval_seconds, sleep, rounds, stop)
 
 

@@ -17,11 +17,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.deadline_table import load_deadline_table
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
 from bot.keypolicy import check_cost, check_new_root
 from bot.services.admin import AdminService
+from bot.services.casework import Casework, CaseworkPolicy
 from bot.services.clock import Clock, system_clock
 from bot.services.inbound import InboundService, Senders
 from bot.services.intake import IntakePolicy, IntakeService
@@ -160,6 +162,8 @@ class Runtime:
     #: Ask the running service to lock (deliver the outbox, stop, drop every key); a no-op
     #: outside ``tipline run``.
     request_lock: Callable[[], None] = _no_lock
+    #: Events, legal deadlines and evidence packages.
+    casework: Casework | None = None
 
     def uow(self) -> SqlUnitOfWork:
         """A new unit of work."""
@@ -189,6 +193,7 @@ async def open_runtime(
 ) -> Runtime:
     """Unlock the keyring and open the database; raises Locked, KeyringError or
     DatabaseUnavailable with a clear message."""
+    table = load_deadline_table(settings.deadlines_file)  # a bad table fails before any key
     keyring_file = KeyringFile(settings.effective_keyring_file)
     # Argon2id takes about a second: off the event loop, so a running service stays responsive.
     vault = await asyncio.to_thread(keyring_file.open, secret or root_secret(settings))
@@ -213,8 +218,22 @@ async def open_runtime(
     )
     routing = Routing(uow, engine_.texts, clock, lawyer_policy, wake=senders.wake)
     roster = RosterService(uow, routing, clock, lawyer_policy)
-    staff = StaffCommands(engine_.texts, routing, lawyer_policy)
+    casework = Casework(
+        uow,
+        engine_.texts,
+        clock,
+        table,
+        vault.keyring,
+        CaseworkPolicy(
+            threshold=settings.stats_threshold,
+            max_retention=timedelta(days=settings.max_retention_days),
+            content_over_telegram=settings.allow_case_content_over_telegram,
+        ),
+        wake=senders.wake,
+    )
+    staff = StaffCommands(engine_.texts, routing, lawyer_policy, casework=casework)
     intake = IntakeService(engine_, policy, routing, reports_per_day=settings.reports_per_day)
+    intake.casework = casework
     limiter = ChatRateLimiter(vault.keyring.pseudonym, clock)
     inbound = InboundService(uow, intake, staff, engine_, clock, limiter, senders)
     runtime = Runtime(
@@ -230,6 +249,7 @@ async def open_runtime(
         roster,
         inbound,
         request_lock or _no_lock,
+        casework=casework,
     )
     # Looked up at the time of the command: a supervisor may set it after the runtime is built.
     staff.request_lock = lambda: runtime.request_lock()

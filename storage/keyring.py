@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -141,6 +142,10 @@ def _hkdf(key: Key, label: str) -> bytearray:
     )
 
 
+def _new_signing_key() -> bytearray:
+    return bytearray(Ed25519PrivateKey.generate().private_bytes_raw())
+
+
 def _seal_key(root: Key) -> bytearray:
     """The key that seals the keyring file, derived from the root key."""
     return _hkdf(root, "tipline/keyring-seal/v1")
@@ -159,12 +164,17 @@ class Kek:
 class Keyring:
     """The unlocked keyring in memory: KEKs by version and the index key for keyed hashes.
 
+    It also holds the instance's Ed25519 signing key (evidence packages): sealed in the keyring
+    file with the KEKs, so it is never in the database and is re-sealed with every ratchet.
     Every key is a bytearray this object owns, so that :meth:`forget` can overwrite it.
     """
 
     keks: dict[int, Kek]
     current_id: int
     index_key: bytearray
+    signing_key: bytearray = field(default_factory=_new_signing_key, repr=False)
+    #: The file had no signing key (made before there was one): one was made and must be saved.
+    signing_key_added: bool = field(default=False, repr=False)
     _pseudonym_key: bytearray = field(init=False, repr=False)
     _receipt_key: bytearray = field(init=False, repr=False)
     _audit_key: bytearray = field(init=False, repr=False)
@@ -183,7 +193,7 @@ class Keyring:
 
     def _buffers(self) -> list[bytearray]:
         derived = [self.index_key, self._pseudonym_key, self._receipt_key, self._audit_key]
-        return [k.key for k in self.keks.values()] + derived
+        return [k.key for k in self.keks.values()] + derived + [self.signing_key]
 
     def forget(self) -> None:
         """Overwrite every key this keyring holds and drop them; it cannot be used again."""
@@ -208,6 +218,7 @@ class Keyring:
         self.keks = dict(other.keks)
         self.current_id = other.current_id
         self.index_key = other.index_key
+        self.signing_key = other.signing_key
         self.__post_init__()
         kept = {id(buffer) for buffer in self._buffers()}
         for buffer in old:
@@ -251,12 +262,24 @@ class Keyring:
         self._open()
         return hmac.new(self._audit_key, message, hashlib.sha256).hexdigest()
 
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature of ``data`` by this instance (evidence package manifests)."""
+        self._open()
+        return Ed25519PrivateKey.from_private_bytes(bytes(self.signing_key)).sign(data)
+
+    def public_key(self) -> bytes:
+        """The instance's Ed25519 public key (32 bytes), printed by ``tipline keys status``."""
+        self._open()
+        private = Ed25519PrivateKey.from_private_bytes(bytes(self.signing_key))
+        return private.public_key().public_bytes_raw()
+
     def _payload(self) -> bytes:
         self._open()
         return json.dumps(
             {
                 "current": self.current_id,
                 "index_key": base64.b64encode(self.index_key).decode(),
+                "signing_key": base64.b64encode(self.signing_key).decode(),
                 "keks": [
                     {
                         "id": k.id,
@@ -280,7 +303,11 @@ class Keyring:
             )
             for k in data["keks"]
         }
-        return cls(keks, int(data["current"]), bytearray(base64.b64decode(data["index_key"])))
+        index_key = bytearray(base64.b64decode(data["index_key"]))
+        if "signing_key" not in data:
+            return cls(keks, int(data["current"]), index_key, signing_key_added=True)
+        signing = bytearray(base64.b64decode(data["signing_key"]))
+        return cls(keks, int(data["current"]), index_key, signing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +391,12 @@ class KeyringFile:
             root = self._root(kdf, secret)
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyringCorrupt(f"the keyring file {self.path} is damaged") from exc
-        return KeyVault(self, self._unseal(header, root, kdf), root, kdf)
+        vault = KeyVault(self, self._unseal(header, root, kdf), root, kdf)
+        if vault.keyring.signing_key_added:
+            # A keyring from before signing keys: keep the one just made, for every process.
+            vault.persist()
+            vault.keyring.signing_key_added = False
+        return vault
 
     def load(self, secret: RootSecret) -> Keyring:
         """Unlock and return just the keyring."""

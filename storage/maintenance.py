@@ -21,7 +21,11 @@ from storage.models import (
     Case,
     CaseAttempt,
     CaseMessage,
+    Deadline,
     Draft,
+    Event,
+    EventCase,
+    EventCounter,
     JobState,
     KeyState,
     Lawyer,
@@ -45,6 +49,8 @@ ENCRYPTED: tuple[Any, ...] = (
     QueueItem,
     OutboxItem,
     Screen,
+    Event,
+    Deadline,
 )
 #: Tables with an expiry date, purged by ``purge``.
 EXPIRING: tuple[Any, ...] = (
@@ -58,6 +64,10 @@ EXPIRING: tuple[Any, ...] = (
 )
 #: Everything ``wipe`` empties, children before parents.
 ALL_TABLES: tuple[Any, ...] = (
+    EventCase,
+    EventCounter,
+    Deadline,
+    Event,
     CaseMessage,
     CaseAttempt,
     Draft,

@@ -270,3 +270,58 @@ class Screen(Base):
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     refs_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Event(Base):
+    """A raid or other event grouping cases: its city and dates are encrypted, no names at all."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    created_on: Mapped[date] = mapped_column(Date)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    data_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EventCounter(Base):
+    """An event's count of one category; no link to any case, so it survives their purge."""
+
+    __tablename__ = "event_counters"
+
+    event_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    category: Mapped[str] = mapped_column(String(48), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EventCase(Base):
+    """A case linked to an event; gone with the case, while the event's counters stay."""
+
+    __tablename__ = "event_cases"
+
+    case_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("events.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Deadline(Base):
+    """A legal deadline of a case: its last day in clear (for the reminder job), the decision
+    and the rule encrypted."""
+
+    __tablename__ = "deadlines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    case_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("cases.id", ondelete="CASCADE"), index=True
+    )
+    due_on: Mapped[date] = mapped_column(Date, index=True)
+    stage: Mapped[int] = mapped_column(SmallInteger, default=0)
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    data_ct: Mapped[bytes] = mapped_column(LargeBinary)

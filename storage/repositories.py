@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bot.services.ports import AttachmentContent, AuditProblem, CaseContent, CaseId
+from storage.casework import SqlCaseworkStore
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher, associated_data
 from storage.keyring import Keyring, KeyringError, KeyVault
@@ -426,6 +427,7 @@ class SqlUnitOfWork:
         self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in")
         self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out")
         self.outbox = SqlOutbox(self.session, self._keyring, self._cipher)
+        self.casework = SqlCaseworkStore(self.session, self._cipher)
         return self
 
     async def _check_keys(self) -> None:

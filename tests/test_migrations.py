@@ -46,6 +46,14 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "INSERT INTO screens (id, lane, expires_at, kek_id, wrapped_dek, refs_ct) "
         "VALUES ('s1', 'l1', :t, 1, :b, :b)",
     ],
+    "0007": [
+        "INSERT INTO events (id, number, created_on, kek_id, wrapped_dek, data_ct) "
+        "VALUES ('e1', 17, :d, 1, :b, :b)",
+        "INSERT INTO event_counters (event_id, category, count) VALUES ('e1', 'people', 2)",
+        "INSERT INTO event_cases (case_id, event_id) VALUES ('c1', 'e1')",
+        "INSERT INTO deadlines (id, case_id, due_on, stage, kek_id, wrapped_dek, data_ct) "
+        "VALUES ('l1', 'c1', :d, 0, 1, :b, :b)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),

@@ -14,7 +14,9 @@ from bot.domain.receipt import normalize_receipt
 from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound, InboundService, Senders
 from bot.services.intake import Attachment, IntakePolicy, IntakeService
-from bot.services.outbox import OutboxSender, Shown
+from bot.services.outbox import OutboxSender, OutgoingFile, Shown
+from bot.deadline_table import load_deadline_table
+from bot.services.casework import Casework, CaseworkPolicy
 from bot.services.ratelimit import ChatRateLimiter
 from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
@@ -34,6 +36,8 @@ class MemoryTransport:
     shown: dict[str, list[Shown]] = field(default_factory=dict)
     screen: dict[str, dict[str, Shown]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
+    #: Files sent to each chat: (caption, files) per message.
+    files: dict[str, list[tuple[str, list[OutgoingFile]]]] = field(default_factory=dict)
     edits: int = 0
     _next: int = 0
 
@@ -46,6 +50,11 @@ class MemoryTransport:
             self.screen.setdefault(chat, {})[ref] = message
             refs.append(ref)
         return refs
+
+    async def send_files(self, chat: str, caption: str, files: Sequence[OutgoingFile]) -> list[str]:
+        self._next += 1
+        self.files.setdefault(chat, []).append((caption, list(files)))
+        return [str(self._next)]
 
     async def edit(self, chat: str, ref: str, messages: Sequence[Shown]) -> bool:
         if len(messages) != 1 or ref not in self.screen.get(chat, {}):
@@ -89,6 +98,19 @@ class World:
         self.intake = IntakeService(
             engine, intake_policy, self.routing, reports_per_day=reports_per_day
         )
+        self.casework = Casework(
+            self.uow,
+            engine.texts,
+            clock,
+            load_deadline_table(),
+            keyring,
+            CaseworkPolicy(
+                content_over_telegram=policy.content_over_telegram if policy else False
+            ),
+            wake=self.senders.wake,
+        )
+        self.staff.casework = self.casework
+        self.intake.casework = self.casework
         self.inbound = InboundService(
             self.uow, self.intake, self.staff, engine, clock, limiter, self.senders
         )

@@ -11,6 +11,7 @@ never stored in clear nor logged.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,7 +26,7 @@ from bot.outage import Outage
 from bot.services.clock import Clock
 from bot.services.inbound import Inbound, InboundService
 from bot.services.intake import Attachment
-from bot.services.outbox import Deferred, OutboxSender, Shown, Undeliverable
+from bot.services.outbox import Deferred, OutboxSender, OutgoingFile, Shown, Undeliverable
 from bot.services.ports import UnitOfWork
 from bot.services.queues import SignalQueues
 
@@ -261,9 +262,20 @@ class SignalTransport:
             refs.append(await self._send(chat, _render(message)))
         return refs
 
-    async def _send(self, recipient: str, text: str) -> str:
+    async def send_files(self, chat: str, caption: str, files: Sequence[OutgoingFile]) -> list[str]:
+        """One Signal message with the files as attachments (``base64_attachments``)."""
+        attachments = [
+            f"data:{f.mime};filename={f.name.replace('/', '-')};base64,"
+            + base64.b64encode(f.data).decode()
+            for f in files
+        ]
+        return [await self._send(chat, caption, attachments)]
+
+    async def _send(self, recipient: str, text: str, attachments: Sequence[str] = ()) -> str:
         for _ in range(2):
             try:
+                if attachments:
+                    return str(await self._api.send(recipient, text, attachments) or "")
                 return str(await self._api.send(recipient, text) or "")
             except UntrustedIdentity as exc:
                 if self._on_untrusted is not None and await self._on_untrusted(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -69,9 +69,15 @@ class SignalApi:
             raise SignalApiError("signal api server error", status=response.status_code)
         return response
 
-    async def send(self, recipient: str, message: str) -> str:
-        """``POST /v2/send`` to one recipient; returns Signal's timestamp (a string)."""
-        body = {"message": message, "number": self.number, "recipients": [recipient]}
+    async def send(self, recipient: str, message: str, attachments: Sequence[str] = ()) -> str:
+        """``POST /v2/send`` to one recipient (``attachments``: data URIs); Signal's timestamp."""
+        body: dict[str, Any] = {
+            "message": message,
+            "number": self.number,
+            "recipients": [recipient],
+        }
+        if attachments:
+            body["base64_attachments"] = list(attachments)
         response = await self._call("POST", "/v2/send", json=body)
         if response.status_code == 429:
             tokens: list[str] = []

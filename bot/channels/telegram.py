@@ -17,7 +17,14 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    Update,
+)
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
@@ -46,7 +53,7 @@ from bot.outage import Outage
 from bot.services.clock import Clock
 from bot.services.inbound import Inbound, InboundService
 from bot.services.intake import Attachment
-from bot.services.outbox import Deferred, OutboxSender, Shown, Undeliverable
+from bot.services.outbox import Deferred, OutboxSender, OutgoingFile, Shown, Undeliverable
 from bot.services.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,8 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 SEND_ATTEMPTS = 4
 #: The Bot API's limit on a message's text, in characters.
 MAX_TEXT = 4096
+#: ... and on a document's caption.
+MAX_CAPTION = 1024
 #: Updates handled at once across chats (each chat's own updates still go one at a time):
 #: enough to keep the Bot API's round trips overlapping for many reporters at once.
 MAX_CONCURRENT_UPDATES = 16
@@ -243,6 +252,29 @@ class TelegramTransport:
             except TelegramError as exc:  # network errors, timeouts: the outbox retries
                 raise Deferred from exc
         raise Deferred
+
+    async def send_files(self, chat: str, caption: str, files: Sequence[OutgoingFile]) -> list[str]:
+        """Each file as a protected document, the caption on the first; their message ids."""
+        refs = []
+        for index, file in enumerate(files):
+            document = InputFile(file.data, filename=file.name.replace("/", "-"))
+            text = caption[:MAX_CAPTION] if index == 0 and caption else None
+            for _ in range(SEND_ATTEMPTS):
+                try:
+                    sent = await self._application.bot.send_document(
+                        chat_id=int(chat), document=document, caption=text, protect_content=True
+                    )
+                    refs.append(str(sent.message_id))
+                    break
+                except RetryAfter as exc:
+                    await self._sleep(_seconds(exc.retry_after))
+                except (Forbidden, BadRequest) as exc:
+                    raise Undeliverable from exc
+                except TelegramError as exc:
+                    raise Deferred from exc
+            else:
+                raise Deferred
+        return refs
 
     async def edit(self, chat: str, ref: str, messages: Sequence[Shown]) -> bool:
         """Replace a question on screen with the next one (notices joined to it)."""

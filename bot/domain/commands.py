@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.domain.casework import parse_decision, parse_event
 from bot.domain.receipt import MalformedReceipt, normalize_receipt
 
 
@@ -203,6 +204,29 @@ def _free(name: Name, lang: str | None, args: str) -> Command | None:
     return Command(name, lang, text=args, bare=not args)
 
 
+def _number_alone(name: Name, lang: str | None, args: str) -> Command | None:
+    if not args:
+        return Command(name, lang, bare=True)
+    number = _split_number(args)
+    return None if number is None or number[1] else Command(name, lang, number=number[0])
+
+
+def _event(name: Name, lang: str | None, args: str) -> Command | None:
+    # Strict, so that a reporter's words that start with "event" stay an answer.
+    if not args:
+        return Command(name, lang, bare=True)
+    return Command(name, lang, text=args) if parse_event(args) is not None else None
+
+
+def _decision(name: Name, lang: str | None, args: str) -> Command | None:
+    if not args:
+        return Command(name, lang, bare=True)
+    number = _split_number(args)
+    if number is None or parse_decision(number[0], number[1]) is None:
+        return None
+    return Command(name, lang, number=number[0], text=number[1])
+
+
 _SHAPES: dict[Name, Shape] = {
     Name.START: _nothing,
     Name.LANGUAGE: _nothing,
@@ -220,10 +244,10 @@ _SHAPES: dict[Name, Shape] = {
     Name.DECLINE: _number,
     Name.CLOSE: _number,
     Name.EXTEND: _number,
-    Name.EVENT: _free,
-    Name.DECISION: _number,
+    Name.EVENT: _event,
+    Name.DECISION: _decision,
     Name.DEADLINES: _nothing,
-    Name.EXPORT: _number,
+    Name.EXPORT: _number_alone,
     Name.LOCK: _nothing,
     Name.UNKNOWN: _free,
 }

@@ -20,6 +20,7 @@ from bot.domain.messages import (
 )
 from bot.domain.triage import triage
 from bot.media import MAX_FILE_BYTES, CleanFile, MediaRefused, inspect_file_off_loop
+from bot.services.casework import Casework
 from bot.services.codes import new_code
 from bot.services.outbox import Outgoing
 from bot.services.ports import CaseStatus, StaffUnitOfWork
@@ -103,6 +104,8 @@ class IntakeService:
         self._routing = routing
         self._inspect = inspect or inspect_file_off_loop
         self._reports_per_day = reports_per_day
+        #: Suggests the event (raid) a new detention may belong to; wired by the runtime.
+        self.casework: Casework | None = None
 
     @property
     def policy(self) -> IntakePolicy:
@@ -253,6 +256,8 @@ class IntakeService:
         await uow.stats.increment(week_of(now.date()), region, categories)
         if self._routing is not None:
             await self._routing.route(uow, out, case_id, now)
+        if self.casework is not None:
+            await self.casework.suggest(uow, out, case_id, answers, now)
         log.info("case submitted", extra={"priority": result.priority.name})
         return case_id, self._engine.receipt(report.language, code, reach_here=reach_here)
 

@@ -13,13 +13,15 @@ item can clear them (the questionnaire's chat ends empty) or edit the newest que
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.domain.messages import (
     Notice,
@@ -53,6 +55,24 @@ class HasOutbox(Protocol):
     @property
     def outbox(self) -> OutboxStore:
         """The outbox in this transaction."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingFile:
+    """A file to send as an attachment."""
+
+    name: str
+    mime: str
+    data: bytes
+
+
+@runtime_checkable
+class FileTransport(Protocol):
+    """A channel that can send files (Signal attachments, Telegram documents)."""
+
+    async def send_files(self, chat: str, caption: str, files: Sequence[OutgoingFile]) -> list[str]:
+        """Send the files with a caption; refs of what was sent."""
         ...
 
 
@@ -94,6 +114,24 @@ class Outgoing:
         channel, _, chat = to.partition(":")
         if channel and chat:
             self.show(channel, chat, [Notice(text)], clear=False, track=False)
+
+    def send_files(self, to: str, caption: str, files: Sequence[OutgoingFile]) -> None:
+        """Files with a caption to a messenger address (an evidence package, a case's originals);
+        the bytes stay encrypted in the outbox like every payload."""
+        channel, _, chat = to.partition(":")
+        if channel and chat and files:
+            payload = {
+                "messages": [],
+                "caption": caption,
+                "files": [
+                    {"name": f.name, "mime": f.mime, "data": base64.b64encode(f.data).decode()}
+                    for f in files
+                ],
+                "clear": False,
+                "track": False,
+                "delete": [],
+            }
+            self.items.append((channel, chat, payload))
 
     def delete(self, channel: str, chat: str, refs: Sequence[str]) -> None:
         """Delete messages (a reporter's own) without showing anything."""
@@ -264,7 +302,9 @@ class OutboxSender:
         screen = list(before)
         try:
             sent: list[str] = []
-            if clear:
+            if payload.get("files"):
+                sent = await self._send_files(chat, payload)
+            elif clear:
                 kept = None
                 newest = screen[-1] if screen else None
                 if (
@@ -304,6 +344,21 @@ class OutboxSender:
             self._recent.popitem(last=False)
         self.delivered += 1
         return True
+
+    async def _send_files(self, chat: str, payload: dict[str, Any]) -> list[str]:
+        caption = str(payload.get("caption", ""))
+        try:
+            files = [
+                OutgoingFile(str(f["name"]), str(f["mime"]), base64.b64decode(f["data"]))
+                for f in payload["files"]
+            ]
+        except (KeyError, TypeError, binascii.Error) as exc:
+            raise Undeliverable from exc
+        if not isinstance(self._transport, FileTransport):
+            # A channel without files (the console) shows what it could not send.
+            log.info("%s cannot send files; the caption alone was shown", self.channel)
+            return await self._transport.send(chat, [Notice(caption)]) if caption else []
+        return await self._transport.send_files(chat, caption, files)
 
     async def _delete(self, chat: str, ref: str) -> None:
         with contextlib.suppress(Deferred, Undeliverable):

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
-from typing import Any, NewType, Protocol, Self
+from typing import Any, NewType, Protocol, Self, runtime_checkable
 
 from bot.domain.lifecycle import (
     DOCUMENTATION,
@@ -234,6 +234,10 @@ class AttachmentStore(Protocol):
 
     async def set_expiry(self, refs: Iterable[str], expires_at: datetime) -> None:
         """Give files a new expiry (their case's)."""
+        ...
+
+    async def get(self, ref: str) -> AttachmentContent | None:
+        """Decrypt one file (the original bytes go to lawyers only)."""
         ...
 
 
@@ -468,4 +472,88 @@ class StaffUnitOfWork(UnitOfWork, Protocol):
     @property
     def assignments(self) -> AssignmentStore:
         """Assignments in this transaction."""
+        ...
+
+
+# ---- casework: events, deadlines, evidence (issue 15) --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event (one raid, many victims), decrypted: a city and days, never a name."""
+
+    id: str
+    number: int
+    city: str
+    #: The questionnaire's city it stands for (``baku``), when it is one of them.
+    city_key: str | None
+    start: date
+    end: date
+    #: The days the linked cases were reported on (None until one is linked).
+    first_case: date | None
+    last_case: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedCase:
+    """A case linked to an event: its number and who holds it."""
+
+    id: CaseId
+    number: int
+    status: str
+    assigned_lawyer_id: LawyerId | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineRecord:
+    """A legal deadline of a case, decrypted (``data``: rule, decision kind and date)."""
+
+    id: str
+    case_id: CaseId
+    case_number: int
+    due_on: date
+    stage: int
+    data: dict[str, Any]
+
+
+class CaseworkStore(Protocol):
+    """Events with counters that survive purges, case links, and legal deadlines."""
+
+    async def new_event(
+        self, *, city: str, city_key: str | None, start: date, end: date, created_on: date
+    ) -> EventRecord: ...
+    async def event(self, number: int) -> EventRecord | None: ...
+    async def events(self) -> Sequence[EventRecord]: ...
+    async def event_of(self, case_id: str) -> EventRecord | None: ...
+    async def link(
+        self, event: EventRecord, case_id: str, categories: Sequence[str], reported_on: date
+    ) -> EventRecord: ...
+    async def counts(self, event_id: str) -> dict[str, int]: ...
+    async def linked(self, event_id: str) -> Sequence[LinkedCase]: ...
+    async def add_deadline(self, case_id: str, due_on: date, data: Mapping[str, Any]) -> None: ...
+    async def case_deadlines(self, case_id: str) -> Sequence[DeadlineRecord]: ...
+    async def lawyer_deadlines(self, lawyer_id: int, since: date) -> Sequence[DeadlineRecord]: ...
+    async def due_deadlines(self, until: date, below_stage: int) -> Sequence[DeadlineRecord]: ...
+    async def set_stage(self, deadline_id: str, stage: int) -> None: ...
+
+
+@runtime_checkable
+class CaseworkUnitOfWork(StaffUnitOfWork, Protocol):
+    """A staff unit of work that also reaches events and deadlines."""
+
+    @property
+    def casework(self) -> CaseworkStore:
+        """Events and deadlines in this transaction."""
+        ...
+
+
+class Signer(Protocol):
+    """The instance's Ed25519 key, sealed in the keyring (evidence packages)."""
+
+    def sign(self, data: bytes) -> bytes:
+        """A signature of ``data``."""
+        ...
+
+    def public_key(self) -> bytes:
+        """The 32-byte public key."""
         ...

@@ -17,6 +17,8 @@ from bot.domain.casetext import render_case
 from bot.domain.commands import Command, Name
 from bot.domain.phrase import make_phrase
 from bot.domain.texts import Texts
+from bot.services.casework import COMMANDS as CASEWORK_COMMANDS
+from bot.services.casework import Casework
 from bot.services.outbox import Outgoing
 from bot.services.ports import (
     DOCUMENTATION,
@@ -55,6 +57,7 @@ class StaffCommands:
         policy: LawyerPolicy | None = None,
         choice: Callable[[list[str]], str] = secrets.choice,
         request_lock: Callable[[], None] | None = None,
+        casework: Casework | None = None,
     ) -> None:
         self._texts = texts
         self._routing = routing
@@ -62,6 +65,8 @@ class StaffCommands:
         self._choice = choice
         #: Asks the running service to lock once this transaction is committed.
         self.request_lock = request_lock
+        #: Events, deadlines and evidence packages (their commands answer generically without).
+        self.casework = casework
 
     def _t(self, language: str, key: str, **params: object) -> str:
         return self._texts.get(language, key, **params)
@@ -86,6 +91,13 @@ class StaffCommands:
                 ctx.out.notify(admin, text)
             await ctx.uow.audit.append(f"admin:{lawyer.id}", "service.lock", None, ctx.now)
             return [], True
+        if command.name in CASEWORK_COMMANDS:
+            answers = None
+            if self.casework is not None:
+                answers = await self.casework.handle(
+                    ctx.uow, ctx.out, ctx.address, lawyer, command, ctx.now
+                )
+            return (self.generic(language) if answers is None else answers), False
         if lawyer.role != Role.LAWYER:
             return self.generic(language), False
         if command.name is Name.CASES:
@@ -155,7 +167,16 @@ class StaffCommands:
         text = render_case(
             self._texts, language, case.number, case.priority, flags, content.answers
         )
-        return [text, *(f"[{d}] {t}" for d, _, t in messages)]
+        shown = [text, *(f"[{d}] {t}" for d, _, t in messages)]
+        files = await self.casework.originals(ctx.uow, content.answers) if self.casework else []
+        if not files:
+            return shown
+        # The originals follow the text they belong to, in the same chat.
+        for line in shown:
+            ctx.out.notify(ctx.address, line)
+        caption = self._t(language, "export.originals", number=case.number, count=len(files))
+        ctx.out.send_files(ctx.address, caption, files)
+        return []
 
     async def _accept(
         self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, _: str, language: str
