@@ -159,8 +159,11 @@ class FakeSignalApi:
                 account=self.number,
             )
         self.clock_ms += 1
+        attachments = list(body.get("base64_attachments") or [])
         for recipient in recipients:
-            self.sent.append({"to": recipient, "text": body.get("message", "")})
+            self.sent.append(
+                {"to": recipient, "text": body.get("message", ""), "attachments": attachments}
+            )
         return web.json_response({"timestamp": str(self.clock_ms)}, status=201)
 
     async def _receive(self, request: web.Request) -> web.StreamResponse:

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.deadline_table import load_deadline_table
 from bot.domain.engine import Engine
 from bot.domain.messages import Event, Notice, Question
 from bot.domain.receipt import normalize_receipt
+from bot.services.casework import Casework, CaseworkPolicy
 from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound, InboundService, Senders
 from bot.services.intake import Attachment, IntakePolicy, IntakeService
 from bot.services.outbox import OutboxSender, OutgoingFile, Shown
-from bot.deadline_table import load_deadline_table
-from bot.services.casework import Casework, CaseworkPolicy
 from bot.services.ratelimit import ChatRateLimiter
 from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
@@ -83,6 +83,7 @@ class World:
         choice: Callable[[list[str]], str] = secrets.choice,
         reports_per_day: int = 3,
         limiter: ChatRateLimiter | None = None,
+        casework: CaseworkPolicy | None = None,
     ) -> None:
         sessions = make_session_factory(db)
         self.db = db
@@ -104,7 +105,8 @@ class World:
             clock,
             load_deadline_table(),
             keyring,
-            CaseworkPolicy(
+            casework
+            or CaseworkPolicy(
                 content_over_telegram=policy.content_over_telegram if policy else False
             ),
             wake=self.senders.wake,
