@@ -53,6 +53,8 @@ class FakeBotApi:
     sent: list[SentMessage] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    #: Documents the bot uploaded (sendDocument): chat_id, name, data, caption, protect.
+    documents: list[dict[str, Any]] = field(default_factory=list)
     rate_limit: dict[str, list[int]] = field(default_factory=dict)
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -122,6 +124,13 @@ class FakeBotApi:
             else:
                 form = await request.post()
                 params.update({k: v for k, v in form.items() if isinstance(v, str)})
+                uploads = {
+                    k: (v.filename, v.file.read())
+                    for k, v in form.items()
+                    if isinstance(v, web.FileField)
+                }
+                if uploads:
+                    params["_uploads"] = uploads
         for key in ("reply_markup", "allowed_updates"):
             if isinstance(params.get(key), str):
                 params[key] = json.loads(params[key])
@@ -254,6 +263,38 @@ class FakeBotApi:
             if (sent.chat_id, sent.message_id) == key:
                 sent.text, sent.reply_markup = text, markup
         self.edits += 1
+        return self._ok(message)
+
+    async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        """A file uploaded as multipart/form-data (``document``), with an optional caption."""
+        chat_id = int(params["chat_id"])
+        if chat_id not in self.users:
+            return self._error(400, "Bad Request: chat not found")
+        upload = params.get("_uploads", {}).get("document")
+        if upload is None:
+            return self._error(400, "Bad Request: there is no document in the request")
+        caption = params.get("caption", "")
+        if len(caption) > 1024:
+            return self._error(400, "Bad Request: message caption is too long")
+        name, data = upload
+        protect = str(params.get("protect_content", "false")).lower() == "true"
+        message = self._message(
+            chat_id,
+            **{
+                "from": BOT_USER,
+                "document": {
+                    "file_id": f"doc{len(self.documents)}",
+                    "file_unique_id": f"udoc{len(self.documents)}",
+                    "file_name": name,
+                    "file_size": len(data),
+                },
+            },
+        )
+        if caption:
+            message["caption"] = caption
+        self.documents.append(
+            {"chat_id": chat_id, "name": name, "data": data, "caption": caption, "protect": protect}
+        )
         return self._ok(message)
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
