@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ from bot.services.evidence import (
     build_package,
     verify_package,
 )
-from storage.keyring import Keyring
+from storage.keyring import KeyFile, Keyring, KeyringFile, KeyVault
 from tests.conftest import START
 
 FILES = [
@@ -114,8 +116,44 @@ def test_a_package_signed_by_another_instance_fails(signer: Keyring) -> None:
 def test_not_a_package_is_one_clear_problem(signer: Keyring) -> None:
     assert verify_package(b"not a zip", [signer.public_key()]).problem.startswith("not a ZIP")
     duplicate = io.BytesIO()
-    with zipfile.ZipFile(duplicate, "w") as archive, pytest.warns(UserWarning):
+    with zipfile.ZipFile(duplicate, "w") as archive:
         archive.writestr("case.html", b"a")
-        archive.writestr("case.html", b"b")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("case.html", b"b")
     verdict = verify_package(duplicate.getvalue(), [signer.public_key()])
     assert verdict.file == "case.html" and "twice" in verdict.problem
+
+
+def test_the_signing_key_lives_in_the_keyring_and_survives_a_ratchet(tmp_path: Path) -> None:
+    file = KeyringFile(tmp_path / "keyring")
+    secret = KeyFile(os.urandom(32))
+    vault = KeyVault.create(file, secret, None, START)
+    public = vault.keyring.public_key()
+    signing = bytes(vault.keyring.signing_key)
+    assert signing not in file.path.read_bytes(), "sealed, never in clear"
+    vault.keyring.add_kek(START)
+    vault.keyring.destroy([1])
+    vault.persist()
+    assert file.open(secret).keyring.public_key() == public, "re-sealed with every ratchet"
+    vault.keyring.forget()
+    assert bytes(vault.keyring.signing_key) == bytes(32), "a lock overwrites it"
+    assert Keyring.generate(START).public_key() != public, "a new instance, a new key"
+
+
+def test_a_keyring_from_before_signing_keys_gets_one_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = KeyringFile(tmp_path / "keyring")
+    secret = KeyFile(os.urandom(32))
+    current = Keyring._payload
+
+    def without_signing_key(self: Keyring) -> bytes:
+        data = json.loads(current(self))
+        del data["signing_key"]
+        return json.dumps(data).encode()
+
+    monkeypatch.setattr(Keyring, "_payload", without_signing_key)
+    KeyVault.create(file, secret, None, START)
+    monkeypatch.undo()
+    first = file.open(secret).keyring.public_key()
+    assert file.open(secret).keyring.public_key() == first, "made once and saved"
