@@ -191,8 +191,9 @@ async def test_canary_never_reaches_database_wal_or_logs(
 ) -> None:
     db, path = sqlite_file
     caplog.set_level(logging.DEBUG)
+    # caplog restores each level it set when the test ends; other tests count log lines
     for name in ("sqlalchemy", "sqlalchemy.engine", "aiosqlite", "alembic", "bot", "storage"):
-        logging.getLogger(name).setLevel(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger=name)
     harness = Harness(db, keyring, engine_, clock)
     script = dict(DETAINED_NOW)
     chat = f"chat-{CANARY}"
