@@ -1,8 +1,10 @@
 """Encrypted intake against a plaintext baseline, measured in one run on the same machine.
 
-Both sides run the same IntakeService and questionnaire engine with the same SQLAlchemy session
-pattern (one transaction per answer, on the same SQLite settings); the baseline's unit of work
-stores chat ids and answers as plaintext rows, ours encrypts them. Run: python bench/bench_intake.py
+Both sides run the same inbound path (one grammar, the intake service and questionnaire engine,
+the answers written to the outbox) with the same SQLAlchemy session pattern (one transaction per
+answer, on the same SQLite settings); the baseline's unit of work stores chat ids, answers and
+outbox items as plaintext rows, ours encrypts them. Delivery is not measured (bench_telegram
+does that). Run: python bench/bench_intake.py
 """
 
 from __future__ import annotations
@@ -30,14 +32,19 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.domain.engine import Engine
-from bot.domain.messages import Event, Question, Reply, Start
+from bot.domain.messages import Start
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
 from bot.services.clock import FrozenClock
+from bot.services.inbound import Inbound, InboundService
 from bot.services.intake import IntakeService
+from bot.services.ports import OutboxEntry
+from bot.services.routing import Routing
+from bot.services.staff import StaffCommands
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import Keyring
@@ -83,6 +90,21 @@ plain_cases = Table(
     Column("meta", Text),
     Column("reply_address", Text),
 )
+plain_seen = Table(
+    "plain_seen",
+    plain,
+    Column("key", String(200), primary_key=True),
+    Column("expires_at", String(40)),
+)
+plain_outbox = Table(
+    "plain_outbox",
+    plain,
+    Column("id", String(40), primary_key=True),
+    Column("channel", String(16)),
+    Column("chat", String(128)),
+    Column("due_at", String(40)),
+    Column("payload", Text),
+)
 plain_stats = Table(
     "plain_stats",
     plain,
@@ -105,6 +127,8 @@ class PlainUnitOfWork:
         self.cases = self
         self.stats = self
         self.audit = self
+        self.outbox = self
+        self.seen = self
         return self
 
     async def __aexit__(
@@ -184,23 +208,61 @@ class PlainUnitOfWork:
     async def append(self, actor: str, action: str, case_id: str | None, at: datetime) -> None:
         return None
 
+    async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
+        result = await self.session.execute(
+            sqlite_insert(plain_seen)
+            .values(key=f"{channel}:{update_id}", expires_at=expires_at.isoformat())
+            .on_conflict_do_nothing()
+        )
+        return bool(getattr(result, "rowcount", 0))
 
-async def one_report(service: IntakeService, chat: str) -> None:
-    out = await service.handle("bench", chat, Start())
+    async def put_many(
+        self,
+        items: list[tuple[str, str, Mapping[str, Any]]],
+        now: datetime,
+        expires_at: datetime,
+    ) -> list[OutboxEntry]:
+        entries = []
+        for channel, chat, payload in items:
+            item_id = new_id()
+            body = dict(payload, to=chat)
+            await self.session.execute(
+                insert(plain_outbox).values(
+                    id=item_id,
+                    channel=channel,
+                    chat=chat,
+                    due_at=now.isoformat(),
+                    payload=json.dumps(body),
+                )
+            )
+            entries.append(OutboxEntry(item_id, channel, chat, body, 0, now))
+        return entries
+
+
+async def one_report(service: InboundService, chat: str) -> None:
+    handled = await service.handle(Inbound("bench", chat, event=Start("en"), numbered=True))
     for _ in range(40):
-        question = next((m for m in reversed(out) if isinstance(m, Question)), None)
-        if question is None:
+        shown = handled.entries[-1].payload["messages"] if handled.entries else []
+        questions = [m for m in shown if m.get("k") == "q"]
+        if not questions:
             return
-        event: Event = Reply(ANSWERS[question.step])
-        out = await service.handle("bench", chat, event)
+        text = ANSWERS[str(questions[-1]["step"])]
+        handled = await service.handle(Inbound("bench", chat, text=text, numbered=True))
     raise RuntimeError("report did not finish")
 
 
-async def timed(service: IntakeService, start: int, count: int) -> float:
+async def timed(service: InboundService, start: int, count: int) -> float:
     began = time.perf_counter()
     for i in range(start, start + count):
         await one_report(service, f"chat-{i}")
     return time.perf_counter() - began
+
+
+def inbound(uow: Any, engine: Engine, clock: FrozenClock) -> InboundService:
+    """The inbound path as ``tipline run`` wires it, without lawyers to route to."""
+    routing = Routing(uow, engine.texts, clock)
+    intake = IntakeService(engine, reports_per_day=10**9)
+    return InboundService(uow, intake, StaffCommands(engine.texts, routing), engine, clock)
 
 
 async def main(reports: int, block: int) -> None:
@@ -215,8 +277,8 @@ async def main(reports: int, block: int) -> None:
         keyring = Keyring.generate(clock())
         ours_sessions = make_session_factory(ours_db)
         base_sessions = make_session_factory(base_db)
-        ours = IntakeService(lambda: SqlUnitOfWork(ours_sessions, keyring), engine, clock)
-        base = IntakeService(lambda: PlainUnitOfWork(base_sessions), engine, clock)  # type: ignore[arg-type,return-value]
+        ours = inbound(lambda: SqlUnitOfWork(ours_sessions, keyring), engine, clock)
+        base = inbound(lambda: PlainUnitOfWork(base_sessions), engine, clock)
         await timed(ours, -20, 20)  # warm-up: imports, statement caches
         await timed(base, -20, 20)
         t_ours = t_base = 0.0

@@ -34,6 +34,7 @@ from telegram.ext import ApplicationBuilder, ContextTypes, TypeHandler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.channels.telegram import application_builder
+from storage.memory import MemoryDatabase
 from tests.fake_telegram import TOKEN, until
 from tests.telegram_harness import TelegramHarness
 
@@ -93,40 +94,6 @@ class RemoteFake:
             self.proc.wait()
 
 
-class DictUnitOfWork:
-    """Drafts and handled updates in dicts, plaintext: the channel's cost without any storage.
-
-    Only for the breakdown: the same intake service and engine run over it.
-    """
-
-    def __init__(self, drafts: dict[str, Any], seen: set[str]) -> None:
-        self._drafts, self._seen = drafts, seen
-        self.drafts, self.seen = self, self
-
-    async def __aenter__(self) -> DictUnitOfWork:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def commit(self) -> None:
-        return None
-
-    async def claim(self, channel: str, update_id: str, expires_at: object) -> bool:
-        fresh = update_id not in self._seen
-        self._seen.add(update_id)
-        return fresh
-
-    async def load(self, channel: str, chat_id: str, now: object) -> Any:
-        return self._drafts.get(chat_id)
-
-    async def save(self, channel: str, chat_id: str, state: Any, expires_at: object) -> None:
-        self._drafts[chat_id] = dict(state)
-
-    async def delete(self, channel: str, chat_id: str) -> bool:
-        return self._drafts.pop(chat_id, None) is not None
-
-
 async def ours(
     reporters: int,
     rounds: list[tuple[str, str]],
@@ -147,10 +114,8 @@ async def ours(
         harness.fake.start = _remote_start(remote)  # type: ignore[method-assign]
         harness.fake.stop = remote.stop  # type: ignore[method-assign]
         harness.fake.calls.append(("getUpdates", {}))  # polling starts in the other process
-        if not storage:
-            drafts: dict[str, Any] = {}
-            seen: set[str] = set()
-            harness.uow = lambda: DictUnitOfWork(drafts, seen)  # type: ignore[method-assign, assignment, return-value]
+        if not storage:  # every store in memory, plaintext: the channel's cost without storage
+            harness.uow = MemoryDatabase().uow  # type: ignore[method-assign, assignment]
         await harness.start_all()
         chats = [900_000 + i for i in range(reporters)]
         channel = harness.channel

@@ -61,7 +61,9 @@ class SignalHarness:
     async def start_bot(self, after_store: Any = None) -> None:
         engine = Engine(REPORT, load_texts())
         limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=1000)
-        self.world = World(self.db, self.vault.keyring, engine, self.clock, limiter=limiter)
+        self.world = World(
+            self.db, self.vault.keyring, engine, self.clock, limiter=limiter, uow=self.uow
+        )
         self.lawyers = self.world.roster
         self.api = SignalApi(self.root, NUMBER)
         self.channel = SignalChannel(

@@ -78,7 +78,9 @@ class TelegramHarness:
     async def start_bot(self, webhook: WebhookConfig | None = None) -> None:
         engine = Engine(REPORT, load_texts())
         limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=self.rate_limit)
-        self.world = World(self.db, self.vault.keyring, engine, self.clock, limiter=limiter)
+        self.world = World(
+            self.db, self.vault.keyring, engine, self.clock, limiter=limiter, uow=self.uow
+        )
         self.lawyers = self.world.roster
         self.channel = TelegramChannel(
             token=TOKEN,

@@ -132,7 +132,7 @@ class Process:
 
         world = self.world
         world.uow = uow
-        for service in (world.routing, world.roster, world.inbound):
+        for service in (world.routing, world.roster, world.inbound, world.casework):
             service._uow = uow  # type: ignore[attr-defined]
         world.transports = self.messengers
         world.outboxes = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -84,13 +85,14 @@ class World:
         reports_per_day: int = 3,
         limiter: ChatRateLimiter | None = None,
         casework: CaseworkPolicy | None = None,
+        uow: Callable[[], Any] | None = None,
     ) -> None:
         sessions = make_session_factory(db)
         self.db = db
         self.keyring = keyring
         self.engine = engine
         self.clock = clock
-        self.uow = lambda: SqlUnitOfWork(sessions, keyring)
+        self.uow = uow or (lambda: SqlUnitOfWork(sessions, keyring))
         self.senders = Senders()
         self.routing = Routing(self.uow, engine.texts, clock, policy, wake=self.senders.wake)
         self.roster = RosterService(self.uow, self.routing, clock, policy)
