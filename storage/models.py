@@ -203,6 +203,9 @@ class CaseMessage(Base):
     )
     direction: Mapped[str] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Set (rounded up to the hour) once a message to the reporter has been shown: read once,
+    #: then purged. None while it is unread.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     body_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -267,6 +270,10 @@ class Screen(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     lane: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: The hour the screen's next message is due to be deleted (floored, so the deletion job
+    #: looks in time); each message's precise deadline is inside ``refs_ct``.
+    check_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     refs_ct: Mapped[bytes] = mapped_column(LargeBinary)

@@ -54,6 +54,11 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "INSERT INTO deadlines (id, case_id, due_on, stage, kek_id, wrapped_dek, data_ct) "
         "VALUES ('l1', 'c1', :d, 0, 1, :b, :b)",
     ],
+    "0008": [
+        "UPDATE screens SET channel = 'telegram', check_at = :t WHERE id = 's1'",
+        "INSERT INTO case_messages (id, case_id, direction, created_at, expires_at, kek_id, "
+        "wrapped_dek, body_ct) VALUES ('m1', 'c1', 'to_reporter', :t, :t, 1, :b, :b)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
