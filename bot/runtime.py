@@ -215,6 +215,7 @@ async def open_runtime(
     lawyer_policy = LawyerPolicy(
         cap=settings.lawyer_cap,
         content_over_telegram=settings.allow_case_content_over_telegram,
+        max_retention=timedelta(days=settings.max_retention_days),
     )
     routing = Routing(uow, engine_.texts, clock, lawyer_policy, wake=senders.wake)
     roster = RosterService(uow, routing, clock, lawyer_policy)

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain.casework import (
@@ -41,6 +41,7 @@ from bot.domain.deadlines import (
     next_stage,
 )
 from bot.domain.huridocs import EventRef, huridocs_record, render_html
+from bot.domain.retention import ceiling as retention_ceiling
 from bot.domain.stats import show
 from bot.domain.texts import Texts
 from bot.services.clock import Clock
@@ -301,7 +302,7 @@ class Casework:
     ) -> str:
         """Keep the case (and its files) past its latest deadline, within the ceiling."""
         needed = due_moment(latest) + self._policy.deadline_grace
-        ceiling = datetime.combine(case.created_on, time(0), UTC) + self._policy.max_retention
+        ceiling = retention_ceiling(case.created_on, self._policy.max_retention)
         keep = max(case.expires_at, min(needed, ceiling))
         if keep != case.expires_at:
             await uow.assignments.update(case.id, expires_at=keep, expiry_warned=False)

@@ -41,6 +41,8 @@ class LawyerPolicy:
     text_max: int = 4000
     expiry_warning: timedelta = timedelta(hours=72)
     digest_every: timedelta = timedelta(days=1)
+    #: No extension keeps a case longer than this after its submission (the ceiling).
+    max_retention: timedelta = timedelta(days=365)
 
 
 class Routing:

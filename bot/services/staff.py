@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from bot.domain.casetext import render_case
 from bot.domain.commands import Command, Name
 from bot.domain.phrase import make_phrase
+from bot.domain.retention import REPLY_KEEPS, extend, round_up_to_hour
 from bot.domain.texts import Texts
 from bot.services.casework import COMMANDS as CASEWORK_COMMANDS
 from bot.services.casework import Casework
@@ -202,18 +203,53 @@ class StaffCommands:
             return [self._t(language, "staff.usage")]
         content = await ctx.uow.cases.get(case.id)
         await ctx.uow.assignments.add_message(case.id, "to_reporter", text, ctx.now)
-        await ctx.uow.assignments.update(
-            case.id, expires_at=max(case.expires_at, ctx.now + timedelta(days=30))
-        )
         await ctx.uow.audit.append(self._actor(lawyer), "case.reply", case.id, ctx.now)
+        wanted = ctx.now + REPLY_KEEPS
+        kept = await self._keep(ctx, lawyer, case, wanted, "case.extend.reply")
         if content is not None and content.reply_address:
             reporter_language = str(content.meta.get("language", "en"))
             ctx.out.notify(
                 content.reply_address,
                 self._t(reporter_language, "ui.lawyer_message", text=text),
             )
-            return [self._t(language, "staff.reply_delivered", number=case.number)]
-        return [self._t(language, "staff.reply_stored", number=case.number)]
+            answer = self._t(language, "staff.reply_delivered", number=case.number)
+        else:
+            answer = self._t(language, "staff.reply_stored", number=case.number)
+        return [answer, *kept]
+
+    async def _keep(
+        self,
+        ctx: StaffContext,
+        lawyer: LawyerRecord,
+        case: CaseRecord,
+        wanted: datetime,
+        action: str,
+    ) -> list[str]:
+        """Keep a case (and its files) until ``wanted``, within the retention ceiling; the
+        extension is audited, and the lawyer hears when the ceiling stopped it."""
+        limit = self._policy.max_retention
+        extension = extend(case.expires_at, wanted, case.created_on, limit)
+        if extension.changed(case.expires_at):
+            await ctx.uow.assignments.update(
+                case.id, expires_at=extension.expires_at, expiry_warned=False
+            )
+            content = await ctx.uow.cases.get(case.id)
+            documents = content.answers.get("documents") if content else None
+            if isinstance(documents, list):
+                await ctx.uow.attachments.set_expiry(documents, extension.expires_at)
+            await ctx.uow.audit.append(self._actor(lawyer), action, case.id, ctx.now)
+        if not extension.capped:
+            return []
+        await ctx.uow.audit.append(self._actor(lawyer), "case.extend.ceiling", case.id, ctx.now)
+        return [
+            self._t(
+                lawyer.languages[0],
+                "staff.extend_ceiling",
+                number=case.number,
+                date=extension.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                days=limit.days,
+            )
+        ]
 
     async def _close(
         self, ctx: StaffContext, lawyer: LawyerRecord, case: CaseRecord, outcome: str, language: str
@@ -230,14 +266,11 @@ class StaffCommands:
         maximum = self._policy.max_extend_days
         if not days.isdigit() or not 1 <= int(days) <= maximum:
             return [self._t(language, "staff.extend_bounds", max=maximum)]
-        new_expiry = max(case.expires_at, ctx.now) + timedelta(days=int(days))
-        content = await ctx.uow.cases.get(case.id)
-        await ctx.uow.assignments.update(case.id, expires_at=new_expiry, expiry_warned=False)
-        documents = content.answers.get("documents") if content else None
-        if isinstance(documents, list):
-            await ctx.uow.attachments.set_expiry(documents, new_expiry)
-        await ctx.uow.audit.append(self._actor(lawyer), f"case.extend.{days}d", case.id, ctx.now)
-        date = new_expiry.strftime("%Y-%m-%d %H:%M UTC")
+        wanted = max(case.expires_at, ctx.now) + timedelta(days=int(days))
+        capped = await self._keep(ctx, lawyer, case, wanted, f"case.extend.{days}d")
+        if capped:
+            return capped
+        date = round_up_to_hour(wanted).strftime("%Y-%m-%d %H:%M UTC")
         return [self._t(language, "staff.extended", number=case.number, date=date)]
 
     # ---- the reporter's side of the relay --------------------------------------------------
