@@ -32,6 +32,7 @@ from bot.services.ports import (
     OutboxEntry,
     QueueEntry,
     Role,
+    ScreenEntry,
     StaffUnitOfWork,
     lawyer_may_become,
 )
@@ -69,6 +70,10 @@ class MemoryState:
     jobs: dict[str, datetime] = field(default_factory=dict)
     outbox: dict[str, OutboxEntry] = field(default_factory=dict)
     screens: dict[str, list[str]] = field(default_factory=dict)
+    #: Each screen's channel, chat and when the deletion job looks at it.
+    screen_meta: dict[str, tuple[str | None, str | None, datetime | None]] = field(
+        default_factory=dict
+    )
     queues: dict[str, dict[str, QueueEntry]] = field(default_factory=dict)
 
 
@@ -495,12 +500,37 @@ class MemoryOutbox(_Stores):
         """What a chat's screen holds."""
         return list(self.s.screens.get(lane, []))
 
-    async def set_screen(self, lane: str, refs: Sequence[str], expires_at: datetime) -> None:
+    async def set_screen(
+        self,
+        lane: str,
+        refs: Sequence[str],
+        expires_at: datetime,
+        *,
+        channel: str | None = None,
+        chat: str | None = None,
+        check_at: datetime | None = None,
+    ) -> None:
         """Replace what a chat's screen holds."""
         if refs:
             self.s.screens[lane] = list(refs)
+            self.s.screen_meta[lane] = (channel, chat, check_at)
         else:
             self.s.screens.pop(lane, None)
+            self.s.screen_meta.pop(lane, None)
+
+    async def due_screens(
+        self, channel: str, now: datetime, limit: int = 100
+    ) -> Sequence[ScreenEntry]:
+        """Screens of a channel whose ``check_at`` has come."""
+        due = [
+            (check_at, lane, chat)
+            for lane, (kind, chat, check_at) in self.s.screen_meta.items()
+            if kind == channel and chat is not None and check_at is not None and check_at <= now
+        ]
+        return [
+            ScreenEntry(lane, chat, tuple(self.s.screens[lane]))
+            for _, lane, chat in sorted(due)[:limit]
+        ]
 
     async def depth(self) -> dict[str, int]:
         """Items waiting, by channel."""

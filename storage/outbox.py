@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from bot.services.ports import OutboxEntry
+from bot.services.ports import OutboxEntry, ScreenEntry
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher
 from storage.keyring import Keyring
@@ -147,22 +147,59 @@ class SqlOutbox:
         refs = data.get("refs")
         return [str(r) for r in refs] if isinstance(refs, list) else []
 
-    async def set_screen(self, lane: str, refs: Sequence[str], expires_at: datetime) -> None:
-        """Replace what a chat's screen holds (an empty list forgets the chat)."""
+    async def set_screen(
+        self,
+        lane: str,
+        refs: Sequence[str],
+        expires_at: datetime,
+        *,
+        channel: str | None = None,
+        chat: str | None = None,
+        check_at: datetime | None = None,
+    ) -> None:
+        """Replace what a chat's screen holds (an empty list forgets the chat); the chat id is
+        kept inside the ciphertext, for the deletion job."""
         await self._session.execute(delete(Screen).where(Screen.lane == lane))
         if not refs:
             return
         screen_id = new_id()
         dek, wrapped = self._cipher.new_dek(self.screen_table, screen_id)
+        data: dict[str, Any] = {"refs": list(refs)}
+        if chat is not None:
+            data["chat"] = chat
         await self._session.execute(
             insert(Screen).values(
                 id=screen_id,
                 lane=lane,
                 expires_at=expires_at,
+                channel=channel,
+                check_at=check_at,
                 kek_id=wrapped.kek_id,
                 wrapped_dek=wrapped.wrapped,
                 refs_ct=self._cipher.encrypt(
-                    dek, self.screen_table, screen_id, "refs", _dumps({"refs": list(refs)})
+                    dek, self.screen_table, screen_id, "refs", _dumps(data)
                 ),
             )
         )
+
+    async def due_screens(self, channel: str, now: datetime, limit: int = 100) -> list[ScreenEntry]:
+        """Screens of a channel whose ``check_at`` has come, decrypted (unreadable ones skipped)."""
+        query = (
+            select(Screen)
+            .where(Screen.channel == channel, Screen.check_at <= now)
+            .order_by(Screen.check_at, Screen.id)
+            .limit(limit)
+        )
+        found = []
+        for row in (await self._session.execute(query)).scalars():
+            try:
+                dek = self._cipher.row_dek(self.screen_table, row)
+                data = _loads(
+                    self._cipher.decrypt(dek, self.screen_table, row.id, "refs", row.refs_ct)
+                )
+            except DecryptionError:
+                continue
+            refs, chat = data.get("refs"), data.get("chat")
+            if isinstance(refs, list) and isinstance(chat, str):
+                found.append(ScreenEntry(row.lane, chat, tuple(str(r) for r in refs)))
+        return found

@@ -48,6 +48,8 @@ class FakeSignalApi:
     attachments: dict[str, bytes] = field(default_factory=dict)
     deleted_attachments: list[str] = field(default_factory=list)
     expirations: dict[str, int] = field(default_factory=dict)
+    #: Remote deletes tipline sent: (recipient, timestamp of the deleted message).
+    remote_deleted: list[tuple[str, int]] = field(default_factory=list)
     trusted: list[str] = field(default_factory=list)
     untrusted: set[str] = field(default_factory=set)
     fail_sends: list[int] = field(default_factory=list)
@@ -84,6 +86,7 @@ class FakeSignalApi:
         app.router.add_get("/v1/attachments/{id}", self._attachment)
         app.router.add_delete("/v1/attachments/{id}", self._delete_attachment)
         app.router.add_put("/v1/contacts/{number}", self._contacts)
+        app.router.add_delete("/v1/remote-delete/{number}", self._remote_delete)
         app.router.add_get("/v1/identities/{number}", self._identities)
         app.router.add_put("/v1/identities/{number}/trust/{other}", self._trust)
         self.runner = web.AppRunner(app, access_log=None)
@@ -162,7 +165,12 @@ class FakeSignalApi:
         attachments = list(body.get("base64_attachments") or [])
         for recipient in recipients:
             self.sent.append(
-                {"to": recipient, "text": body.get("message", ""), "attachments": attachments}
+                {
+                    "to": recipient,
+                    "text": body.get("message", ""),
+                    "attachments": attachments,
+                    "timestamp": self.clock_ms,
+                }
             )
         return web.json_response({"timestamp": str(self.clock_ms)}, status=201)
 
@@ -217,6 +225,20 @@ class FakeSignalApi:
         if isinstance(body, dict) and "expiration_in_seconds" in body:
             self.expirations[str(body.get("recipient"))] = int(body["expiration_in_seconds"])
         return web.Response(status=204)
+
+    async def _remote_delete(self, request: web.Request) -> web.Response:
+        if (error := self._check_number(request)) is not None:
+            return error
+        body = await self._body(request)
+        self._validate("api.RemoteDeleteRequest", body)
+        if not isinstance(body, dict):
+            return self._error(400, "Couldn't process request - invalid request")
+        recipient, timestamp = body.get("recipient"), body.get("timestamp")
+        if not any(m["to"] == recipient and m["timestamp"] == timestamp for m in self.sent):
+            return self._error(400, "Failed to delete message: message not found")
+        self.remote_deleted.append((str(recipient), int(timestamp)))
+        self.clock_ms += 1
+        return web.json_response({"timestamp": str(self.clock_ms)}, status=201)
 
     async def _identities(self, request: web.Request) -> web.Response:
         return web.json_response([])
@@ -294,3 +316,8 @@ class FakeSignalApi:
     def to(self, uuid: str) -> list[str]:
         """Texts sent to one recipient."""
         return [m["text"] for m in self.sent if m["to"] == uuid]
+
+    def visible(self, uuid: str) -> list[str]:
+        """Texts sent to one recipient and not deleted remotely since."""
+        gone = {t for r, t in self.remote_deleted if r == uuid}
+        return [m["text"] for m in self.sent if m["to"] == uuid and m["timestamp"] not in gone]

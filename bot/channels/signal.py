@@ -297,7 +297,16 @@ class SignalTransport:
         return False
 
     async def delete(self, chat: str, ref: str) -> None:
-        """Nothing yet: disappearing messages clear the chat."""
+        """Remote delete of a message we sent (its ref is its timestamp), on top of the
+        disappearing-message timer; a refusal is quietly nothing, a network error is retried."""
+        if not ref.isdigit():
+            return
+        try:
+            await self._api.remote_delete(chat, int(ref))
+        except SignalApiError as exc:
+            log.info("signal remote delete failed: %s", type(exc).__name__)
+            if exc.retryable:
+                raise Deferred from exc
 
 
 async def _until_stopped(

@@ -133,6 +133,17 @@ class SignalApi:
         """``DELETE /v1/attachments/{id}``: nothing stays on the signal-cli server."""
         await self._call("DELETE", f"/v1/attachments/{quote(attachment_id)}")
 
+    async def remote_delete(self, recipient: str, timestamp: int) -> None:
+        """``DELETE /v1/remote-delete/{number}``: delete a message we sent, on their phone too."""
+        body = {"recipient": recipient, "timestamp": timestamp}
+        response = await self._call("DELETE", f"/v1/remote-delete/{quote(self.number)}", json=body)
+        if response.status_code == 429:
+            raise RateLimited("rate limited by signal", [])
+        if response.status_code not in (200, 201, 204):
+            raise SignalApiError(
+                "remote delete refused", status=response.status_code, retryable=False
+            )
+
     async def set_disappearing(self, recipient: str, seconds: int) -> None:
         """``PUT /v1/contacts/{number}`` with ``expiration_in_seconds``."""
         body = {"recipient": recipient, "expiration_in_seconds": seconds}

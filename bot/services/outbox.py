@@ -18,9 +18,9 @@ import binascii
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from bot.domain.messages import (
@@ -39,9 +39,51 @@ log = logging.getLogger(__name__)
 OUTBOX_TTL = timedelta(days=7)
 #: Telegram lets a bot delete its messages for 48 hours; a screen is forgotten after that.
 SCREEN_TTL = timedelta(hours=48)
+#: The latest deadline a message on a reporter's screen gets: deleted inside Telegram's window.
+MAX_KEEP = SCREEN_TTL - timedelta(hours=1)
 MAX_BACKOFF = 600.0
 
 Shown = Question | Notice
+
+
+@dataclass(frozen=True, slots=True)
+class OnScreen:
+    """One of the bot's messages on a chat's screen: when it was first sent, when it must be
+    deleted (seconds since the epoch) and what it is (``receipt``, ``read``, ...)."""
+
+    ref: str
+    sent: int
+    due: int
+    tag: str = ""
+
+    def encode(self) -> str:
+        """The form kept (encrypted) in the chat's screen."""
+        return f"{self.ref}@{self.sent}@{self.due}@{self.tag}"
+
+    @classmethod
+    def decode(cls, text: str) -> OnScreen:
+        """Inverse of :meth:`encode`; a screen from before deadlines gets the latest one."""
+        ref, _, rest = text.partition("@")
+        sent, _, rest = rest.partition("@")
+        due, _, tag = rest.partition("@")
+        first = int(sent) if sent.isdigit() else 0
+        latest = first + int(MAX_KEEP.total_seconds())
+        return cls(ref, first, int(due) if due.isdigit() else latest, tag)
+
+
+def _check_hour(screen: Sequence[OnScreen]) -> datetime | None:
+    # Floored to the hour: the plaintext column tells nothing finer than the hour, and the
+    # deletion job looks early enough; the precise deadline is inside the ciphertext.
+    if not screen:
+        return None
+    first = datetime.fromtimestamp(min(e.due for e in screen), UTC)
+    return first.replace(minute=0, second=0, microsecond=0)
+
+
+def _expiry(now: datetime) -> datetime:
+    later = now + SCREEN_TTL
+    floor = later.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == later else floor + timedelta(hours=1)
 
 
 def address(channel: str, chat: str) -> str:
@@ -91,23 +133,34 @@ class Outgoing:
         clear: bool = True,
         track: bool = True,
         delete: Sequence[str] = (),
+        keep: timedelta | None = None,
+        tag: str = "",
+        dismiss: Sequence[str] = (),
     ) -> None:
         """Show ``messages`` in a chat: first clear what the bot left there (or edit its newest
-        question in place), and delete ``delete`` (the message just received)."""
-        self.items.append(
-            (
-                channel,
-                chat,
-                {
-                    "messages": [
-                        outbound_to_dict(m) for m in messages if isinstance(m, Question | Notice)
-                    ],
-                    "clear": clear,
-                    "track": track,
-                    "delete": list(delete),
-                },
-            )
-        )
+        question in place), and delete ``delete`` (the message just received).
+
+        Tracked messages are deleted ``keep`` after they are sent (at the latest inside
+        Telegram's 48 hours); ``tag`` names them for a later ``dismiss``, which deletes the
+        messages on screen with those tags first.
+        """
+        payload: dict[str, Any] = {
+            "messages": [outbound_to_dict(m) for m in messages if isinstance(m, Question | Notice)],
+            "clear": clear,
+            "track": track,
+            "delete": list(delete),
+        }
+        if keep is not None:
+            payload["keep"] = int(keep.total_seconds())
+        if tag:
+            payload["tag"] = tag
+        if dismiss:
+            payload["dismiss"] = list(dismiss)
+        self.items.append((channel, chat, payload))
+
+    def dismiss(self, channel: str, chat: str, tags: Sequence[str]) -> None:
+        """Delete the bot's messages on a chat's screen that carry one of ``tags``."""
+        self.show(channel, chat, [], clear=False, track=False, dismiss=tags)
 
     def notify(self, to: str, text: str) -> None:
         """A notice to a messenger address (``channel:chat``) that stays on screen."""
@@ -175,10 +228,6 @@ class Transport(Protocol):
         ...
 
 
-def _ref(tracked: str) -> str:
-    return tracked.partition("@")[0]
-
-
 class OutboxSender:
     """Delivers one channel's outbox: lanes (chats) concurrently, each lane in order."""
 
@@ -199,7 +248,7 @@ class OutboxSender:
         self._edit_window = edit_window
         self._lanes: dict[str, asyncio.Lock] = {}
         self._lane_users: dict[str, int] = {}
-        self._screens: OrderedDict[str, list[str]] = OrderedDict()
+        self._screens: OrderedDict[str, list[OnScreen]] = OrderedDict()
         self._screens_cached = screens_cached
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._wake = asyncio.Event()
@@ -213,12 +262,18 @@ class OutboxSender:
         """Look at the outbox now (something was written that no caller delivers itself)."""
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event, every: float = 2.0) -> None:
-        """Deliver whatever is due until ``stop`` is set; wakes on :meth:`wake` or ``every``."""
+    async def run(self, stop: asyncio.Event, every: float = 2.0, sweep_every: float = 30.0) -> None:
+        """Deliver whatever is due until ``stop`` is set; wakes on :meth:`wake` or ``every``.
+        Every ``sweep_every`` seconds it also deletes the messages whose deadline has come."""
+        loop = asyncio.get_running_loop()
+        swept = loop.time()
         while not stop.is_set():
             try:
                 while await self.flush():
                     pass
+                if loop.time() - swept >= sweep_every:
+                    swept = loop.time()
+                    await self.sweep()
             except Exception as exc:  # the next round retries; nothing is lost
                 log.warning("outbox round failed: %s", type(exc).__name__)
             waiter = asyncio.ensure_future(self._wake.wait())
@@ -248,42 +303,108 @@ class OutboxSender:
         counts = await asyncio.gather(*(self._lane(lane, items) for lane, items in by_lane.items()))
         return sum(counts)
 
-    async def _lane(self, lane: str, items: list[OutboxEntry]) -> int:
+    @contextlib.asynccontextmanager
+    async def _hold(self, lane: str) -> AsyncIterator[None]:
+        """One lane at a time: its deliveries and its sweep never interleave."""
         lock = self._lanes.setdefault(lane, asyncio.Lock())
         self._lane_users[lane] = self._lane_users.get(lane, 0) + 1
         try:
             async with lock:
-                done = 0
-                for item in items:
-                    if item.id in self._recent:
-                        continue
-                    if not await self._one(item):
-                        break  # the rest of the lane waits behind it
-                    done += 1
-                return done
+                yield
         finally:
             self._lane_users[lane] -= 1
             if not self._lane_users[lane]:  # forget idle lanes
                 del self._lane_users[lane], self._lanes[lane]
 
-    async def _screen(self, lane: str) -> list[str]:
+    async def _lane(self, lane: str, items: list[OutboxEntry]) -> int:
+        async with self._hold(lane):
+            done = 0
+            for item in items:
+                if item.id in self._recent:
+                    continue
+                if not await self._one(item):
+                    break  # the rest of the lane waits behind it
+                done += 1
+            return done
+
+    async def _screen(self, lane: str) -> list[OnScreen]:
         if lane in self._screens:
             self._screens.move_to_end(lane)
             return list(self._screens[lane])
         async with self._uow() as uow:
             refs = await uow.outbox.screen(lane)
-        self._remember_screen(lane, refs)
-        return list(refs)
+        screen = [OnScreen.decode(r) for r in refs]
+        self._remember_screen(lane, screen)
+        return list(screen)
 
-    def _remember_screen(self, lane: str, refs: Sequence[str]) -> None:
-        self._screens[lane] = list(refs)
+    def _remember_screen(self, lane: str, screen: Sequence[OnScreen]) -> None:
+        self._screens[lane] = list(screen)
         self._screens.move_to_end(lane)
         while len(self._screens) > self._screens_cached:
             self._screens.popitem(last=False)
 
-    def _editable(self, tracked: str, now: datetime) -> bool:
-        _, _, sent = tracked.partition("@")
-        return sent.isdigit() and now.timestamp() - int(sent) < self._edit_window.total_seconds()
+    async def _save_screen(
+        self, lane: str, chat: str, screen: Sequence[OnScreen], now: datetime
+    ) -> None:
+        async with self._uow() as uow:
+            await self._write_screen(uow, lane, chat, screen, now)
+            await uow.commit()
+        self._remember_screen(lane, screen)
+
+    async def _write_screen(
+        self, uow: UnitOfWork, lane: str, chat: str, screen: Sequence[OnScreen], now: datetime
+    ) -> None:
+        await uow.outbox.set_screen(
+            lane,
+            [e.encode() for e in screen],
+            _expiry(now),
+            channel=self.channel,
+            chat=chat,
+            check_at=_check_hour(screen),
+        )
+
+    def _editable(self, entry: OnScreen, now: datetime) -> bool:
+        return now.timestamp() - entry.sent < self._edit_window.total_seconds()
+
+    # ---- deadlines -----------------------------------------------------------------------
+
+    async def sweep(self, limit: int = 200) -> int:
+        """Delete every message on a screen whose deadline has come; how many were deleted."""
+        if not getattr(self._transport, "keeps_screen", True):
+            return 0
+        now = self._clock()
+        async with self._uow() as uow:
+            screens = await uow.outbox.due_screens(self.channel, now, limit)
+        counts = await asyncio.gather(*(self._sweep(s.lane, s.chat, now) for s in screens))
+        return sum(counts)
+
+    async def _sweep(self, lane: str, chat: str, now: datetime) -> int:
+        stamp = int(now.timestamp())
+        async with self._hold(lane):
+            screen = await self._screen(lane)
+            due = [e for e in screen if e.due <= stamp]
+            if not due:
+                return 0
+            kept = [e for e in screen if e.due > stamp]
+            deleted = 0
+            for entry in due:
+                try:
+                    await self._transport.delete(chat, entry.ref)
+                    deleted += 1
+                except Deferred:
+                    if entry.sent + SCREEN_TTL.total_seconds() > stamp:
+                        kept.append(replace(entry, due=stamp + 60))  # the next round tries again
+                except Undeliverable:
+                    pass  # gone already, or too old to delete
+            await self._save_screen(lane, chat, kept, now)
+            return deleted
+
+    def _deadline(self, now: datetime, payload: dict[str, Any]) -> int:
+        keep = payload.get("keep")
+        seconds = MAX_KEEP.total_seconds()
+        if isinstance(keep, int) and keep >= 0:
+            seconds = min(seconds, keep)
+        return int(now.timestamp() + seconds)
 
     async def _one(self, item: OutboxEntry) -> bool:
         """Deliver one item and record it; False when it must wait (the lane stops)."""
@@ -294,12 +415,17 @@ class OutboxSender:
         except ValueError:
             messages = []
         clear, track = bool(payload.get("clear")), bool(payload.get("track"))
+        dismiss = {str(t) for t in payload.get("dismiss", [])}
         if not getattr(self._transport, "keeps_screen", True):
             clear = track = False  # a terminal cannot take back what it printed
+            dismiss = set()
         deletes = [str(r) for r in payload.get("delete", [])]
         now = self._clock()
-        before = await self._screen(item.lane) if (clear or track) else []
-        screen = list(before)
+        due, tag = self._deadline(now, payload), str(payload.get("tag", ""))
+        before = await self._screen(item.lane) if (clear or track or dismiss) else []
+        screen = [e for e in before if e.tag not in dismiss]
+        deletes += [e.ref for e in before if e.tag in dismiss]
+        remaining = list(screen)
         try:
             sent: list[str] = []
             if payload.get("files"):
@@ -312,10 +438,12 @@ class OutboxSender:
                     and messages
                     and newest is not None
                     and self._editable(newest, now)
-                    and await self._transport.edit(chat, _ref(newest), messages)
+                    and await self._transport.edit(chat, newest.ref, messages)
                 ):
-                    kept = newest
-                deletes += [_ref(r) for r in screen if r != kept]
+                    # An edit keeps the first send time, so its deadline cannot move past it.
+                    latest = newest.sent + int(MAX_KEEP.total_seconds())
+                    kept = replace(newest, due=min(due, latest), tag=tag)
+                deletes += [e.ref for e in screen if kept is None or e is not newest]
                 screen = [kept] if kept else []
                 if kept is None and messages:
                     sent = await self._transport.send(chat, messages)
@@ -326,18 +454,18 @@ class OutboxSender:
             return False
         except Undeliverable:
             log.info("%s message refused for good; dropped", self.channel)
-            sent, screen = [], before if not clear else []
+            sent, screen = [], remaining if not clear else []
         if deletes:
             await asyncio.gather(*(self._delete(chat, ref) for ref in deletes))
         if track:
             stamp = int(now.timestamp())
-            screen += [f"{ref}@{stamp}" for ref in sent]
+            screen += [OnScreen(ref, stamp, due, tag) for ref in sent]
         async with self._uow() as uow:
             await uow.outbox.done([item.id])
             if screen != before:
-                await uow.outbox.set_screen(item.lane, screen, now + SCREEN_TTL)
+                await self._write_screen(uow, item.lane, chat, screen, now)
             await uow.commit()
-        if clear or track:
+        if clear or track or dismiss:
             self._remember_screen(item.lane, screen)
         self._recent[item.id] = None
         while len(self._recent) > 10_000:

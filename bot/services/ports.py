@@ -107,6 +107,15 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ScreenEntry:
+    """A chat screen with a message due for deletion: its lane, its chat and what it shows."""
+
+    lane: str
+    chat: str
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueEntry:
     """A decrypted item of a durable queue (the Signal inbox)."""
 
@@ -303,8 +312,23 @@ class OutboxStore(Protocol):
         """Refs of the bot's messages still on a chat's screen."""
         ...
 
-    async def set_screen(self, lane: str, refs: Sequence[str], expires_at: datetime) -> None:
-        """Replace what a chat's screen holds."""
+    async def set_screen(
+        self,
+        lane: str,
+        refs: Sequence[str],
+        expires_at: datetime,
+        *,
+        channel: str | None = None,
+        chat: str | None = None,
+        check_at: datetime | None = None,
+    ) -> None:
+        """Replace what a chat's screen holds; ``check_at`` is when the deletion job looks."""
+        ...
+
+    async def due_screens(
+        self, channel: str, now: datetime, limit: int = 100
+    ) -> Sequence[ScreenEntry]:
+        """Screens of a channel whose ``check_at`` has come."""
         ...
 
     async def depth(self) -> dict[str, int]:
