@@ -517,6 +517,13 @@ def stats(
         return
     header = ["week", "region", "category", "count"]
     rows = [(c.week.isoformat(), c.region, c.category, c.shown) for c in cells]
+    _write_rows(header, rows, fmt, output)
+
+
+def _write_rows(
+    header: Sequence[str], rows: Iterable[Sequence[object]], fmt: StatsFormat, output: Path | None
+) -> None:
+    """Rows as a table or CSV, to a file or standard output."""
     if fmt is StatsFormat.CSV:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -579,19 +586,7 @@ def _stats_report(
         typer.echo(f"tipline: report written to {output}")
         return
     header, rows = report.header, report.rows
-    if fmt is StatsFormat.CSV:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        text = buffer.getvalue()
-    else:
-        text = _table(header, rows) + "\n"
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-        typer.echo(f"tipline: statistics written to {output}")
-    else:
-        typer.echo(text, nl=False)
+    _write_rows(header, rows, fmt, output)
 
 
 @app.command()
