@@ -487,7 +487,7 @@ def audit_verify() -> None:
 def stats(
     fmt: StatsFormat = typer.Option(StatsFormat.TABLE, "--format", help="table, csv or png."),
     threshold: int | None = typer.Option(
-        None, "--threshold", min=2, help="Counts below this are shown as <N (default 5)."
+        None, "--threshold", min=3, help="Counts below this are shown as <N (default 5)."
     ),
     output: Path | None = typer.Option(
         None, "--output", help="File to write (png and pdf: required)."
@@ -495,7 +495,15 @@ def stats(
     event: int | None = typer.Option(None, "--event", help="One event's counts instead."),
     language: str = typer.Option("en", "--language", help="Language of the pdf: en, ru, az."),
 ) -> None:
-    """Counts by week, region and category; small cells suppressed."""
+    """Counts by week, region and category, each week and region protected as one table.
+
+    Counts under the threshold are shown as <N. Suppression is complementary: where the
+    reports, the situations that add up to them and what happened (each at most the reports)
+    would still let a <N count be worked out by subtraction, more counts are withheld, shown as
+    x (each at least N); a table that cannot be protected so is shown as its total alone. The
+    PDF adds up only counts shown here (a sum with a hidden count is shown as >=M, the least it
+    can be). Counters are kept by week, never by day.
+    """
     settings = _settings()
     threshold = threshold or settings.stats_threshold
     language = _language(language)

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.domain.questionnaire import LANGUAGES
-from bot.domain.stats import DEFAULT_THRESHOLD
+from bot.domain.stats import DEFAULT_THRESHOLD, MIN_THRESHOLD
 
 
 class SignalMode(StrEnum):
@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     reports_per_day: int = Field(default=3, ge=1, le=100)
     escalation_interval_seconds: int = Field(default=60, ge=5, le=3600)
     purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    stats_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=2, le=1000)
+    stats_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1000)
+    #: Audit entries of a gone case are pruned this many days after it went.
+    audit_retention_days: int = Field(default=90, ge=1, le=3650)
     #: No case is kept longer than this after submission, whatever extends it.
     max_retention_days: int = Field(default=365, ge=1, le=3650)
     #: The legal deadline table (default: the one shipped in bot/domain/deadlines.toml).

@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.deadline_table import load_deadline_table
 from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
+from bot.domain.retention import number_hold
 from bot.i18n import load_texts
 from bot.keypolicy import check_cost, check_new_root
 from bot.services.admin import AdminService
@@ -44,6 +45,7 @@ from storage.keyring import (
 )
 from storage.lifecycle import next_kek_id
 from storage.maintenance import Maintenance
+from storage.numbers import CaseNumbering
 from storage.repositories import SqlUnitOfWork
 
 MIN_PASSPHRASE = 12
@@ -138,10 +140,27 @@ def open_engine(settings: Settings) -> AsyncEngine:
 
 
 def units_of_work(
-    sessions: async_sessionmaker[AsyncSession], vault: KeyVault
+    sessions: async_sessionmaker[AsyncSession],
+    vault: KeyVault,
+    numbering: CaseNumbering | None = None,
 ) -> Callable[[], SqlUnitOfWork]:
     """The factory every service gets: one unit of work per call, keys checked on entry."""
-    return partial(SqlUnitOfWork, sessions, vault.keyring, vault)
+    return partial(SqlUnitOfWork, sessions, vault.keyring, vault, numbering)
+
+
+def case_numbering(settings: Settings) -> CaseNumbering:
+    """Case numbers held for two retention ceilings (storage/numbers.py)."""
+    return CaseNumbering(hold=number_hold(timedelta(days=settings.max_retention_days)))
+
+
+def maintenance(settings: Settings, engine: AsyncEngine, vault: KeyVault) -> Maintenance:
+    """Storage-level admin operations with this instance's retention settings."""
+    return Maintenance(
+        engine,
+        vault,
+        audit_retention=timedelta(days=settings.audit_retention_days),
+        max_retention=timedelta(days=settings.max_retention_days),
+    )
 
 
 @dataclass(slots=True)
@@ -167,12 +186,12 @@ class Runtime:
 
     def uow(self) -> SqlUnitOfWork:
         """A new unit of work."""
-        return units_of_work(self.sessions, self.vault)()
+        return units_of_work(self.sessions, self.vault, case_numbering(self.settings))()
 
     @property
     def maintenance(self) -> Maintenance:
         """Storage-level admin operations on this instance."""
-        return Maintenance(self.engine, self.vault)
+        return maintenance(self.settings, self.engine, self.vault)
 
     @property
     def admin(self) -> AdminService:
@@ -210,7 +229,14 @@ async def open_runtime(
         draft_ttl=timedelta(hours=settings.draft_ttl_hours),
         retention=timedelta(days=settings.retention_days),
     )
-    uow = units_of_work(sessions, vault)
+    try:
+        # Rows from before index keys ratcheted (migration 0009) are re-keyed first, once.
+        await maintenance(settings, engine, vault).upgrade_lookups(clock())
+    except BaseException:
+        await engine.dispose()
+        vault.forget()
+        raise
+    uow = units_of_work(sessions, vault, case_numbering(settings))
     senders = Senders()
     lawyer_policy = LawyerPolicy(
         cap=settings.lawyer_cap,

@@ -160,6 +160,13 @@ class Kek:
     created_at: datetime
 
 
+#: Keys derived from each KEK, so they ratchet with it and die with it.
+LOOKUP_LABEL = "tipline/lookup/v1"
+INNER_SEAL_LABEL = "tipline/inner-seal/v1"
+AUDIT_LABEL = "tipline/audit/v2"
+_INNER_PURPOSE = "tipline/inner/v1"
+
+
 @dataclass(slots=True, weakref_slot=True)
 class Keyring:
     """The unlocked keyring in memory: KEKs by version and the index key for keyed hashes.
@@ -167,6 +174,18 @@ class Keyring:
     It also holds the instance's Ed25519 signing key (evidence packages): sealed in the keyring
     file with the KEKs, so it is never in the database and is re-sealed with every ratchet.
     Every key is a bytearray this object owns, so that :meth:`forget` can overwrite it.
+
+    Index keys ratchet with the KEK. Whatever finds a row again (a chat's pseudonym, a receipt
+    or invite hash, a lawyer's address) is stored as ``lookup(inner)``: an HMAC, under a key
+    derived from the row's KEK, of a stable *inner hash* (:meth:`pseudonym`,
+    :meth:`receipt_hash`, keyed by ``index_key``, which only a wipe replaces). The inner hash is
+    kept inside the row's ciphertext, so the ratchet re-keys a live row without the raw id it
+    came from, and once the old KEK is destroyed neither the old lookup key nor the inner hash
+    of an old copy's row can be recovered: a chat id or code tried against an old copy matches
+    nothing. Epochs (trying the current and the previous key) were the alternative; they keep
+    the previous key, and so every old copy linkable, for as long as the longest-lived row
+    (a receipt code: up to the retention ceiling), where inner hashes need it only while one
+    rotation runs.
     """
 
     keks: dict[int, Kek]
@@ -179,11 +198,14 @@ class Keyring:
     _receipt_key: bytearray = field(init=False, repr=False)
     _audit_key: bytearray = field(init=False, repr=False)
     _closed: bool = field(init=False, repr=False, default=False)
+    #: Keys derived from a KEK, by (KEK id, label); overwritten with the KEK.
+    _derived: dict[tuple[int, str], bytearray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._pseudonym_key = _hkdf(self.index_key, "tipline/pseudonym/v1")
         self._receipt_key = _hkdf(self.index_key, "tipline/receipt/v1")
         self._audit_key = _hkdf(self.index_key, "tipline/audit/v1")
+        self._derived = {}
 
     @classmethod
     def generate(cls, now: datetime, first_id: int = 1) -> Keyring:
@@ -193,7 +215,8 @@ class Keyring:
 
     def _buffers(self) -> list[bytearray]:
         derived = [self.index_key, self._pseudonym_key, self._receipt_key, self._audit_key]
-        return [k.key for k in self.keks.values()] + derived + [self.signing_key]
+        per_kek = list(self._derived.values())
+        return [k.key for k in self.keks.values()] + derived + per_kek + [self.signing_key]
 
     def forget(self) -> None:
         """Overwrite every key this keyring holds and drop them; it cannot be used again."""
@@ -245,20 +268,63 @@ class Keyring:
         for kek_id in kek_ids:
             if kek_id != self.current_id and (gone := self.keks.pop(kek_id, None)) is not None:
                 zeroise(gone.key)
+                for key in [k for k in self._derived if k[0] == kek_id]:
+                    zeroise(self._derived.pop(key))
+
+    def _kek_key(self, kek_id: int, label: str) -> bytearray:
+        self._open()
+        found = self._derived.get((kek_id, label))
+        if found is None:
+            found = self._derived[(kek_id, label)] = _hkdf(self.kek(kek_id), label)
+        return found
+
+    def lookup(self, inner: bytes, kek_id: int | None = None) -> bytes:
+        """The lookup value of an inner hash under a KEK's index key (the current one)."""
+        key = self._kek_key(self.current_id if kek_id is None else kek_id, LOOKUP_LABEL)
+        return hmac.new(key, inner, hashlib.sha256).digest()
+
+    def lookups(self, inner: bytes) -> list[bytes]:
+        """The lookup value under every KEK still held: the current one first. While a rotation
+        runs there are two, and a row may be under either."""
+        ids = [self.current_id, *sorted(k for k in self.keks if k != self.current_id)]
+        return [self.lookup(inner, kek_id) for kek_id in ids]
+
+    def seal_inner(self, table: str, inner: bytes, kek_id: int | None = None) -> bytes:
+        """An inner hash sealed for a row without a DEK of its own (handled updates)."""
+        kek_id = self.current_id if kek_id is None else kek_id
+        ad = associated_data(_INNER_PURPOSE, table, kek_id)
+        return seal(self._kek_key(kek_id, INNER_SEAL_LABEL), inner, ad)
+
+    def open_inner(self, table: str, blob: bytes, kek_id: int) -> bytes:
+        """The inner hash :meth:`seal_inner` sealed; a destroyed KEK is a DecryptionError."""
+        if kek_id not in self.keks:
+            raise DecryptionError
+        ad = associated_data(_INNER_PURPOSE, table, kek_id)
+        return unseal(self._kek_key(kek_id, INNER_SEAL_LABEL), blob, ad)
+
+    def chain_mac(self, message: bytes, kek_id: int) -> str:
+        """MAC of an audit entry under a KEK's audit key (re-made under each new KEK)."""
+        if kek_id not in self.keks:
+            raise DecryptionError
+        key = self._kek_key(kek_id, AUDIT_LABEL)
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
 
     def pseudonym(self, channel: str, chat_id: str) -> str:
-        """Keyed pseudonym of a chat, for finding its draft again without storing its id."""
+        """Stable keyed pseudonym of a chat (hex): the inner hash behind its lookups, and the
+        in-memory rate limiter's key. Stored only inside ciphertext."""
         self._open()
         msg = associated_data(channel, chat_id)
         return hmac.new(self._pseudonym_key, msg, hashlib.sha256).hexdigest()
 
     def receipt_hash(self, normalized_code: str) -> bytes:
-        """Keyed hash of a receipt code: the only form in which a code is stored."""
+        """Stable keyed hash of a code (receipt, invite, phrase): the inner hash behind its
+        lookup. Stored only inside ciphertext."""
         self._open()
         return hmac.new(self._receipt_key, normalized_code.encode(), hashlib.sha256).digest()
 
     def audit_mac(self, message: bytes) -> str:
-        """MAC that chains audit entries: a database-only attacker cannot forge the chain."""
+        """MAC of an audit entry written before index keys ratcheted (verified once, at the
+        upgrade that re-MACs the chain under a KEK's audit key)."""
         self._open()
         return hmac.new(self._audit_key, message, hashlib.sha256).hexdigest()
 

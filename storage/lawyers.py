@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -23,12 +24,29 @@ from bot.services.ports import (
     lawyer_may_become,
 )
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import RecordCipher
+from storage.crypto import DecryptionError, RecordCipher
+from storage.index import (
+    INDEXED,
+    LAWYER_CONTACT,
+    LAWYER_INVITE,
+    Lookup,
+    open_index,
+    rekeyed,
+    seal_index,
+)
 from storage.keyring import Keyring
 from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
 
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
 
-def _case_row(row: Case) -> CaseRecord:
+
+def _hour_up(moment: datetime) -> datetime:
+    # Expiry times at rest are whole hours, rounded up so nothing expires early.
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def _case_row(row: Case, assigned_at: datetime | None = None) -> CaseRecord:
     lawyer = row.assigned_lawyer_id
     return CaseRecord(
         CaseId(row.id),
@@ -36,7 +54,7 @@ def _case_row(row: Case) -> CaseRecord:
         row.priority,
         row.status,
         None if lawyer is None else LawyerId(lawyer),
-        row.assigned_at,
+        assigned_at or row.assigned_at,
         row.expires_at,
         row.created_on,
         row.admins_alerted,
@@ -77,6 +95,27 @@ class SqlLawyerStore:
             open_cases,
         )
 
+    def _set_lookups(self, row: Lawyer, **inner: bytes | None) -> None:
+        """Change inner hashes (None drops one): ``index_ct`` and the lookup columns follow,
+        under the index key of the row's KEK."""
+        dek = self._dek(row)
+        index: dict[str, str] = {}
+        if row.index_ct is not None:
+            index = open_index(self._cipher, dek, self.table, str(row.id), row.index_ct)
+        for name, value in inner.items():
+            if value is None:
+                index.pop(name, None)
+            else:
+                index[name] = value.hex()
+        row.index_ct = seal_index(self._cipher, dek, self.table, str(row.id), index)
+        for column, value in rekeyed(self._keyring, INDEXED[Lawyer], index, row.kek_id).items():
+            setattr(row, column, value)
+
+    def _by(self, lookup: Lookup, inner: bytes) -> Any:
+        return select(Lawyer).where(
+            getattr(Lawyer, lookup.column).in_(lookup.candidates(self._keyring, inner))
+        )
+
     async def invite(
         self,
         *,
@@ -97,8 +136,7 @@ class SqlLawyerStore:
             languages=",".join(languages),
             regions=",".join(regions),
             created_at=now,
-            invite_hash=self._keyring.receipt_hash("invite:" + invite_code),
-            invite_expires_at=expires_at,
+            invite_expires_at=_hour_up(expires_at),
             kek_id=0,
             wrapped_dek=b"",
             name_ct=b"",
@@ -108,6 +146,8 @@ class SqlLawyerStore:
         dek, wrapped = self._cipher.new_dek(self.table, str(row.id))
         row.kek_id, row.wrapped_dek = wrapped.kek_id, wrapped.wrapped
         row.name_ct = self._cipher.encrypt(dek, self.table, str(row.id), "name", name.encode())
+        self._deks[row.id] = dek
+        self._set_lookups(row, invite=self._keyring.receipt_hash("invite:" + invite_code))
         await self._session.flush()
         return row.id
 
@@ -116,26 +156,25 @@ class SqlLawyerStore:
     ) -> LawyerRecord | None:
         """Bind an unexpired, unused invite to a messenger address; None when it fails."""
         digest = self._keyring.receipt_hash("invite:" + invite_code)
-        row = (
-            await self._session.execute(select(Lawyer).where(Lawyer.invite_hash == digest))
-        ).scalar_one_or_none()
+        row = (await self._session.execute(self._by(LAWYER_INVITE, digest))).scalar_one_or_none()
         if row is None or not lawyer_may_become(row.status, LawyerStatus.REGISTERED):
             return None
         if row.invite_expires_at is None or row.invite_expires_at <= now:
             return None
-        pseudonym = self._keyring.pseudonym("staff", address)
-        taken = await self._session.execute(
-            select(Lawyer.id).where(Lawyer.contact_pseudonym == pseudonym)
-        )
+        pseudonym = bytes.fromhex(self._keyring.pseudonym("staff", address))
+        taken = await self._session.execute(self._by(LAWYER_CONTACT, pseudonym))
         if taken.first() is not None:
             return None
         dek = self._dek(row)
         row.contact_ct = self._cipher.encrypt(
             dek, self.table, str(row.id), "contact", address.encode()
         )
-        row.contact_pseudonym = pseudonym
-        row.phrase_hash = self._keyring.receipt_hash("phrase:" + phrase)
-        row.invite_hash = None  # single use
+        self._set_lookups(
+            row,
+            contact=pseudonym,
+            phrase=self._keyring.receipt_hash("phrase:" + phrase),
+            invite=None,  # single use
+        )
         row.status = LawyerStatus.REGISTERED
         return self._record(row)
 
@@ -146,9 +185,9 @@ class SqlLawyerStore:
 
     async def by_address(self, address: str) -> LawyerRecord | None:
         """The lawyer (or admin) registered from this messenger address."""
-        pseudonym = self._keyring.pseudonym("staff", address)
+        pseudonym = bytes.fromhex(self._keyring.pseudonym("staff", address))
         row = (
-            await self._session.execute(select(Lawyer).where(Lawyer.contact_pseudonym == pseudonym))
+            await self._session.execute(self._by(LAWYER_CONTACT, pseudonym))
         ).scalar_one_or_none()
         return None if row is None else self._record(row)
 
@@ -163,7 +202,8 @@ class SqlLawyerStore:
             return False
         if row.status != LawyerStatus.REGISTERED:  # a suspended account needs a new invite
             return False
-        if row.phrase_hash != self._keyring.receipt_hash("phrase:" + phrase):
+        inner = self._keyring.receipt_hash("phrase:" + phrase)
+        if not hmac.compare_digest(row.phrase_hash, self._keyring.lookup(inner, row.kek_id)):
             return False
         row.status = LawyerStatus.VERIFIED
         return True
@@ -176,10 +216,11 @@ class SqlLawyerStore:
         if row is None or not (row.status == status or lawyer_may_become(row.status, status)):
             return False
         row.status = status
-        if status != LawyerStatus.VERIFIED:
-            row.phrase_hash = None  # a phrase proves one registration, once
+        if status != LawyerStatus.VERIFIED and row.phrase_hash is not None:
+            self._set_lookups(row, phrase=None)  # a phrase proves one registration, once
         if forget_contact:
-            row.contact_ct, row.contact_pseudonym, row.invite_hash = None, None, None
+            row.contact_ct = None
+            self._set_lookups(row, contact=None, invite=None)
         return True
 
     async def renew_invite(self, lawyer_id: int, invite_code: str, expires_at: datetime) -> bool:
@@ -188,9 +229,10 @@ class SqlLawyerStore:
         if row is None or not lawyer_may_become(row.status, LawyerStatus.INVITED):
             return False
         row.status = LawyerStatus.INVITED
-        row.invite_hash = self._keyring.receipt_hash("invite:" + invite_code)
-        row.invite_expires_at = expires_at
-        row.contact_ct, row.contact_pseudonym, row.phrase_hash = None, None, None
+        row.invite_expires_at = _hour_up(expires_at)
+        row.contact_ct = None
+        invite = self._keyring.receipt_hash("invite:" + invite_code)
+        self._set_lookups(row, invite=invite, contact=None, phrase=None)
         return True
 
     async def contact(self, lawyer_id: int) -> str | None:
@@ -242,17 +284,28 @@ class SqlAssignmentStore:
         self._session = session
         self._cipher = cipher
 
+    def _record(self, row: Case) -> CaseRecord:
+        # The offer's precise moment (escalation windows) is encrypted; the column has the hour.
+        if row.assigned_ct is None:
+            return _case_row(row)
+        try:
+            dek = self._cipher.row_dek("cases", row)
+            raw = self._cipher.decrypt(dek, "cases", row.id, "assigned_at", row.assigned_ct)
+            return _case_row(row, datetime.fromisoformat(raw.decode()))
+        except (DecryptionError, ValueError):
+            return _case_row(row)
+
     async def by_number(self, number: int) -> CaseRecord | None:
         """A case by the number lawyers use."""
         row = (
             await self._session.execute(select(Case).where(Case.number == number))
         ).scalar_one_or_none()
-        return None if row is None else _case_row(row)
+        return None if row is None else self._record(row)
 
     async def by_id(self, case_id: str) -> CaseRecord | None:
         """A case by id."""
         row = await self._session.get(Case, case_id)
-        return None if row is None else _case_row(row)
+        return None if row is None else self._record(row)
 
     async def assigned_to(self, lawyer_id: int) -> list[CaseRecord]:
         """Open cases of one lawyer, most urgent first."""
@@ -263,7 +316,7 @@ class SqlAssignmentStore:
                 .order_by(Case.priority, Case.number)
             )
         ).scalars()
-        return [_case_row(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     async def waiting(self) -> list[CaseRecord]:
         """Cases that need a lawyer: new and not documentation-only, or assigned, not accepted."""
@@ -274,7 +327,7 @@ class SqlAssignmentStore:
                 .order_by(Case.priority, Case.number)
             )
         ).scalars()
-        return [_case_row(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     async def unassigned_documentation(self, since_created: Any) -> list[CaseRecord]:
         """Documentation-only cases nobody has taken yet (the daily digest)."""
@@ -289,7 +342,7 @@ class SqlAssignmentStore:
                 .order_by(Case.number)
             )
         ).scalars()
-        return [_case_row(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     async def expiring(self, before: datetime) -> list[CaseRecord]:
         """Open cases expiring before a moment whose lawyer has not been warned yet."""
@@ -302,7 +355,7 @@ class SqlAssignmentStore:
                 )
             )
         ).scalars()
-        return [_case_row(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     async def all_open(self) -> list[CaseRecord]:
         """Every case not closed, by number."""
@@ -311,7 +364,7 @@ class SqlAssignmentStore:
                 select(Case).where(Case.status != CaseStatus.CLOSED).order_by(Case.number)
             )
         ).scalars()
-        return [_case_row(r) for r in rows]
+        return [self._record(r) for r in rows]
 
     async def tried(self, case_id: str) -> set[int]:
         """Lawyers this case was already offered to."""
@@ -322,10 +375,21 @@ class SqlAssignmentStore:
 
     async def assign(self, case_id: str, lawyer_id: int, now: datetime) -> None:
         """Offer a case to a lawyer (remembered as tried, so escalation moves on)."""
+        keys = select(Case.id, Case.kek_id, Case.wrapped_dek).where(Case.id == case_id)
+        row = (await self._session.execute(keys)).first()
+        if row is None:
+            return
+        dek = self._cipher.row_dek("cases", row)
+        when = self._cipher.encrypt(dek, "cases", case_id, "assigned_at", now.isoformat().encode())
         await self._session.execute(
             update(Case)
             .where(Case.id == case_id)
-            .values(status=CaseStatus.ASSIGNED, assigned_lawyer_id=lawyer_id, assigned_at=now)
+            .values(
+                status=CaseStatus.ASSIGNED,
+                assigned_lawyer_id=lawyer_id,
+                assigned_at=now,
+                assigned_ct=when,
+            )
         )
         if await self._session.get(CaseAttempt, (case_id, lawyer_id)) is None:
             self._session.add(CaseAttempt(case_id=case_id, lawyer_id=lawyer_id))
@@ -336,26 +400,34 @@ class SqlAssignmentStore:
         await self._session.execute(
             update(Case)
             .where(Case.id == case_id)
-            .values(status=CaseStatus.NEW, assigned_lawyer_id=None, assigned_at=None)
+            .values(
+                status=CaseStatus.NEW, assigned_lawyer_id=None, assigned_at=None, assigned_ct=None
+            )
         )
 
     async def update(self, case_id: str, **values: Any) -> None:
-        """Set plaintext columns of a case (status, expiry, flags)."""
+        """Set plaintext columns of a case (status, expiry, flags); an expiry is rounded up to
+        the hour, the finest time at rest."""
+        if isinstance(values.get("expires_at"), datetime):
+            values["expires_at"] = _hour_up(values["expires_at"])
         await self._session.execute(update(Case).where(Case.id == case_id).values(**values))
 
     async def add_message(self, case_id: str, direction: str, body: str, now: datetime) -> None:
         """Store a relayed message, encrypted under its own DEK."""
         message_id = new_id()
         dek, wrapped = self._cipher.new_dek("case_messages", message_id)
+        # The time is inside the ciphertext; the row keeps only its place in the thread.
         body_ct = self._cipher.encrypt(
-            dek, "case_messages", message_id, "body", _dumps({"text": body})
+            dek, "case_messages", message_id, "body", _dumps({"text": body, "at": now.isoformat()})
         )
+        last = select(func.max(CaseMessage.seq)).where(CaseMessage.case_id == case_id)
+        seq = int((await self._session.execute(last)).scalar() or 0) + 1
         self._session.add(
             CaseMessage(
                 id=message_id,
                 case_id=case_id,
                 direction=direction,
-                created_at=now,
+                seq=seq,
                 kek_id=wrapped.kek_id,
                 wrapped_dek=wrapped.wrapped,
                 body_ct=body_ct,
@@ -369,14 +441,17 @@ class SqlAssignmentStore:
             await self._session.execute(
                 select(CaseMessage)
                 .where(CaseMessage.case_id == case_id)
-                .order_by(CaseMessage.created_at, CaseMessage.id)
+                .order_by(CaseMessage.seq, CaseMessage.id)
             )
         ).scalars()
         result = []
         for row in rows:
             dek = self._cipher.row_dek("case_messages", row)
             body = _loads(self._cipher.decrypt(dek, "case_messages", row.id, "body", row.body_ct))
-            result.append((row.direction, row.created_at, str(body["text"])))
+            # A message from before times were encrypted has none: it sorts by its place.
+            at = body.get("at")
+            when = datetime.fromisoformat(at) if isinstance(at, str) else _NO_TIME
+            result.append((row.direction, when, str(body["text"])))
         return result
 
     async def last_run(self, job: str) -> datetime | None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.services.ports import AuditProblem, KekUsage, PurgeReport, RotationReport, StatRow
-from storage.crypto import DecryptionError, RecordCipher, WrappedKey
+from storage.audit import INDEX_AUDIT, TOKEN_HEX, new_audit_token, rechain
+from storage.crypto import DecryptionError, RecordCipher
 from storage.db import make_session_factory
+from storage.index import INDEXED, LANE, open_index, rekeyed, seal_index
 from storage.keyring import Keyring, KeyVault
 from storage.models import (
     Attachment,
@@ -26,6 +28,8 @@ from storage.models import (
     Event,
     EventCase,
     EventCounter,
+    GoneCase,
+    HeldNumber,
     JobState,
     KeyState,
     Lawyer,
@@ -81,7 +85,13 @@ ALL_TABLES: tuple[Any, ...] = (
     QueueItem,
     OutboxItem,
     Screen,
+    HeldNumber,
+    GoneCase,
 )
+#: Lanes are re-keyed all at once at the end of a rotation (one chat's items keep one lane).
+_RELANED: tuple[Any, ...] = (OutboxItem, Screen)
+#: Tables whose rows refer to a KEK without a wrapped DEK (sealed inner hashes, audit MACs).
+_KEYED = (SeenUpdate, AuditEntry)
 
 
 class RotationInterrupted(Exception):
@@ -95,6 +105,11 @@ class Maintenance:
     engine: AsyncEngine
     vault: KeyVault
     batch_size: int = 500
+    #: Audit entries of a gone case are pruned this long after it went.
+    audit_retention: timedelta = timedelta(days=90)
+    #: No case lives longer than this (the retention ceiling): an audit token silent for longer
+    #: than both belongs to a case that is gone, however it went.
+    max_retention: timedelta = timedelta(days=365)
     _sessions: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,12 +165,15 @@ class Maintenance:
     async def rotate(
         self, now: datetime, *, after_batch: Callable[[int], None] | None = None
     ) -> RotationReport:
-        """The ratchet: a new KEK, every DEK re-wrapped in batches, then the old KEKs destroyed.
+        """The ratchet: a new KEK, every DEK re-wrapped and every lookup re-keyed in batches,
+        the audit chain re-MACed, then the old KEKs destroyed (with their index keys).
 
         Resumable at any point: a rerun finds the KEK a crashed run made (the keyring holds
-        more than one) and carries on with it instead of making another.
+        more than one) and carries on with it instead of making another. While it runs, lookups
+        try both KEKs' index keys.
         """
         self.vault.reload()
+        await self.upgrade_lookups(now)
         if len(self.keyring.keks) == 1:
             self.keyring.add_kek(now)
             # The file first: if we crash now, the unused KEK is adopted by the rerun.
@@ -165,6 +183,13 @@ class Maintenance:
         current = self.keyring.current_kek_id
         cipher = RecordCipher(self.keyring)
         rewrapped = removed = batches = 0
+
+        def batch_done() -> None:
+            nonlocal batches
+            batches += 1
+            if after_batch is not None:
+                after_batch(batches)
+
         for model in ENCRYPTED:
             while True:
                 done, dropped = await self._rewrap_batch(model, current, cipher)
@@ -172,9 +197,16 @@ class Maintenance:
                     break
                 rewrapped += done
                 removed += dropped
-                batches += 1
-                if after_batch is not None:
-                    after_batch(batches)
+                batch_done()
+        while True:
+            done, dropped = await self._rekey_seen_batch(current)
+            if not done and not dropped:
+                break
+            removed += dropped  # re-keyed, not re-wrapped: a handled update has no DEK
+            batch_done()
+        await self._relane(cipher)
+        async with self._sessions() as session, session.begin():
+            await rechain(session, self.keyring, now)
         destroyed, complete = await self._destroy_unreferenced()
         report = RotationReport(current, rewrapped, destroyed, removed, complete)
         log.info(
@@ -189,11 +221,49 @@ class Maintenance:
         self, model: Any, current: int, cipher: RecordCipher
     ) -> tuple[int, int]:
         table = model.__tablename__
+        lookups = () if model in _RELANED else INDEXED.get(model, ())
+        columns = [model.id, model.kek_id, model.wrapped_dek]
+        if lookups:
+            columns.append(model.index_ct)
         async with self._sessions() as session, session.begin():
             query = (
-                select(model.id, model.kek_id, model.wrapped_dek)
+                select(*columns)
                 .where(model.kek_id != current)
                 .order_by(model.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.execute(query)).all()
+            updates: list[dict[str, Any]] = []
+            unreadable: list[Any] = []
+            for row in rows:
+                try:
+                    dek = cipher.row_dek(table, row)
+                    values = {"id": row.id, "kek_id": current}
+                    values["wrapped_dek"] = cipher.wrap(dek, table, str(row.id)).wrapped
+                    if lookups and row.index_ct is not None:
+                        inner = open_index(cipher, dek, table, str(row.id), row.index_ct)
+                        values.update(rekeyed(self.keyring, lookups, inner, current))
+                except DecryptionError:
+                    unreadable.append(row.id)
+                    continue
+                updates.append(values)
+            if updates:
+                await session.execute(update(model), updates)
+            if unreadable:
+                # Nobody can ever read these; keeping them would keep their KEK alive.
+                log.warning("rotation removed %d unreadable records", len(unreadable))
+                await session.execute(delete(model).where(model.id.in_(unreadable)))
+        return len(updates), len(unreadable)
+
+    async def _rekey_seen_batch(self, current: int) -> tuple[int, int]:
+        """Re-key a batch of handled updates (their key is their primary key)."""
+        table = SeenUpdate.__tablename__
+        async with self._sessions() as session, session.begin():
+            query = (
+                select(SeenUpdate.key, SeenUpdate.kek_id, SeenUpdate.inner_ct)
+                .where(SeenUpdate.kek_id != current)
+                .order_by(SeenUpdate.key)
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
             )
@@ -202,19 +272,61 @@ class Maintenance:
             unreadable: list[str] = []
             for row in rows:
                 try:
-                    key = WrappedKey(row.kek_id, row.wrapped_dek)
-                    new = cipher.rewrap(table, str(row.id), key)
+                    inner = self.keyring.open_inner(table, row.inner_ct, row.kek_id)
                 except DecryptionError:
-                    unreadable.append(row.id)
+                    unreadable.append(row.key)
                     continue
-                updates.append({"id": row.id, "kek_id": new.kek_id, "wrapped_dek": new.wrapped})
+                updates.append(
+                    {
+                        "old": row.key,
+                        "key": self.keyring.lookup(inner, current).hex(),
+                        "kek_id": current,
+                        "inner_ct": self.keyring.seal_inner(table, inner, current),
+                    }
+                )
             if updates:
-                await session.execute(update(model), updates)
+                seen = cast(Table, SeenUpdate.__table__)
+                statement = (
+                    update(seen)
+                    .where(seen.c.key == bindparam("old"))
+                    .values(
+                        key=bindparam("key"),
+                        kek_id=bindparam("kek_id"),
+                        inner_ct=bindparam("inner_ct"),
+                    )
+                )
+                await session.execute(statement, updates)
             if unreadable:
-                # Nobody can ever read these; keeping them would keep their KEK alive.
-                log.warning("rotation removed %d unreadable records", len(unreadable))
-                await session.execute(delete(model).where(model.id.in_(unreadable)))
+                await session.execute(delete(SeenUpdate).where(SeenUpdate.key.in_(unreadable)))
         return len(updates), len(unreadable)
+
+    async def _relane(self, cipher: RecordCipher) -> None:
+        """Every outbox and screen lane under the current index key, in one transaction, so a
+        chat's waiting messages never sit in two lanes (they are few: only what waits)."""
+        async with self._sessions() as session, session.begin():
+            for model in _RELANED:
+                table = model.__tablename__
+                rows = (
+                    await session.execute(
+                        select(
+                            model.id, model.kek_id, model.wrapped_dek, model.lane, model.index_ct
+                        )
+                        .where(model.index_ct.is_not(None))
+                        .with_for_update()
+                    )
+                ).all()
+                updates = []
+                for row in rows:
+                    try:
+                        dek = cipher.row_dek(table, row)
+                        inner = open_index(cipher, dek, table, str(row.id), row.index_ct)
+                    except DecryptionError:
+                        continue
+                    lane = LANE.value(self.keyring, bytes.fromhex(inner["lane"]), row.kek_id)
+                    if lane != row.lane:
+                        updates.append({"id": row.id, "lane": lane})
+                if updates:
+                    await session.execute(update(model), updates)
 
     async def _destroy_unreferenced(self) -> tuple[tuple[int, ...], bool]:
         async with self._sessions() as session, session.begin():
@@ -225,14 +337,120 @@ class Maintenance:
             if not old:
                 return (), True
             referenced: set[int] = set()
-            for model in ENCRYPTED:
+            for model in (*ENCRYPTED, *_KEYED):
                 query = select(model.kek_id).where(model.kek_id.in_(old)).distinct()
-                referenced.update((await session.execute(query)).scalars())
+                referenced.update(k for k in (await session.execute(query)).scalars() if k)
             doomed = tuple(k for k in old if k not in referenced)
             if doomed:
                 self.keyring.destroy(doomed)
                 self.vault.persist()
             return doomed, not referenced
+
+    # ---- rows from before lookups ratcheted (migration 0009) ---------------------------------
+
+    async def upgrade_lookups(self, now: datetime) -> int:
+        """Move every lookup value written before index keys ratcheted into its row's
+        ciphertext and re-key it; give cases audit tokens; turn case ids in the audit log into
+        tokens and its times into hours, re-MACing the chain. Idempotent and resumable; what
+        migration 0009 could not do without keys. How many rows it changed."""
+        cipher = RecordCipher(self.keyring)
+        changed = 0
+        for model, lookups in INDEXED.items():
+            while done := await self._upgrade_batch(model, lookups, cipher):
+                changed += done
+        while done := await self._upgrade_seen_batch():
+            changed += done
+        async with self._sessions() as session, session.begin():
+            legacy = select(AuditEntry.id).where(AuditEntry.kek_id.is_(None)).limit(1)
+            if (await session.execute(legacy)).first() is not None:
+                ids = (
+                    await session.execute(
+                        select(AuditEntry.case_token)
+                        .where(AuditEntry.kek_id.is_(None), AuditEntry.case_token.is_not(None))
+                        .distinct()
+                    )
+                ).scalars()
+                tokens = await self._case_tokens(
+                    session, cipher, [i for i in ids if len(i) != TOKEN_HEX]
+                )
+                report = await rechain(session, self.keyring, now, case_tokens=tokens)
+                changed += report.entries
+        return changed
+
+    async def _upgrade_batch(self, model: Any, lookups: Any, cipher: RecordCipher) -> int:
+        table = model.__tablename__
+        async with self._sessions() as session, session.begin():
+            query = (
+                select(model)
+                .where(model.index_ct.is_(None), model.kek_id != 0)
+                .order_by(model.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = list((await session.execute(query)).scalars())
+            done = 0
+            for row in rows:
+                try:
+                    dek = cipher.row_dek(table, row)
+                except DecryptionError:
+                    continue
+                inner: dict[str, str | None] = {}
+                for lookup in lookups:
+                    value = getattr(row, lookup.column)
+                    if value is not None:
+                        inner[lookup.name] = value.hex() if lookup.binary else value
+                if model is Case:
+                    inner[INDEX_AUDIT] = new_audit_token()
+                found = {k: v for k, v in inner.items() if v is not None}
+                for column, value in rekeyed(self.keyring, lookups, found, row.kek_id).items():
+                    setattr(row, column, value)
+                row.index_ct = seal_index(cipher, dek, table, str(row.id), inner)
+                done += 1
+        return done
+
+    async def _upgrade_seen_batch(self) -> int:
+        table = SeenUpdate.__tablename__
+        current = self.keyring.current_kek_id
+        async with self._sessions() as session, session.begin():
+            query = (
+                select(SeenUpdate.key)
+                .where(SeenUpdate.kek_id.is_(None))
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            keys = list((await session.execute(query)).scalars())
+            for key in keys:
+                inner = bytes.fromhex(key)
+                await session.execute(
+                    update(SeenUpdate)
+                    .where(SeenUpdate.key == key)
+                    .values(
+                        key=self.keyring.lookup(inner, current).hex(),
+                        kek_id=current,
+                        inner_ct=self.keyring.seal_inner(table, inner, current),
+                    )
+                )
+        return len(keys)
+
+    async def _case_tokens(
+        self, session: AsyncSession, cipher: RecordCipher, case_ids: list[str]
+    ) -> dict[str, str]:
+        """The audit tokens of the cases that still exist among ``case_ids``."""
+        tokens: dict[str, str] = {}
+        for start in range(0, len(case_ids), self.batch_size):
+            chunk = case_ids[start : start + self.batch_size]
+            query = select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct).where(
+                Case.id.in_(chunk), Case.index_ct.is_not(None)
+            )
+            for row in (await session.execute(query)).all():
+                try:
+                    dek = cipher.row_dek("cases", row)
+                    index = open_index(cipher, dek, "cases", row.id, row.index_ct)
+                except DecryptionError:
+                    continue
+                if INDEX_AUDIT in index:
+                    tokens[row.id] = index[INDEX_AUDIT]
+        return tokens
 
     async def rekey_root(self, secret: Any, cost: Any) -> None:
         """Seal the KEKs under a new root key (a new passphrase)."""
@@ -251,13 +469,66 @@ class Maintenance:
         return result
 
     async def delete_expired(self, now: datetime) -> dict[str, int]:
-        """Delete expired rows with their wrapped DEKs (secure_delete zeroes them on SQLite)."""
+        """Delete expired rows with their wrapped DEKs (secure_delete zeroes them on SQLite); a
+        deleted case's audit token is noted as gone, for the audit log's pruning."""
         deleted: dict[str, int] = {}
+        cipher = RecordCipher(self.keyring)
         async with self._sessions() as session, session.begin():
+            gone = await self._tokens_of_expiring(session, cipher, now)
+            if gone:
+                await session.execute(
+                    insert(GoneCase), [{"token": t, "gone_on": now.date()} for t in gone]
+                )
             for model in EXPIRING:
                 result = await session.execute(delete(model).where(model.expires_at <= now))
                 deleted[model.__tablename__] = int(getattr(result, "rowcount", 0) or 0)
+            # A held number whose hold has ended may be drawn again (storage/numbers.py).
+            await session.execute(delete(HeldNumber).where(HeldNumber.held_until < now.date()))
         return deleted
+
+    async def _tokens_of_expiring(
+        self, session: AsyncSession, cipher: RecordCipher, now: datetime
+    ) -> list[str]:
+        query = select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct).where(
+            Case.expires_at <= now, Case.index_ct.is_not(None)
+        )
+        tokens: list[str] = []
+        for row in (await session.execute(query)).all():
+            try:
+                dek = cipher.row_dek("cases", row)
+                token = open_index(cipher, dek, "cases", row.id, row.index_ct).get(INDEX_AUDIT)
+            except DecryptionError:
+                continue  # the fallback in prune_audit covers a case that went unread
+            if token is not None:
+                tokens.append(token)
+        return tokens
+
+    async def prune_audit(self, now: datetime) -> int:
+        """Prune the audit entries of every case gone ``audit_retention`` ago (and of any token
+        silent for longer than a case can live), behind a checkpoint; how many went."""
+        cutoff = now.date() - self.audit_retention
+        silent = now - self.audit_retention - self.max_retention
+        async with self._sessions() as session, session.begin():
+            gone = set(
+                (
+                    await session.execute(select(GoneCase.token).where(GoneCase.gone_on <= cutoff))
+                ).scalars()
+            )
+            last = (
+                select(AuditEntry.case_token)
+                .where(AuditEntry.case_token.is_not(None))
+                .group_by(AuditEntry.case_token)
+                .having(func.max(AuditEntry.at) <= silent)
+            )
+            stale = set((await session.execute(last)).scalars())
+            doomed = gone | stale
+            if not doomed:
+                return 0
+            report = await rechain(session, self.keyring, now, drop_tokens=doomed)
+            if gone:
+                await session.execute(delete(GoneCase).where(GoneCase.token.in_(gone)))
+            log.info("audit: %d entries of gone cases pruned", report.pruned)
+            return report.pruned
 
     async def checkpoint(self) -> bool:
         """On SQLite, move the WAL into the database and truncate it; whether it completed."""
@@ -277,7 +548,8 @@ class Maintenance:
         if dry_run:
             return PurgeReport(await self.expired_counts(now), dry_run=True)
         deleted = await self.delete_expired(now)
-        rotation = await self.rotate(now) if any(deleted.values()) else None
+        pruned = await self.prune_audit(now)
+        rotation = await self.rotate(now) if any(deleted.values()) or pruned else None
         checkpointed = await self.checkpoint()
         return PurgeReport(deleted, False, rotation, checkpointed)
 
@@ -303,7 +575,7 @@ class Maintenance:
         """The number of audit entries and the first broken one, if any."""
         async with self._sessions() as session:
             count = int((await session.execute(select(func.count(AuditEntry.id)))).scalar_one())
-            problem = await SqlAuditLog(session, self.keyring).verify()
+            problem = await SqlAuditLog(session, self.keyring, RecordCipher(self.keyring)).verify()
         return count, problem
 
     async def stat_rows(self) -> Sequence[StatRow]:

@@ -36,6 +36,7 @@ from bot.services.ports import (
     StaffUnitOfWork,
     lawyer_may_become,
 )
+from storage.numbers import CaseNumbering, free_number
 
 
 @dataclass
@@ -66,6 +67,8 @@ class MemoryState:
     seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
     stats: dict[tuple[date, str, str], int] = field(default_factory=dict)
     audit: list[tuple[str, str, str | None, datetime]] = field(default_factory=list)
+    #: Case numbers out of use until a day (storage/numbers.py).
+    held: dict[int, date] = field(default_factory=dict)
     lawyers: dict[int, _Lawyer] = field(default_factory=dict)
     jobs: dict[str, datetime] = field(default_factory=dict)
     outbox: dict[str, OutboxEntry] = field(default_factory=dict)
@@ -80,10 +83,11 @@ class MemoryState:
 class MemoryDatabase:
     """One in-memory database shared by the units of work made from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, numbering: CaseNumbering | None = None) -> None:
         self.state = MemoryState()
         self.lock = asyncio.Lock()
         self._ids = itertools.count(1)
+        self.numbering = numbering or CaseNumbering()
 
     def next_id(self) -> int:
         """A counter for ids that are sequential in SQL too (lawyers)."""
@@ -141,7 +145,13 @@ class MemoryCaseStore(_Stores):
     ) -> str:
         """Store a case; returns its id."""
         case_id = CaseId(secrets.token_hex(16))
-        number = max((c.record.number for c in self.s.cases.values()), default=0) + 1
+
+        async def is_free(number: int) -> bool:
+            live = any(c.record.number == number for c in self.s.cases.values())
+            return not live and self.s.held.get(number, date.min) < created_on
+
+        number = await free_number(self.db.numbering.draw, is_free)
+        self.s.held[number] = self.db.numbering.held_until(created_on)
         record = CaseRecord(
             case_id, number, priority, status, None, None, expires_at, created_on, False, False
         )
@@ -449,8 +459,8 @@ class MemoryAssignmentStore(_Stores):
         return self.s.jobs.get(job)
 
     async def mark_run(self, job: str, now: datetime) -> None:
-        """Record a job's run."""
-        self.s.jobs[job] = now
+        """Record a job's run (the hour, as at rest in SQL)."""
+        self.s.jobs[job] = now.replace(minute=0, second=0, microsecond=0)
 
 
 class MemoryOutbox(_Stores):

@@ -52,6 +52,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class HourUTC(UTCDateTime):
+    """A time at rest that is never finer than the hour (DESIGN.md section 4, "Times at rest").
+
+    Every value bound to the column is cut to the start of its hour, in writes and in
+    comparisons alike, so nothing finer reaches the disk. Expiry times are rounded up to the
+    hour by the code that sets them; a comparison ``expires_at <= now`` then reads as "expired
+    by the start of this hour".
+    """
+
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store the start of the hour, in UTC."""
+        if value is not None:
+            value = value.replace(minute=0, second=0, microsecond=0)
+        return super().process_bind_param(value, dialect)
+
+
 class Base(DeclarativeBase):
     """Declarative base with a naming convention so migrations name constraints the same."""
 
@@ -65,10 +83,12 @@ class Draft(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     chat_pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     state_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The stable inner hashes behind the lookup columns, so a ratchet can re-key them.
+    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class Case(Base):
@@ -80,32 +100,42 @@ class Case(Base):
     created_on: Mapped[date] = mapped_column(Date)
     priority: Mapped[int] = mapped_column(SmallInteger, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     receipt_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    #: The receipt's inner hash and the case's audit token (encrypted), for the ratchet.
+    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     answers_ct: Mapped[bytes] = mapped_column(LargeBinary)
     meta_ct: Mapped[bytes] = mapped_column(LargeBinary)
     reply_address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     number: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
     assigned_lawyer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The hour of the offer; the precise moment (escalation windows) is in ``assigned_ct``.
+    assigned_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True)
+    assigned_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     admins_alerted: Mapped[bool] = mapped_column(default=False)
     expiry_warned: Mapped[bool] = mapped_column(default=False)
 
 
 class AuditEntry(Base):
-    """One admin or lawyer action, MAC-chained to the entry before it; never content."""
+    """One admin or lawyer action, MAC-chained to the entry before it; never content.
+
+    A case is named by an opaque token kept inside the case's ciphertext, never by its id, so
+    once the case is gone nothing links the entry to it; ``kek_id`` names the KEK whose audit
+    key made the MAC (the ratchet re-MACs the chain under the new one).
+    """
 
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    at: Mapped[datetime] = mapped_column(HourUTC())
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
-    case_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    case_token: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     prev_mac: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+    kek_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class StatCounter(Base):
@@ -138,7 +168,7 @@ class Attachment(Base):
     __tablename__ = "attachments"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     original_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -147,12 +177,18 @@ class Attachment(Base):
 
 
 class SeenUpdate(Base):
-    """A keyed hash of a messenger update already handled, so a redelivery changes nothing."""
+    """A keyed hash of a messenger update already handled, so a redelivery changes nothing.
+
+    ``inner_ct`` is the key's stable inner hash sealed under the index key of KEK ``kek_id``,
+    so that the ratchet can re-key the row without the update id (None: a row from before).
+    """
 
     __tablename__ = "seen_updates"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
+    kek_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    inner_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class Lawyer(Base):
@@ -170,15 +206,17 @@ class Lawyer(Base):
     on_call: Mapped[bool] = mapped_column(default=False)
     languages: Mapped[str] = mapped_column(String(32))
     regions: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(HourUTC())
     invite_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True, unique=True)
-    invite_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    invite_expires_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True)
     phrase_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     contact_pseudonym: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     contact_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: The inner hashes behind invite_hash, phrase_hash and contact_pseudonym (encrypted).
+    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class CaseAttempt(Base):
@@ -202,10 +240,11 @@ class CaseMessage(Base):
         String(32), ForeignKey("cases.id", ondelete="CASCADE"), index=True
     )
     direction: Mapped[str] = mapped_column(String(12))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The message's place in its case's thread; its time is inside ``body_ct``.
+    seq: Mapped[int] = mapped_column(Integer, default=0)
     #: Set (rounded up to the hour) once a message to the reporter has been shown: read once,
     #: then purged. None while it is unread.
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True, index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     body_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -217,7 +256,7 @@ class JobState(Base):
     __tablename__ = "job_state"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    last_run: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_run: Mapped[datetime] = mapped_column(HourUTC())
 
 
 class QueueItem(Base):
@@ -227,10 +266,11 @@ class QueueItem(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     queue: Mapped[str] = mapped_column(String(16), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(HourUTC())
+    #: Precise: a retry's backoff, on a row that lives only until it is handled or delivered.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -251,10 +291,12 @@ class OutboxItem(Base):
     lane: Mapped[str] = mapped_column(String(64))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The lane's inner hash (encrypted), for the ratchet.
+    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     __table_args__ = (
         Index("ix_outbox_lane_id", "lane", "id"),
@@ -269,14 +311,16 @@ class Screen(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     lane: Mapped[str] = mapped_column(String(64), unique=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: The hour the screen's next message is due to be deleted (floored, so the deletion job
     #: looks in time); each message's precise deadline is inside ``refs_ct``.
-    check_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    check_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True, index=True)
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     refs_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The lane's inner hash (encrypted), for the ratchet.
+    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class Event(Base):
@@ -332,3 +376,26 @@ class Deadline(Base):
     kek_id: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     data_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class HeldNumber(Base):
+    """A case number out of use until a day (two retention ceilings after its submission).
+
+    Held numbers say no more than the case numbers lawyers see: which numbers were given out
+    and, to the day, until when they stay out of use.
+    """
+
+    __tablename__ = "held_numbers"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    held_until: Mapped[date] = mapped_column(Date, index=True)
+
+
+class GoneCase(Base):
+    """The audit token of a case that is gone, and the day it went: its audit entries are pruned
+    ``TIPLINE_AUDIT_RETENTION_DAYS`` later, with this row."""
+
+    __tablename__ = "audit_gone"
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    gone_on: Mapped[date] = mapped_column(Date, index=True)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 from bot.services.ports import OutboxEntry, ScreenEntry
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher
+from storage.index import LANE, hour_up, seal_index
 from storage.keyring import Keyring
 from storage.models import OutboxItem, Screen
 
@@ -43,10 +44,23 @@ class SqlOutbox:
         self._lanes: dict[tuple[str, str], str] = {}
 
     def lane(self, channel: str, chat: str) -> str:
-        """The keyed pseudonym that orders one chat's messages."""
+        """The lookup that orders one chat's messages, under the current KEK's index key."""
+        return str(LANE.candidates(self._keyring, self._inner(channel, chat))[0])
+
+    def _inner(self, channel: str, chat: str) -> bytes:
+        return bytes.fromhex(self._keyring.pseudonym(f"lane:{channel}", chat))
+
+    async def _lane(self, channel: str, chat: str) -> str:
+        # While a rotation runs, a chat's waiting items may still be under the older key: new
+        # items join their lane, so the chat's order holds until the rotation re-lanes it all.
         key = (channel, chat)
         if key not in self._lanes:
-            self._lanes[key] = self._keyring.pseudonym(f"lane:{channel}", chat)
+            lanes = LANE.candidates(self._keyring, self._inner(channel, chat))
+            lane = lanes[0]
+            if len(lanes) > 1:
+                query = select(OutboxItem.lane).where(OutboxItem.lane.in_(lanes)).limit(1)
+                lane = (await self._session.execute(query)).scalar() or lane
+            self._lanes[key] = lane
         return self._lanes[key]
 
     async def put_many(
@@ -62,7 +76,7 @@ class SqlOutbox:
         entries = []
         for channel, chat, payload in items:
             item_id = _item_id()
-            lane = self.lane(channel, chat)
+            lane = await self._lane(channel, chat)
             dek, wrapped = self._cipher.new_dek(self.table, item_id)
             body = dict(payload, to=chat)
             rows.append(
@@ -72,11 +86,18 @@ class SqlOutbox:
                     "lane": lane,
                     "due_at": now,
                     "attempts": 0,
-                    "expires_at": expires_at,
+                    "expires_at": hour_up(expires_at),
                     "kek_id": wrapped.kek_id,
                     "wrapped_dek": wrapped.wrapped,
                     "payload_ct": self._cipher.encrypt(
                         dek, self.table, item_id, "payload", _dumps(body)
+                    ),
+                    "index_ct": seal_index(
+                        self._cipher,
+                        dek,
+                        self.table,
+                        item_id,
+                        {"lane": self._inner(channel, chat).hex()},
                     ),
                 }
             )
@@ -167,11 +188,16 @@ class SqlOutbox:
         data: dict[str, Any] = {"refs": list(refs)}
         if chat is not None:
             data["chat"] = chat
+        index = None
+        if chat is not None and channel is not None:
+            inner = {"lane": self._inner(channel, chat).hex()}
+            index = seal_index(self._cipher, dek, self.screen_table, screen_id, inner)
         await self._session.execute(
             insert(Screen).values(
                 id=screen_id,
                 lane=lane,
-                expires_at=expires_at,
+                expires_at=hour_up(expires_at),
+                index_ct=index,
                 channel=channel,
                 check_at=check_at,
                 kek_id=wrapped.kek_id,

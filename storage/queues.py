@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services.ports import QueueEntry
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import RecordCipher
+from storage.index import hour_up
 from storage.models import QueueItem
 
 _sequence = itertools.count()
@@ -40,7 +41,7 @@ class SqlQueue:
                 created_at=now,
                 next_attempt_at=now,
                 attempts=0,
-                expires_at=expires_at,
+                expires_at=hour_up(expires_at),
                 kek_id=wrapped.kek_id,
                 wrapped_dek=wrapped.wrapped,
                 payload_ct=self._cipher.encrypt(

@@ -5,20 +5,30 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bot.services.ports import AttachmentContent, AuditProblem, CaseContent, CaseId
+from storage.audit import (
+    GENESIS_MAC,
+    INDEX_AUDIT,
+    Link,
+    first_problem,
+    floor_hour,
+    lock_chain,
+    new_audit_token,
+)
 from storage.casework import SqlCaseworkStore
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import DecryptionError, RecordCipher, associated_data
+from storage.crypto import DecryptionError, RecordCipher
+from storage.index import CASE_RECEIPT, DRAFT_CHAT, open_index, seal_index
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.models import (
@@ -26,22 +36,29 @@ from storage.models import (
     AuditEntry,
     Case,
     Draft,
+    HeldNumber,
     KeyState,
     SeenUpdate,
     StatCounter,
 )
+from storage.numbers import CaseNumbering, free_number
 from storage.outbox import SqlOutbox
 from storage.queues import SqlQueue
 
-GENESIS_MAC = "0" * 64
 log = logging.getLogger(__name__)
+
+
+def _hour_up(moment: datetime) -> datetime:
+    # Expiry times at rest are whole hours, rounded up so nothing is deleted early.
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
 
 
 # Built once: every reporter message runs these two, and building a statement costs more than
 # SQLite takes to run it.
 _LOAD_DRAFT = select(
     Draft.id, Draft.expires_at, Draft.kek_id, Draft.wrapped_dek, Draft.state_ct
-).where(Draft.chat_pseudonym == bindparam("pseudonym"))
+).where(Draft.chat_pseudonym.in_(bindparam("lookups", expanding=True)))
 _SAVE_DRAFT = (
     update(Draft)
     .where(Draft.id == bindparam("draft_id"))
@@ -50,7 +67,7 @@ _SAVE_DRAFT = (
 
 
 class SqlDraftStore:
-    """Drafts keyed by a keyed pseudonym of (channel, chat id).
+    """Drafts found by the lookup of a keyed pseudonym of (channel, chat id).
 
     Every reporter message loads and saves its draft, so this path uses Core statements and
     remembers the DEK it unwrapped for the save that follows within the same transaction.
@@ -63,20 +80,22 @@ class SqlDraftStore:
         self._keyring = keyring
         self._cipher = cipher
         self._known: dict[str, tuple[str, bytes]] = {}
-        self._pseudonyms: dict[tuple[str, str], str] = {}
+        self._pseudonyms: dict[tuple[str, str], tuple[str, list[str]]] = {}
 
-    def _pseudonym(self, channel: str, chat_id: str) -> str:
-        # One HMAC per chat and transaction, however many calls the turn makes.
+    def _pseudonym(self, channel: str, chat_id: str) -> tuple[str, list[str]]:
+        # The inner hash and its lookups: computed once per chat and transaction.
         key = (channel, chat_id)
         if key not in self._pseudonyms:
-            self._pseudonyms[key] = self._keyring.pseudonym(channel, chat_id)
+            inner = self._keyring.pseudonym(channel, chat_id)
+            lookups = DRAFT_CHAT.candidates(self._keyring, bytes.fromhex(inner))
+            self._pseudonyms[key] = (inner, lookups)
         return self._pseudonyms[key]
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
-        pseudonym = self._pseudonym(channel, chat_id)
+        pseudonym, lookups = self._pseudonym(channel, chat_id)
         connection = await self._session.connection()
-        row = (await connection.execute(_LOAD_DRAFT, {"pseudonym": pseudonym})).first()
+        row = (await connection.execute(_LOAD_DRAFT, {"lookups": lookups})).first()
         if row is None:
             return None
         if row.expires_at <= now:
@@ -98,8 +117,9 @@ class SqlDraftStore:
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
     ) -> None:
         """Create or replace the draft; an existing draft keeps its DEK."""
-        pseudonym = self._pseudonym(channel, chat_id)
+        pseudonym, lookups = self._pseudonym(channel, chat_id)
         known = self._known.get(pseudonym)
+        expires_at = _hour_up(expires_at)
         if known is None:
             await self.delete(channel, chat_id)
             draft_id = new_id()
@@ -108,11 +128,14 @@ class SqlDraftStore:
             await self._session.execute(
                 insert(Draft).values(
                     id=draft_id,
-                    chat_pseudonym=pseudonym,
+                    chat_pseudonym=lookups[0],
                     expires_at=expires_at,
                     kek_id=wrapped.kek_id,
                     wrapped_dek=wrapped.wrapped,
                     state_ct=state_ct,
+                    index_ct=seal_index(
+                        self._cipher, dek, self.table, draft_id, {"chat": pseudonym}
+                    ),
                 )
             )
             self._known[pseudonym] = (draft_id, dek)
@@ -126,9 +149,9 @@ class SqlDraftStore:
 
     async def delete(self, channel: str, chat_id: str) -> bool:
         """Delete the chat's draft, if any."""
-        pseudonym = self._pseudonym(channel, chat_id)
+        pseudonym, lookups = self._pseudonym(channel, chat_id)
         self._known.pop(pseudonym, None)
-        result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym == pseudonym))
+        result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym.in_(lookups)))
         return bool(getattr(result, "rowcount", 0))
 
 
@@ -137,10 +160,34 @@ class SqlCaseStore:
 
     table = "cases"
 
-    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        keyring: Keyring,
+        cipher: RecordCipher,
+        numbering: CaseNumbering | None = None,
+    ) -> None:
         self._session = session
         self._keyring = keyring
         self._cipher = cipher
+        self._numbering = numbering or CaseNumbering()
+
+    async def _number(self, today: date) -> int:
+        """A short random number no live case has and none held (see storage/numbers.py)."""
+
+        async def is_free(number: int) -> bool:
+            live = select(Case.number).where(Case.number == number)
+            held = select(HeldNumber.number).where(
+                HeldNumber.number == number, HeldNumber.held_until >= today
+            )
+            taken = await self._session.execute(live.union_all(held).limit(1))
+            return taken.first() is None
+
+        number = await free_number(self._numbering.draw, is_free)
+        await self._session.execute(delete(HeldNumber).where(HeldNumber.number == number))
+        until = self._numbering.held_until(today)
+        await self._session.execute(insert(HeldNumber).values(number=number, held_until=until))
+        return number
 
     async def add(
         self,
@@ -158,17 +205,19 @@ class SqlCaseStore:
         case_id = new_id()
         dek, wrapped = self._cipher.new_dek(self.table, case_id)
         enc = self._cipher.encrypt
-        number = (await self._session.execute(select(func.max(Case.number)))).scalar()
+        inner = self._keyring.receipt_hash(receipt)
+        index = {"receipt": inner.hex(), INDEX_AUDIT: new_audit_token()}
         row = Case(
             id=case_id,
-            number=int(number or 0) + 1,
+            number=await self._number(created_on),
             created_on=created_on,
             priority=priority,
             status=status,
-            expires_at=expires_at,
+            expires_at=_hour_up(expires_at),
             kek_id=wrapped.kek_id,
             wrapped_dek=wrapped.wrapped,
-            receipt_hash=self._keyring.receipt_hash(receipt),
+            receipt_hash=CASE_RECEIPT.value(self._keyring, inner),
+            index_ct=seal_index(self._cipher, dek, self.table, case_id, index),
             answers_ct=enc(dek, self.table, case_id, "answers", _dumps(answers)),
             meta_ct=enc(dek, self.table, case_id, "meta", _dumps(meta)),
             reply_address_ct=(
@@ -189,7 +238,10 @@ class SqlCaseStore:
         return await self._by_receipt(Case.id, receipt)
 
     async def _by_receipt(self, column: InstrumentedAttribute[str], receipt: str) -> str | None:
-        query = select(column).where(Case.receipt_hash == self._keyring.receipt_hash(receipt))
+        inner = self._keyring.receipt_hash(receipt)
+        query = select(column).where(
+            Case.receipt_hash.in_(CASE_RECEIPT.candidates(self._keyring, inner))
+        )
         return (await self._session.execute(query)).scalar_one_or_none()
 
     async def shred_reply_address(self, address: str) -> int:
@@ -235,6 +287,11 @@ class SqlCaseStore:
             reply_address=reply,
         )
 
+    async def delete(self, case_id: str) -> bool:
+        """Delete a case; its thread, attempts, event links and deadlines go with it (cascade)."""
+        result = await self._session.execute(delete(Case).where(Case.id == case_id))
+        return bool(getattr(result, "rowcount", 0))
+
 
 class SqlAttachmentStore:
     """Files sent by reporters, each under its own DEK."""
@@ -260,7 +317,7 @@ class SqlAttachmentStore:
         await self._session.execute(
             insert(Attachment).values(
                 id=ref,
-                expires_at=expires_at,
+                expires_at=_hour_up(expires_at),
                 kek_id=wrapped.kek_id,
                 wrapped_dek=wrapped.wrapped,
                 original_ct=enc(dek, self.table, ref, "original", original),
@@ -275,7 +332,9 @@ class SqlAttachmentStore:
         refs = list(refs)
         if refs:
             await self._session.execute(
-                update(Attachment).where(Attachment.id.in_(refs)).values(expires_at=expires_at)
+                update(Attachment)
+                .where(Attachment.id.in_(refs))
+                .values(expires_at=_hour_up(expires_at))
             )
 
     async def get(self, ref: str) -> AttachmentContent | None:
@@ -293,6 +352,14 @@ class SqlAttachmentStore:
             meta=_loads(dec(dek, self.table, ref, "meta", row.meta_ct)),
         )
 
+    async def delete(self, refs: Iterable[str]) -> int:
+        """Delete files with their wrapped DEKs."""
+        ids = [str(r) for r in refs]
+        if not ids:
+            return 0
+        result = await self._session.execute(delete(Attachment).where(Attachment.id.in_(ids)))
+        return int(getattr(result, "rowcount", 0) or 0)
+
 
 _CLAIM_UPDATE = {
     "sqlite": sqlite_insert(SeenUpdate).on_conflict_do_nothing(),
@@ -301,19 +368,36 @@ _CLAIM_UPDATE = {
 
 
 class SqlSeenStore:
-    """Keyed hashes of handled messenger updates, so a redelivered update is ignored."""
+    """Keyed hashes of handled messenger updates, so a redelivered update is ignored.
+
+    The key is the lookup of a stable inner hash, which the row keeps sealed (``inner_ct``)
+    under an index key of its KEK, so the ratchet can re-key it.
+    """
+
+    table = "seen_updates"
 
     def __init__(self, session: AsyncSession, keyring: Keyring) -> None:
         self._session = session
         self._keyring = keyring
 
     async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
-        """Record an update as handled; False when it already was (one statement either way)."""
-        key = self._keyring.pseudonym(f"update:{channel}", update_id)
+        """Record an update as handled; False when it already was (one statement either way,
+        two while a rotation runs)."""
+        inner = bytes.fromhex(self._keyring.pseudonym(f"update:{channel}", update_id))
+        keys = [d.hex() for d in self._keyring.lookups(inner)]
         connection = await self._session.connection()
-        result = await connection.execute(
-            _CLAIM_UPDATE[connection.dialect.name], {"key": key, "expires_at": expires_at}
-        )
+        if len(keys) > 1:
+            # A rotation is re-keying: the update may still be recorded under the older key.
+            older = select(SeenUpdate.key).where(SeenUpdate.key.in_(keys[1:])).limit(1)
+            if (await connection.execute(older)).first() is not None:
+                return False
+        params = {
+            "key": keys[0],
+            "expires_at": _hour_up(expires_at),
+            "kek_id": self._keyring.current_kek_id,
+            "inner_ct": self._keyring.seal_inner(self.table, inner),
+        }
+        result = await connection.execute(_CLAIM_UPDATE[connection.dialect.name], params)
         return bool(result.rowcount == 1)
 
 
@@ -336,45 +420,66 @@ class SqlStatsStore:
 
 
 class SqlAuditLog:
-    """Append-only audit entries, each MAC-chained to the previous one."""
+    """Append-only audit entries, each MAC-chained to the previous one (storage/audit.py).
 
-    def __init__(self, session: AsyncSession, keyring: Keyring) -> None:
+    A case is named by the opaque token kept in its ``index_ct``, never by its id; times are
+    whole hours.
+    """
+
+    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
         self._session = session
         self._keyring = keyring
+        self._cipher = cipher
+        self._tokens: dict[str, str | None] = {}
 
-    def _mac(self, entry: AuditEntry) -> str:
-        message = associated_data(
-            entry.prev_mac,
-            entry.at.isoformat(),
-            entry.actor,
-            entry.action,
-            entry.case_id or "",
-        )
-        return self._keyring.audit_mac(message)
+    async def _token(self, case_id: str) -> str | None:
+        if case_id not in self._tokens:
+            row = (
+                await self._session.execute(
+                    select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct).where(
+                        Case.id == case_id
+                    )
+                )
+            ).first()
+            token = None
+            if row is not None and row.index_ct is not None:
+                try:
+                    dek = self._cipher.row_dek("cases", row)
+                    index = open_index(self._cipher, dek, "cases", row.id, row.index_ct)
+                    token = index.get(INDEX_AUDIT)
+                except DecryptionError:
+                    token = None
+            self._tokens[case_id] = token
+        return self._tokens[case_id]
 
     async def append(self, actor: str, action: str, case_id: str | None, at: datetime) -> None:
         """Add an entry after the current last one."""
+        connection = await self._session.connection()
+        await lock_chain(connection)
+        token = None if case_id is None else await self._token(case_id)
         result = await self._session.execute(
             select(AuditEntry.mac).order_by(AuditEntry.id.desc()).limit(1)
         )
         prev = result.scalar_one_or_none() or GENESIS_MAC
-        at = at.replace(microsecond=0)
-        entry = AuditEntry(at=at, actor=actor, action=action, case_id=case_id, prev_mac=prev)
-        entry.mac = self._mac(entry)
-        self._session.add(entry)
+        link = Link(prev, floor_hour(at), actor, action, token)
+        kek_id = self._keyring.current_kek_id
+        self._session.add(
+            AuditEntry(
+                at=link.at,
+                actor=actor,
+                action=action,
+                case_token=token,
+                prev_mac=prev,
+                mac=link.mac(self._keyring, kek_id),
+                kek_id=kek_id,
+            )
+        )
         await self._session.flush()
 
     async def verify(self) -> AuditProblem | None:
         """The first entry that was changed, removed or reordered, or None if the chain holds."""
-        prev = GENESIS_MAC
         result = await self._session.stream_scalars(select(AuditEntry).order_by(AuditEntry.id))
-        async for entry in result:
-            if entry.prev_mac != prev:
-                return AuditProblem(entry.id, "does not follow the entry before it")
-            if entry.mac != self._mac(entry):
-                return AuditProblem(entry.id, "was changed")
-            prev = entry.mac
-        return None
+        return await first_problem(self._keyring, result)
 
 
 class KeyringOutOfDate(KeyringError):
@@ -402,11 +507,13 @@ class SqlUnitOfWork:
         sessions: async_sessionmaker[AsyncSession],
         keyring: Keyring,
         vault: KeyVault | None = None,
+        numbering: CaseNumbering | None = None,
     ) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._vault = vault
         self._cipher = RecordCipher(keyring)
+        self._numbering = numbering
 
     async def __aenter__(self) -> Self:
         """Open a session, check the key state, and build the repositories over it."""
@@ -417,9 +524,9 @@ class SqlUnitOfWork:
             await self.session.close()
             raise
         self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher)
-        self.cases = SqlCaseStore(self.session, self._keyring, self._cipher)
+        self.cases = SqlCaseStore(self.session, self._keyring, self._cipher, self._numbering)
         self.stats = SqlStatsStore(self.session)
-        self.audit = SqlAuditLog(self.session, self._keyring)
+        self.audit = SqlAuditLog(self.session, self._keyring, self._cipher)
         self.attachments = SqlAttachmentStore(self.session, self._cipher)
         self.seen = SqlSeenStore(self.session, self._keyring)
         self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)

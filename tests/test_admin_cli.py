@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import sqlite3
 from pathlib import Path
 
@@ -188,5 +189,6 @@ def test_lawyer_commands_in_the_cli(initialised: dict[str, str], tmp_path: Path)
     tipline(initialised, "console", stdin="\n".join(FULL_REPORT) + "\n", cwd=tmp_path)
     cases = tipline(initialised, "cases", "list", cwd=tmp_path)
     assert cases.returncode == 0
-    assert cases.stdout.splitlines()[1].split()[:3] == ["#1", "P1", "new"]
+    number, *rest = cases.stdout.splitlines()[1].split()[:3]
+    assert rest == ["P1", "new"] and re.fullmatch(r"#\d{4}", number), "four random digits"
     assert "Station" not in cases.stdout

@@ -94,19 +94,27 @@ def new_event(environ: dict[str, str], city: str, start: date) -> int:
     return asyncio.run(make())
 
 
+def only_case(initialised: dict[str, str], tmp_path: Path) -> str:
+    """The number of the one case (numbers are random): from ``tipline cases list``."""
+    listing = tipline(initialised, "cases", "list", cwd=tmp_path).stdout.splitlines()
+    assert len(listing) == 2, listing
+    return listing[1].split()[0].removeprefix("#")
+
+
 def test_export_verify_and_refusals(initialised: dict[str, str], tmp_path: Path) -> None:
     report = subprocess_tipline(
         initialised, "console", stdin="\n".join(FULL_REPORT) + "\n", cwd=tmp_path
     )
     assert report.returncode == 0, report.stderr
-    package = tmp_path / "case-1.zip"
-    written = tipline(initialised, "cases", "export", "1", "--to", str(package), cwd=tmp_path)
+    case = only_case(initialised, tmp_path)
+    package = tmp_path / "case.zip"
+    written = tipline(initialised, "cases", "export", case, "--to", str(package), cwd=tmp_path)
     assert written.returncode == 0, written.stderr
     assert stat.S_IMODE(package.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["case-1.zip", "var"], "no temp file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.zip", "var"], "no temp file"
     verified = tipline(initialised, "export", "verify", str(package), cwd=tmp_path)
     assert verified.returncode == 0, verified.stderr
-    assert "verified: case #1, 2 files" in verified.stdout
+    assert f"verified: case #{case}, 2 files" in verified.stdout
     status = tipline(initialised, "keys", "status", cwd=tmp_path)
     key = re.search(
         r"instance signing key \(Ed25519, public; evidence packages\): (\w{64})", status.stdout
@@ -138,7 +146,7 @@ def test_export_verify_and_refusals(initialised: dict[str, str], tmp_path: Path)
         "case.html does not match its SHA-256 hash",
     )
     assert_one_line_error(
-        tipline(initialised, "cases", "export", "1", "--to", str(package), cwd=tmp_path),
+        tipline(initialised, "cases", "export", case, "--to", str(package), cwd=tmp_path),
         "exists already",
     )
     assert_one_line_error(
@@ -157,16 +165,17 @@ def test_events_list_show_link(initialised: dict[str, str], tmp_path: Path) -> N
         "tipline: no events yet"
     )
     number = new_event(initialised, "Baku", date(2026, 11, 2))
-    linked = tipline(initialised, "events", "link", str(number), "1", cwd=tmp_path)
-    assert linked.returncode == 0 and f"case #1 linked to event {number}" in linked.stdout
+    case = only_case(initialised, tmp_path)
+    linked = tipline(initialised, "events", "link", str(number), case, cwd=tmp_path)
+    assert linked.returncode == 0 and f"case #{case} linked to event {number}" in linked.stdout
     assert_one_line_error(
-        tipline(initialised, "events", "link", str(number), "1", cwd=tmp_path),
-        f"case #1 is already linked to event {number}",
+        tipline(initialised, "events", "link", str(number), case, cwd=tmp_path),
+        f"case #{case} is already linked to event {number}",
     )
     listed = tipline(initialised, "events", "list", cwd=tmp_path).stdout.splitlines()
     assert listed[1].split() == [str(number), "Baku", "2026-11-02", "2026-11-02", "1", "<5"]
     shown = tipline(initialised, "events", "show", str(number), cwd=tmp_path).stdout
-    assert "people          <5" in shown and "cases linked now: #1" in shown
+    assert "people          <5" in shown and f"cases linked now: #{case}" in shown
     assert_one_line_error(
         tipline(initialised, "events", "show", "1", cwd=tmp_path), "there is no event 1"
     )

@@ -32,10 +32,11 @@ from storage import migrate
 from storage.db import make_engine
 from storage.keyring import Keyring
 from storage.models import Case, CaseMessage
+from storage.numbers import CaseNumbering
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 from tests.helpers import DETAINED_NOW
-from tests.world import MemoryTransport, World, last_question
+from tests.world import MemoryTransport, World, last_question, sequential_numbers
 
 CODE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b")
 
@@ -125,8 +126,10 @@ class Process:
         sessions = self.world.uow().__dict__["_sessions"]
         faults = self.faults
 
+        numbering = CaseNumbering(draw=sequential_numbers())  # the case is #1
+
         def uow() -> SqlUnitOfWork:
-            unit = FaultyUnitOfWork(sessions, self.keyring)
+            unit = FaultyUnitOfWork(sessions, self.keyring, numbering=numbering)
             unit.faults = faults
             return unit
 

@@ -59,6 +59,13 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "INSERT INTO case_messages (id, case_id, direction, created_at, expires_at, kek_id, "
         "wrapped_dek, body_ct) VALUES ('m1', 'c1', 'to_reporter', :t, :t, 1, :b, :b)",
     ],
+    "0009": [
+        "INSERT INTO held_numbers (number, held_until) VALUES (4242, :d)",
+        "INSERT INTO case_messages (id, case_id, direction, seq, kek_id, wrapped_dek, body_ct) "
+        "VALUES ('m2', 'c1', 'to_lawyer', 2, 1, :b, :b)",
+        "UPDATE audit_log SET kek_id = 1, case_token = 'aa' WHERE case_token IS NULL",
+        "UPDATE seen_updates SET kek_id = 1, inner_ct = :b",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),

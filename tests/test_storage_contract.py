@@ -15,7 +15,8 @@ from storage.models import AuditEntry, Case, Draft, StatCounter
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 
-LATER = START + timedelta(hours=1)
+#: On the hour: expiry times at rest are whole hours (rounded up).
+LATER = START.replace(minute=0) + timedelta(hours=1)
 
 
 def uow(db: AsyncEngine, keyring: Keyring) -> SqlUnitOfWork:
@@ -103,8 +104,9 @@ async def test_case_add_status_and_decrypt(db: AsyncEngine, keyring: Keyring) ->
     assert content.answers["own_words"] == "they came at night"
     assert content.meta["region"] == "baku"
     assert content.reply_address == "telegram:12345"
-    assert expires_at == START + timedelta(days=30)
+    assert expires_at == START.replace(minute=0) + timedelta(days=30, hours=1), "rounded up"
     assert receipt_hash != b"AAAABBBBCCCCDDDD" and len(receipt_hash) == 32
+    assert receipt_hash != keyring.receipt_hash("AAAABBBBCCCCDDDD"), "the stable hash is inside"
 
 
 async def test_case_without_reply_address(db: AsyncEngine, keyring: Keyring) -> None:

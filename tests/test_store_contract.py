@@ -21,7 +21,8 @@ from storage.memory import MemoryDatabase
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import BACKENDS, START, backend_url, reset_postgres
 
-LATER = START + timedelta(hours=1)
+#: On the hour: expiry times at rest are whole hours (rounded up).
+LATER = START.replace(minute=0) + timedelta(hours=1)
 Factory = Callable[[], StaffUnitOfWork]
 
 
@@ -101,7 +102,8 @@ async def test_cases_by_receipt_content_and_shredded_address(uow: Factory) -> No
         content = await u.cases.get(first)
         assert content is not None and content.reply_address is None
         one, two = await u.assignments.by_id(first), await u.assignments.by_id(second)
-        assert one is not None and two is not None and {one.number, two.number} == {1, 2}
+        assert one is not None and two is not None and one.number != two.number
+        assert all(1000 <= n <= 9999 for n in (one.number, two.number)), "four random digits"
         assert await u.assignments.by_number(two.number) == two
 
 
@@ -204,7 +206,7 @@ async def test_assignment_waiting_expiring_and_the_relay(uow: Factory) -> None:
         await u.commit()
     async with uow() as u:
         assert [m[2] for m in await u.assignments.messages(urgent)] == ["hello", "thanks"]
-        assert await u.assignments.last_run("digest") == START
+        assert await u.assignments.last_run("digest") == START.replace(minute=0), "the hour"
         expiring = await u.assignments.expiring(START + timedelta(days=31))
         assert [c.id for c in expiring] == [urgent]
         await u.assignments.release(urgent)
@@ -212,7 +214,9 @@ async def test_assignment_waiting_expiring_and_the_relay(uow: Factory) -> None:
         assert released is not None and released.status == CaseStatus.NEW
         assert released.assigned_lawyer_id is None
         assert await u.assignments.tried(urgent) == {lawyer}, "never offered to them again"
-        assert [c.id for c in await u.assignments.all_open()] == [urgent, documenting]
+        everything = await u.assignments.all_open()
+        assert {c.id for c in everything} == {urgent, documenting}
+        assert [c.number for c in everything] == sorted(c.number for c in everything)
 
 
 async def test_outbox_keeps_order_per_chat_and_waits_behind_a_retry(uow: Factory) -> None:

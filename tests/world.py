@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from bot.services.routing import LawyerPolicy, Routing
 from bot.services.staff import StaffCommands
 from storage.db import make_session_factory
 from storage.keyring import Keyring
+from storage.numbers import CaseNumbering, Draw
 from storage.repositories import SqlUnitOfWork
 
 CHANNELS = ("telegram", "signal", "console")
@@ -69,6 +71,12 @@ class MemoryTransport:
         self.screen.get(chat, {}).pop(ref, None)
 
 
+def sequential_numbers() -> Draw:
+    """A draw that ignores its band and counts 1, 2, 3 ... (free numbers only are kept)."""
+    counter = itertools.count(1)
+    return lambda low, high: next(counter)
+
+
 class World:
     """Intake, staff, routing and roster over one database, as ``tipline run`` wires them."""
 
@@ -92,7 +100,9 @@ class World:
         self.keyring = keyring
         self.engine = engine
         self.clock = clock
-        self.uow = uow or (lambda: SqlUnitOfWork(sessions, keyring))
+        # Cases are numbered 1, 2, 3 ... so tests can name them; tipline draws at random.
+        numbering = CaseNumbering(draw=sequential_numbers())
+        self.uow = uow or (lambda: SqlUnitOfWork(sessions, keyring, numbering=numbering))
         self.senders = Senders()
         self.routing = Routing(self.uow, engine.texts, clock, policy, wake=self.senders.wake)
         self.roster = RosterService(self.uow, self.routing, clock, policy)

@@ -1,9 +1,12 @@
 """The one-page report advocates can publish, as data: what its chart and table show.
 
 Only counters go in (the statistics by week, region and category, or an event's counters),
-never a case. Every count from 1 to ``threshold - 1`` is shown as ``<threshold``, zero as a
-dash, and no totals are printed: the chart (reports per week) and the table (what happened, by
-region) never add up to one another, so a hidden count cannot be worked out by subtraction.
+never a case. Every count is first protected as ``tipline stats`` publishes it
+(bot/domain/stats.py: ``<threshold`` for small counts, ``x`` for counts withheld so that a small
+one cannot be worked out). The chart (reports per week, over regions) and the table (what
+happened, by region, over weeks) add up only counts published there: a sum with a suppressed
+count in it is shown as ``>=N``, the least it can be, which the published counts already tell.
+No totals are printed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import date
 
 from bot.domain.casework import EVENT_CATEGORIES
 from bot.domain.questionnaire import WHAT_HAPPENED
+from bot.domain.stats import TOTAL, Group, Mark, cells, protect, show_mark
 from bot.domain.texts import Texts
 
 NONE = "\u2013"  # an en dash: nothing to count
@@ -53,14 +57,20 @@ def shown(count: int, threshold: int) -> str:
     return f"<{threshold}" if count < threshold else str(count)
 
 
-def _bar(label: str, count: int, threshold: int) -> Bar:
-    small = 0 < count < threshold
-    # A suppressed bar is drawn at the threshold's height: its height must tell nothing either.
-    return Bar(label, shown(count, threshold), threshold if small else count, small)
-
-
 def _region(texts: Texts, language: str, region: str) -> str:
     return texts.find(language, f"opt.city.{region}") or region
+
+
+def _sum(published: list[tuple[int, Mark]], threshold: int) -> tuple[str, int, bool]:
+    """A sum of published counts: exact when all are shown, else the least it can be."""
+    if all(mark is Mark.SHOWN for _, mark in published):
+        total = sum(count for count, _ in published)
+        return (NONE if total <= 0 else str(total)), total, False
+    least = sum(
+        count if mark is Mark.SHOWN else 1 if mark is Mark.SMALL else threshold
+        for count, mark in published
+    )
+    return f"\u2265{least}", least, True
 
 
 def statistics_page(
@@ -72,15 +82,17 @@ def statistics_page(
 ) -> Page:
     """The report over every counter: reports per week, and what happened by region."""
     t = texts.get
-    weekly: dict[date, int] = defaultdict(int)
-    table: dict[tuple[str, str], int] = defaultdict(int)
+    weekly: dict[date, list[tuple[int, Mark]]] = defaultdict(list)
+    table: dict[tuple[str, str], list[tuple[int, Mark]]] = defaultdict(list)
     regions: set[str] = set()
-    for week, region, category, count in rows:
-        if category == "reports":
-            weekly[week] += count
-        elif category.startswith("what."):
-            table[(category.removeprefix("what."), region)] += count
-            regions.add(region)
+    counts = {(w, r, c): n for w, r, c, n in rows}
+    for cell in cells(((w, r, c, n) for (w, r, c), n in counts.items()), threshold):
+        count = counts[(cell.week, cell.region, cell.category)]
+        if cell.category == TOTAL:
+            weekly[cell.week].append((count, cell.mark))
+        elif cell.category.startswith("what."):
+            table[(cell.category.removeprefix("what."), cell.region)].append((count, cell.mark))
+            regions.add(cell.region)
     ordered = sorted(regions)
     header = (
         t(language, "report.col_what"),
@@ -89,10 +101,10 @@ def statistics_page(
     body = tuple(
         (
             t(language, f"opt.what_happened.{what}"),
-            *(shown(table.get((what, r), 0), threshold) for r in ordered),
+            *(_sum(table.get((what, r), []), threshold)[0] for r in ordered),
         )
         for what in WHAT_HAPPENED
-        if any(table.get((what, r), 0) for r in ordered)
+        if any(table.get((what, r)) for r in ordered)
     )
     weeks = sorted(weekly)
     period = f"{weeks[0].isoformat()} {NONE} {weeks[-1].isoformat()}" if weeks else NONE
@@ -101,7 +113,7 @@ def statistics_page(
         subtitle=t(language, "report.subtitle", period=period, generated=generated.isoformat()),
         chart_title=t(language, "report.chart_weeks"),
         chart_axis=t(language, "report.axis_week"),
-        bars=tuple(_bar(w.isoformat(), weekly[w], threshold) for w in weeks),
+        bars=tuple(Bar(w.isoformat(), *_sum(weekly[w], threshold)) for w in weeks),
         table_title=t(language, "report.table_what"),
         header=header,
         rows=body,
@@ -126,6 +138,20 @@ def event_page(
     t = texts.get
     categories: Sequence[str] = EVENT_CATEGORIES
     labels = {c: t(language, f"event.cat.{c}") for c in categories}
+    values = {c: counts.get(c, 0) for c in categories}
+    # "people" is the event's total; every other count is at most it.
+    marks = protect(
+        values, Group("people", (), tuple(c for c in categories if c != "people")), threshold
+    )
+
+    def published(c: str) -> str:
+        return NONE if values[c] <= 0 else show_mark(values[c], marks[c], threshold)
+
+    def bar(c: str) -> Bar:
+        mark = marks[c]
+        height = values[c] if mark is Mark.SHOWN else threshold
+        return Bar(labels[c], published(c), height, mark is not Mark.SHOWN)
+
     return Page(
         title=t(
             language,
@@ -138,10 +164,10 @@ def event_page(
         subtitle=t(language, "report.subtitle_event", generated=generated.isoformat()),
         chart_title=t(language, "report.chart_event"),
         chart_axis="",
-        bars=tuple(_bar(labels[c], counts.get(c, 0), threshold) for c in categories),
+        bars=tuple(bar(c) for c in categories),
         table_title=t(language, "report.table_event"),
         header=(t(language, "report.col_category"), t(language, "report.col_count")),
-        rows=tuple((labels[c], shown(counts.get(c, 0), threshold)) for c in categories),
+        rows=tuple((labels[c], published(c)) for c in categories),
         method=t(language, "report.method", threshold=threshold),
         threshold=threshold,
     )

@@ -50,3 +50,9 @@ def extend(
     target = round_up_to_hour(wanted)
     capped = target > limit
     return Extension(max(current, min(target, limit)), capped)
+
+
+def number_hold(max_retention: timedelta) -> timedelta:
+    """How long a case number stays out of use after submission: a case lives at most one
+    ceiling, so two keep its number unused for at least one ceiling after it is gone."""
+    return 2 * max_retention

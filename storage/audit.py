@@ -1,0 +1,240 @@
+"""The audit chain: MACs, verification, and the re-chaining that pruning and the ratchet need.
+
+Each entry's MAC covers the MAC before it, under the audit key of a KEK (``kek_id``), so a
+database-only attacker can neither forge an entry nor change, remove or reorder one unseen.
+
+- Pruning: the entries of a case gone ``retention`` ago are removed; a *checkpoint* entry then
+  opens the chain, carrying the MAC of the last entry before the pruning (the hash of the pruned
+  prefix) as its ``prev_mac``. Verification starts from it.
+- The ratchet: the audit key is derived from the KEK, so each rotation re-MACs the chain under
+  the new KEK, after checking it under the old one. A chain found broken is never laundered: a
+  ``audit.broken`` entry is written just before the first broken entry, and verification names
+  that entry from then on.
+- Entries written before tokens and hourly times (``kek_id`` is None) are converted once, when
+  the running service is upgraded: case ids become the cases' tokens, times become hours.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from bot.services.ports import AuditProblem
+from storage.crypto import DecryptionError, associated_data
+from storage.keyring import Keyring
+from storage.models import AuditEntry
+
+GENESIS_MAC = "0" * 64
+#: The name of a case's audit token inside its ``index_ct``.
+INDEX_AUDIT = "audit"
+CHECKPOINT = "audit.checkpoint"
+BROKEN = "audit.broken"
+SYSTEM = "system"
+#: Tokens are 24 hex digits; a 32-digit value is a case id from before tokens.
+TOKEN_HEX = 24
+#: PostgreSQL advisory lock that serialises appends (DESIGN.md section 10).
+_CHAIN_LOCK = 0x7469706C
+
+
+def new_audit_token() -> str:
+    """A random opaque token naming one case in the audit log."""
+    return secrets.token_hex(TOKEN_HEX // 2)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    """The start of the moment's hour: audit entries record no finer time."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+async def lock_chain(connection: AsyncConnection) -> None:
+    """Serialise writers of the chain (SQLite's write lock already does)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What an entry's MAC covers."""
+
+    prev: str
+    at: datetime
+    actor: str
+    action: str
+    token: str | None
+
+    def mac(self, keyring: Keyring, kek_id: int) -> str:
+        """The MAC under the audit key of KEK ``kek_id``."""
+        message = associated_data(
+            "tipline/audit-entry/v2",
+            self.prev,
+            self.at.isoformat(),
+            self.actor,
+            self.action,
+            self.token or "",
+        )
+        return keyring.chain_mac(message, kek_id)
+
+    def legacy_mac(self, keyring: Keyring) -> str:
+        """The MAC of an entry written before index keys ratcheted."""
+        message = associated_data(
+            self.prev, self.at.isoformat(), self.actor, self.action, self.token or ""
+        )
+        return keyring.audit_mac(message)
+
+
+def _mac_holds(keyring: Keyring, entry: AuditEntry) -> bool:
+    link = Link(entry.prev_mac, entry.at, entry.actor, entry.action, entry.case_token)
+    try:
+        if entry.kek_id is None:
+            expected = link.legacy_mac(keyring)
+        else:
+            expected = link.mac(keyring, entry.kek_id)
+    except DecryptionError:
+        return False
+    return secrets.compare_digest(expected, entry.mac)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """Checks entries in order: the first problem, where it is, and whether a marker said so."""
+
+    keyring: Keyring
+    prev: str = GENESIS_MAC
+    problem: AuditProblem | None = None
+    #: Where the problem is, as an index into the entries walked.
+    at_index: int = -1
+    #: The problem is one a rotation already found (an ``audit.broken`` entry precedes it).
+    known: bool = False
+    _seen: int = 0
+    _flagged: bool = False
+
+    def step(self, entry: AuditEntry) -> None:
+        """Check the next entry."""
+        index, self._seen = self._seen, self._seen + 1
+        if self.problem is None:
+            found = self._check(entry, index == 0)
+            if found is not None:
+                self.problem, self.at_index = AuditProblem(entry.id, found), index
+            elif self._flagged:
+                reason = "was changed, removed or reordered before the keys were last rotated"
+                self.problem, self.at_index, self.known = (
+                    AuditProblem(entry.id, reason),
+                    index,
+                    True,
+                )
+        self._flagged = entry.action == BROKEN
+        self.prev = entry.mac
+
+    def _check(self, entry: AuditEntry, first: bool) -> str | None:
+        opens = first and entry.action == CHECKPOINT
+        if not opens and entry.prev_mac != self.prev:
+            return "does not follow the entry before it"
+        if not _mac_holds(self.keyring, entry):
+            return "was changed"
+        return None
+
+    def finish(self) -> AuditProblem | None:
+        """The problem, also when the log ends with a broken-chain marker."""
+        if self.problem is None and self._flagged:
+            return AuditProblem(0, "lost its last entries before the keys were last rotated")
+        return self.problem
+
+
+async def first_problem(
+    keyring: Keyring, entries: AsyncIterable[AuditEntry]
+) -> AuditProblem | None:
+    """The first entry that was changed, removed or reordered, or None if the chain holds."""
+    walk = _Walk(keyring)
+    async for entry in entries:
+        walk.step(entry)
+        if walk.problem is not None:
+            return walk.problem
+    return walk.finish()
+
+
+@dataclass(frozen=True, slots=True)
+class RechainReport:
+    """What a re-chaining did."""
+
+    entries: int
+    pruned: int
+    problem: AuditProblem | None
+
+
+async def rechain(
+    session: AsyncSession,
+    keyring: Keyring,
+    now: datetime,
+    *,
+    drop_tokens: Iterable[str] = (),
+    case_tokens: Mapping[str, str] | None = None,
+) -> RechainReport:
+    """Write the chain anew under the current KEK, without the entries of ``drop_tokens``.
+
+    ``case_tokens`` maps case ids to tokens for entries from before tokens; an id not in it
+    (its case already gone) gets a fresh token of its own. Runs in the caller's transaction.
+    """
+    await lock_chain(await session.connection())
+    rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars())
+    if not rows:
+        return RechainReport(0, 0, None)
+    walk = _Walk(keyring)
+    for row in rows:
+        walk.step(row)
+    problem = walk.finish()
+    dropped = set(drop_tokens)
+    converted = dict(case_tokens or {})
+    links: list[Link] = []
+    opening: Link | None = None
+    pruned = 0
+    for index, row in enumerate(rows):
+        token = row.case_token
+        if row.kek_id is None and token is not None and len(token) != TOKEN_HEX:
+            token = converted.setdefault(token, new_audit_token())
+        if index == 0 and row.action == CHECKPOINT:
+            opening = Link(row.prev_mac, row.at, SYSTEM, CHECKPOINT, None)
+            continue
+        if token is not None and token in dropped:
+            pruned += 1
+            continue
+        if index == walk.at_index and not walk.known:
+            links.append(Link("", floor_hour(now), SYSTEM, BROKEN, None))
+        links.append(Link("", floor_hour(row.at), row.actor, row.action, token))
+    if pruned:
+        # The checkpoint carries the MAC of the chain's head before pruning: the pruned prefix.
+        opening = Link(rows[-1].mac, floor_hour(now), SYSTEM, CHECKPOINT, None)
+    await session.execute(delete(AuditEntry))
+    await session.execute(insert(AuditEntry), _chained(keyring, links, opening))
+    return RechainReport(len(rows), pruned, problem)
+
+
+def _chained(keyring: Keyring, links: list[Link], opening: Link | None) -> list[dict[str, object]]:
+    """Column values of ``links`` chained in order under the current KEK."""
+    kek_id = keyring.current_kek_id
+    out: list[dict[str, object]] = []
+    prev = GENESIS_MAC
+    if opening is not None:
+        links = [opening, *links]
+    for index, link in enumerate(links):
+        if index == 0 and opening is not None:
+            prev = opening.prev
+        link = Link(prev, link.at, link.actor, link.action, link.token)
+        mac = link.mac(keyring, kek_id)
+        out.append(
+            {
+                "at": link.at,
+                "actor": link.actor,
+                "action": link.action,
+                "case_token": link.token,
+                "prev_mac": prev,
+                "mac": mac,
+                "kek_id": kek_id,
+            }
+        )
+        prev = mac
+    return out
