@@ -51,6 +51,9 @@ class FakeBotApi:
     messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     deleted: set[tuple[int, int]] = field(default_factory=set)
     sent: list[SentMessage] = field(default_factory=list)
+    #: Every text a bot message showed, in order: (chat_id, message_id, text) on each send and
+    #: each edit (``sent`` keeps only the latest text of a message).
+    shown: list[tuple[int, int, str]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     #: Documents the bot uploaded (sendDocument): chat_id, name, data, caption, protect.
@@ -75,6 +78,9 @@ class FakeBotApi:
     webhook_unreachable: int = 0
     #: Called with the method name as each Bot API request arrives (crash tests time kills).
     on_request: Callable[[str], None] | None = None
+    #: Called with the number of updates handed to the bot: returned by getUpdates, or a
+    #: webhook delivery answered 2xx (after which the server forgets it).
+    on_handover: Callable[[int], None] | None = None
     _webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
     _webhook_task: asyncio.Task[None] | None = None
 
@@ -196,7 +202,10 @@ class FakeBotApi:
             self._new_update.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), timeout=min(timeout, 2.0))
-        return self._ok(self.updates[:limit])
+        handed = self.updates[:limit]
+        if handed and self.on_handover is not None:
+            self.on_handover(len(handed))
+        return self._ok(handed)
 
     def _message(self, chat_id: int, **fields: Any) -> dict[str, Any]:
         message_id = self.next_message_id[chat_id]
@@ -223,6 +232,7 @@ class FakeBotApi:
         self.sent.append(
             SentMessage(chat_id, message["message_id"], text, protect, markup, int(self.now))
         )
+        self.shown.append((chat_id, message["message_id"], text))
         return self._ok(message)
 
     async def _m_deleteMessage(self, params: dict[str, Any]) -> web.Response:
@@ -262,6 +272,7 @@ class FakeBotApi:
         for sent in self.sent:
             if (sent.chat_id, sent.message_id) == key:
                 sent.text, sent.reply_markup = text, markup
+        self.shown.append((*key, text))
         self.edits += 1
         return self._ok(message)
 
@@ -377,6 +388,8 @@ class FakeBotApi:
                     if self.updates and self.updates[0] is update:
                         self.updates.pop(0)
                     self.confirmed = max(self.confirmed, update["update_id"])
+                    if self.on_handover is not None:
+                        self.on_handover(1)
                 else:
                     await asyncio.sleep(self.webhook_retry_delay)
 

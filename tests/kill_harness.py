@@ -6,20 +6,26 @@ next one; a lawyer types commands and waits for the answers. The messenger APIs 
 ``tests/``, served from the test process on 127.0.0.1, and the bot is the console script in a
 process group of its own, killed with SIGKILL and started again at once.
 
-Kills are timed against what the bot does, drawn from a seeded generator: right after its n-th
-database commit since the message (SQLite's ``PRAGMA data_version``, polled by a thread, tells
-when another process committed; no table is read), d ms after its k-th request to the messenger
-API (the fakes report requests as they arrive), or d seconds after a restart, while it starts,
-drains and handles what was redelivered. One moment is never chosen: on Signal, between
-signal-cli handing a batch over and the bot's next commit. signal-cli's normal mode consumes what
-it hands over, so a kill there loses the message whatever tipline does; that is a property of
-the API, not something a test can hold tipline to.
+Kills are timed against what the bot does, drawn from a seeded generator: d ms after the API
+handed it the message (an update returned by getUpdates or answered 2xx at the webhook, a batch
+returned by signal-cli's receive), right after its n-th database commit since the message
+(SQLite's ``PRAGMA data_version``, polled by a thread, tells when another process committed; no
+table is read), d ms after its k-th request to the messenger API (the fakes report requests as
+they arrive), or d seconds after a restart, while it starts, drains and handles what was
+redelivered.
+
+Two moments are never chosen, because no program could survive a kill there: between signal-cli
+handing a batch over and the bot's next commit (normal mode consumes what it hands over, so the
+messages are gone whatever tipline does), and between a send request reaching the messenger API
+and the bot's next commit (the message is out, but nothing could have recorded it yet, so it is
+sent again: neither API offers an idempotency key). A kill that falls there waits for that commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import re
@@ -31,8 +37,10 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,13 +51,12 @@ from tests.fake_telegram import TOKEN, FakeBotApi
 
 ROOT = Path(__file__).resolve().parents[1]
 EN = load_catalog("en")
-MODES = ("telegram-polling", "telegram-webhook", "signal")
 
 #: How long the bot may take to show its reaction after the last restart before the move is
 #: declared lost. Covers a start-up on a loaded machine and a retry loop's period.
 STALL_SECONDS = 15.0
-#: Kills timed by requests get up to this much extra delay after the request.
-REQUEST_JITTER = 0.03
+#: Kills timed by a request or a hand-over fall up to this long after it.
+REQUEST_JITTER = 0.04
 #: Kills timed from a restart land within this many seconds of it (start-up, drain, redelivery).
 STARTUP_WINDOW = 2.5
 PROCESS_TIMEOUT = 60.0
@@ -57,6 +64,16 @@ PROCESS_TIMEOUT = 60.0
 FORCE_KILL_AFTER = 5.0
 #: The bot counts as settled after this long without a commit.
 QUIET = 0.05
+#: A person answers after the bot has done nothing (commits, requests) for this long...
+QUIET_BEFORE = 0.15
+#: ... and has been up for this long (its start-up jobs commit just after it is ready).
+STARTED_BEFORE = 0.4
+#: Requests that deliver a new message to a person (not edits or deletions, which repeat safely).
+SENDS = frozenset({"sendMessage", "POST /v2/send"})
+#: A guarded window closes at the bot's next commit, or after this long if none comes.
+GUARD_MAX = 1.0
+#: Events of the bot's recent past a failure message shows.
+TRACE_LENGTH = 80
 
 #: Catalog prompts by step id; a message shows the step whose (longest) prompt it contains.
 PROMPTS = {key.removeprefix("step."): text for key, text in EN.items() if key.startswith("step.")}
@@ -66,8 +83,14 @@ _RECEIPT_HEAD = EN["ui.receipt"].split("{code}")[0].strip()
 _OPTION_LINE = re.compile(r"^\s*(\d+)\s*=\s*(.+?)\s*$")
 
 
-class LostMessage(AssertionError):
-    """Something a reporter or lawyer should have received never came, or came twice."""
+class LostOrDoubled(AssertionError):
+    """Something a person should have received never came, or something happened twice."""
+
+
+def exactly_once(what: str, count: int, context: str) -> None:
+    """Fail with LostOrDoubled unless ``count`` is one."""
+    if count != 1:
+        raise LostOrDoubled(f"{what}: {count} times instead of once\n{context}")
 
 
 def kill_seed() -> int:
@@ -93,9 +116,13 @@ def receipt_code(text: str) -> str | None:
 def template_match(key: str, text: str) -> dict[str, str] | None:
     """The placeholders of catalog text ``key`` as they were filled in ``text``, or None."""
     parts = re.split(r"\{(\w+)\}", EN[key])
-    pattern = "".join(
-        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)
-    )
+    pattern, named = "", set()
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            pattern += re.escape(part)
+        else:  # a placeholder used twice holds the same value twice
+            pattern += f"(?P={part})" if part in named else f"(?P<{part}>.+?)"
+            named.add(part)
     match = re.fullmatch(pattern, text.strip(), flags=re.DOTALL)
     return match.groupdict() if match else None
 
@@ -181,9 +208,12 @@ class Screen(Protocol):
     channel: str
     start_word: str
     help_word: str
+    read_word: str
 
     def texts(self) -> list[str]: ...
-    def snapshot(self) -> list[str]: ...
+    def arrivals(self, fragment: str) -> int: ...
+    def reactions(self) -> int: ...
+    def asked(self) -> list[str]: ...
     def showing(self, step: str) -> bool: ...
     def question_text(self, step: str) -> str: ...
     async def say(self, text: str) -> None: ...
@@ -196,18 +226,42 @@ class TelegramScreen:
     channel = "telegram"
     start_word = "/start"
     help_word = "/help"
+    read_word = "/read"
 
     def __init__(self, fake: FakeBotApi, chat: int) -> None:
         self.fake = fake
         self.chat = chat
 
     def texts(self) -> list[str]:
-        """Every message the bot sent to this chat, oldest first, deleted ones included."""
-        return [s.text for s in self.fake.sent if s.chat_id == self.chat]
+        """Every text the bot showed in this chat, oldest first: each send and each edit."""
+        return [text for chat, _, text in self.fake.shown if chat == self.chat]
 
-    def snapshot(self) -> list[str]:
-        """What is on the screen now."""
-        return [str(m.get("text")) for m in self.fake.visible(self.chat) if m["from"]["is_bot"]]
+    def arrivals(self, fragment: str) -> int:
+        """How often ``fragment`` reached the screen (an edit of the same message adds none)."""
+        most: dict[int, int] = {}
+        for chat, message_id, text in self.fake.shown:
+            if chat == self.chat:
+                most[message_id] = max(most.get(message_id, 0), text.count(fragment))
+        return sum(most.values())
+
+    def reactions(self) -> int:
+        """How many messages the bot sent, edited or deleted in this chat so far."""
+        changes = ("sendMessage", "editMessageText", "deleteMessage")
+        return sum(
+            1
+            for method, params in self.fake.calls
+            if method in changes and str(params.get("chat_id")) == str(self.chat)
+        )
+
+    def asked(self) -> list[str]:
+        """The questions on the screen now, with the options shown ticked."""
+        shown = []
+        for message in self.fake.visible(self.chat):
+            step = shown_step(str(message.get("text", "")))
+            if message["from"]["is_bot"] and message.get("reply_markup") and step:
+                ticked = self.ticked(step)
+                shown.append(f"{step} (ticked: {sorted(ticked)})" if ticked else step)
+        return shown
 
     def _question(self, step: str) -> dict[str, Any] | None:
         for message in reversed(self.fake.visible(self.chat)):
@@ -248,12 +302,12 @@ class TelegramScreen:
         """The person presses the button with this label under the question of ``step``."""
         message = self._question(step)
         if message is None:
-            raise LostMessage(f"the question '{step}' is no longer on the screen")
+            raise LostOrDoubled(f"the question '{step}' is no longer on the screen")
         for button in self._buttons(step):
             if button["text"] == label or button["text"].endswith(label):
                 await self.fake.press(self.chat, message["message_id"], button["callback_data"])
                 return
-        raise LostMessage(f"no button '{label}' under the question '{step}'")
+        raise LostOrDoubled(f"no button '{label}' under the question '{step}'")
 
     def moves(self, answer: Answer, done: Callable[[], bool], expect: str) -> list[Move]:
         """Buttons for choices and ticks, typing for free text."""
@@ -295,6 +349,7 @@ class SignalScreen:
     channel = "signal"
     start_word = "start"
     help_word = "help"
+    read_word = "read"
 
     def __init__(self, fake: FakeSignalApi, uuid_: str, phone: str) -> None:
         self.fake = fake
@@ -302,12 +357,21 @@ class SignalScreen:
         self.phone = phone
 
     def texts(self) -> list[str]:
-        """Every message the bot sent to this person, oldest first."""
+        """Every message the bot sent to this person, oldest first (remotely deleted too)."""
         return self.fake.to(self.uuid)
 
-    def snapshot(self) -> list[str]:
-        """What is in the conversation now."""
-        return self.texts()
+    def arrivals(self, fragment: str) -> int:
+        """How often ``fragment`` reached this person."""
+        return sum(text.count(fragment) for text in self.texts())
+
+    def reactions(self) -> int:
+        """How many messages the bot sent to this person so far."""
+        return len(self.texts())
+
+    def asked(self) -> list[str]:
+        """The question asked last."""
+        steps = [step for text in self.texts() if (step := shown_step(text))]
+        return steps[-1:]
 
     def showing(self, step: str) -> bool:
         """Whether a question of this step has arrived."""
@@ -327,7 +391,7 @@ class SignalScreen:
             match = _OPTION_LINE.match(line)
             if match and match.group(2) == label:
                 return match.group(1)
-        raise LostMessage(f"no option '{label}' in the question '{step}'")
+        raise LostOrDoubled(f"no option '{label}' in the question '{step}'")
 
     def moves(self, answer: Answer, done: Callable[[], bool], expect: str) -> list[Move]:
         """Numbers for choices (several, comma-separated, for ticks), typing for free text."""
@@ -384,7 +448,7 @@ def _checked_review(screen: Screen, move: Move, expected: list[str]) -> Move:
         review = screen.question_text("review")
         missing = [line for line in expected if review.count(line) != 1]
         if missing:
-            raise LostMessage(f"the review lacks or repeats {missing}:\n{review}")
+            raise LostOrDoubled(f"the review lacks or repeats {missing}:\n{review}")
         await move.act()
 
     return Move(move.what, act, move.done, move.expect)
@@ -395,7 +459,7 @@ async def barrier(screen: Screen, *, limit: float = STALL_SECONDS) -> None:
     before = len(screen.texts())
     await screen.say(screen.help_word)
     if not await until(lambda: any(t in HELP_TEXTS for t in screen.texts()[before:]), limit):
-        raise LostMessage(f"'{screen.help_word}' got no answer within {limit:.0f} s")
+        raise LostOrDoubled(f"'{screen.help_word}' got no answer within {limit:.0f} s")
 
 
 async def until(predicate: Callable[[], bool], limit: float) -> bool:
@@ -411,32 +475,34 @@ async def until(predicate: Callable[[], bool], limit: float) -> bool:
 # ---- kills ---------------------------------------------------------------------------------
 
 
+class After(StrEnum):
+    """What a kill is timed from."""
+
+    COMMIT = "commit"  # the bot's n-th database commit
+    REQUEST = "request"  # the bot's n-th request to the messenger API
+    HANDOVER = "hand-over"  # the messenger API handing the message to the bot
+    START = "start"  # the process starting again
+
+
 @dataclass(frozen=True, slots=True)
 class Kill:
-    """When to kill, counted from the move (first kill of a move) or from the restart (later).
+    """When to kill: ``delay`` after the ``count``-th event of a kind, counted from the move
+    (a move's first kill) or from the restart (later kills of the same move)."""
 
-    ``commits``: right after the bot's n-th database commit. ``requests``: ``delay`` after its
-    n-th request to the messenger API. Neither: ``delay`` after the process started.
-    """
-
-    commits: int | None = None
-    requests: int | None = None
+    after: After
+    count: int = 1
     delay: float = 0.0
 
     def __str__(self) -> str:
-        if self.commits is not None:
-            return f"right after commit {self.commits}"
-        if self.requests is not None:
-            return f"request {self.requests} + {self.delay * 1000:.0f} ms"
-        return f"{self.delay:.2f} s after start"
+        return f"{self.delay * 1000:.0f} ms after {self.after} {self.count}"
 
 
 class KillPlan:
     """Which moves get how many kills and when, all drawn up front from one seeded generator.
 
-    A move's first kill falls after one of the first transactions or API requests its handling
-    causes; a further kill of the same move falls in the restarted process, while it starts,
-    drains or handles the redelivered message.
+    A move's first kill falls just after the bot took the message, or after one of the first
+    transactions or API requests its handling causes; a further kill of the same move falls in
+    the restarted process, while it starts, drains or handles the redelivered message.
     """
 
     def __init__(self, rng: random.Random, moves: int, kills: int) -> None:
@@ -444,13 +510,16 @@ class KillPlan:
         self._plan: dict[int, list[Kill]] = {}
         for index in sorted(rng.randrange(moves) for _ in range(kills)):
             here = self._plan.setdefault(index, [])
-            roll = rng.random()
-            if here and roll < 0.4:
-                here.append(Kill(delay=rng.uniform(0, STARTUP_WINDOW)))
-            elif roll < 0.7:
-                here.append(Kill(commits=rng.randint(1, 3)))
+            kinds = [After.HANDOVER, After.COMMIT, After.REQUEST]
+            if here:
+                kinds.append(After.START)
+            after = rng.choice(kinds)
+            if after is After.START:
+                here.append(Kill(after, delay=rng.uniform(0, STARTUP_WINDOW)))
+            elif after is After.COMMIT:
+                here.append(Kill(after, rng.randint(1, 3)))  # right after it: no delay
             else:
-                here.append(Kill(requests=rng.randint(1, 3), delay=rng.uniform(0, REQUEST_JITTER)))
+                here.append(Kill(after, rng.randint(1, 2), rng.uniform(0, REQUEST_JITTER)))
 
     def at(self, move: int) -> list[Kill]:
         """The kills planned while this move is handled."""
@@ -503,7 +572,13 @@ class Tipline:
     """``tipline run`` in a process group of its own; the CLI beside it; kills on cue."""
 
     def __init__(
-        self, tmp_path: Path, settings: dict[str, str], *, ready: str, context: str
+        self,
+        tmp_path: Path,
+        settings: dict[str, str],
+        *,
+        ready: str,
+        context: str,
+        consuming_handover: bool,
     ) -> None:
         self.cwd = tmp_path  # no .env of the checkout is read
         self.data_dir = tmp_path / "var"
@@ -522,8 +597,13 @@ class Tipline:
         self.watch: CommitWatch | None = None
         self.kills = 0
         self.events: list[str] = []
+        self.last_activity = time.monotonic()  # of requests and hand-overs (commits: the watch)
+        self.ready_at = time.monotonic()
+        #: What the bot did, as the fakes and the database saw it (failure messages show the end).
+        self.trace: deque[str] = deque(maxlen=TRACE_LENGTH)
         self._began = time.monotonic()
         self._ready_request = ready
+        self._consuming_handover = consuming_handover
         self._ready = asyncio.Event()
         self._killed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -532,9 +612,9 @@ class Tipline:
         self._lock = threading.Lock()
         self._dead = False
         self._commit_target: int | None = None
-        self._requests_left: int | None = None
-        self._request_delay = 0.0
-        self._handover_mark: int | None = None
+        self._events_left: tuple[After, int] | None = None  # requests or hand-overs to go
+        self._event_delay = 0.0
+        self._guard: tuple[int, float] | None = None  # (commits then, when)
         self._deferred = False
 
     # ---- processes -------------------------------------------------------------------------
@@ -576,7 +656,8 @@ class Tipline:
         self._killed.clear()
         with self._lock:
             self._dead = self._deferred = False
-            self._commit_target = self._requests_left = self._handover_mark = None
+            self._commit_target = self._events_left = self._guard = None
+        self.note("start")
         with self.log_path.open("ab") as log:
             log.write(f"--- start after {self.kills} kills ---\n".encode())
             log.flush()
@@ -601,24 +682,21 @@ class Tipline:
             raise AssertionError(f"tipline run never got ready\n{self.describe()}") from None
 
     async def quiet(self) -> None:
-        """Wait until the bot is up and has committed nothing for a moment (people read first)."""
+        """Wait until the bot is up and has done nothing for a moment (people read first).
+
+        Its bookkeeping after the last reply (a sent message recorded) or its start-up jobs must
+        not make the commit that closes the guard of the next hand-over.
+        """
         await self.ready()
         watch = self.watch
         assert watch is not None
-        await until(lambda: time.monotonic() - watch.last_commit > QUIET, PROCESS_TIMEOUT)
 
-    async def stop(self) -> int | None:
-        """SIGTERM and wait; SIGKILL if it does not stop. Returns the exit code."""
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return None if proc is None else proc.returncode
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        return proc.returncode
+        def idle() -> bool:
+            now = time.monotonic()
+            busy = max(watch.last_commit, self.last_activity)
+            return now - busy > QUIET_BEFORE and now - self.ready_at > STARTED_BEFORE
+
+        await until(idle, PROCESS_TIMEOUT)
 
     async def close(self) -> None:
         """Kill whatever is still running of ours and stop watching."""
@@ -638,28 +716,49 @@ class Tipline:
 
     # ---- what the fakes and the database report --------------------------------------------
 
+    def note(self, event: str) -> None:
+        """Add an event to the trace (any thread)."""
+        self.trace.append(f"{time.monotonic() - self._began:8.3f} {event}")
+
     def saw(self, request: str) -> None:
         """A request from the bot reached a fake (``receive`` is Signal's receive)."""
-        if request == self._ready_request:
+        if request == self._ready_request and not self._ready.is_set():
+            self.note(f"ready ({request})")
+            self.ready_at = time.monotonic()
             self._ready.set()
         if request == "receive":
             return  # a long poll: waiting, not acting
-        with self._lock:
-            if self._requests_left is None:
-                return
-            self._requests_left -= 1
-            if self._requests_left > 0:
-                return
-            self._requests_left = None
-        self._later(self._request_delay)
+        self.last_activity = time.monotonic()
+        self.note(f"request {request}")
+        if request in SENDS:
+            self._guard_until_commit()
+        self._count(After.REQUEST)
 
     def handed_over(self, messages: int) -> None:
-        """signal-cli handed messages over (and forgot them): no kill before the bot's next commit."""
+        """The API handed messages to the bot; signal-cli forgets them as it does so."""
+        self.last_activity = time.monotonic()
+        self.note(f"hand-over of {messages}")
+        if self._consuming_handover:
+            self._guard_until_commit()  # nothing the bot does can save them before it commits
+        self._count(After.HANDOVER)
+
+    def _count(self, event: After) -> None:
+        with self._lock:
+            left = self._events_left
+            if left is None or left[0] is not event:
+                return
+            self._events_left = (event, left[1] - 1) if left[1] > 1 else None
+            if self._events_left is not None:
+                return
+        self._later(self._event_delay)
+
+    def _guard_until_commit(self) -> None:
         assert self.watch is not None
         with self._lock:
-            self._handover_mark = self.watch.commits
+            self._guard = (self.watch.commits, time.monotonic())
 
     def _on_commit(self, commits: int) -> None:  # the watch's thread
+        self.note(f"commit {commits}")
         with self._lock:
             target = self._commit_target
             if self._deferred or (target is not None and commits >= target):
@@ -677,19 +776,25 @@ class Tipline:
     def _try_kill(self, *, force: bool = False) -> None:
         with self._lock:
             if force:
-                self._handover_mark = None
+                self._guard = None
             self._kill_locked()
 
     def _kill_locked(self) -> None:
         proc, watch = self.proc, self.watch
         if proc is None or proc.returncode is not None or self._dead or watch is None:
             return
-        if self._handover_mark is not None and self._handover_mark == watch.commits:
-            self._deferred = True  # signal-cli's window: kill at the bot's next commit instead
+        guard = self._guard
+        if (
+            guard is not None
+            and guard[0] == watch.commits
+            and time.monotonic() < guard[1] + GUARD_MAX
+        ):
+            self._deferred = True  # a window no program survives: kill at the next commit
             return
         self._deferred = False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        self.note("SIGKILL")
         self._dead = True
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._killed.set)
@@ -698,24 +803,28 @@ class Tipline:
         """Kill as planned (or once the bot is done with the move), then start again at once."""
         assert self.watch is not None
         with self._lock:
-            if kill.commits is not None:
-                self._commit_target = self.watch.commits + kill.commits
-            elif kill.requests is not None:
-                self._requests_left, self._request_delay = kill.requests, kill.delay
-        if kill.commits is None and kill.requests is None:
+            if kill.after is After.COMMIT:
+                self._commit_target = self.watch.commits + kill.count
+            elif kill.after is not After.START:
+                self._events_left, self._event_delay = (kill.after, kill.count), kill.delay
+        if kill.after is After.START:
             self._later(kill.delay)
         began = time.monotonic()
         deadline = began + PROCESS_TIMEOUT
-        fallback = False
+        timed = kill.after is After.START
+        fallback = forced = False
         while not self._killed.is_set():
             now = time.monotonic()
             if self._ready.is_set():
                 deadline = min(deadline, now + FORCE_KILL_AFTER)
                 settled = now - self.watch.last_commit > QUIET
-                if not fallback and move.done() and settled:
+                if not (timed or fallback) and move.done() and settled:
                     fallback = True  # done in fewer steps than drawn: kill in the quiet after
-                    self._later(kill.delay if kill.requests is not None else 0.0)
+                    self._later(kill.delay)
+            if self._deferred:
+                self._try_kill()  # the guarded window may have run out without a commit
             if now > deadline:  # the bot went quiet or stuck: kill it anyway
+                forced = True
                 self._try_kill(force=True)
             await asyncio.sleep(0.002)
         if self._timer is not None:
@@ -727,17 +836,19 @@ class Tipline:
         except TimeoutError:
             raise AssertionError(f"tipline run survived SIGKILL\n{self.describe()}") from None
         self.kills += 1
+        how = "forced: the bot went quiet" if forced else str(kill)
+        how += ", or once settled" if fallback and not forced else ""
         self.events.append(
-            f"{time.monotonic() - self._began:7.2f} s  kill {self.kills} ({kill}"
-            f"{', fallback' if fallback else ''}; {time.monotonic() - began:.3f} s after it was"
-            f" armed) during move {index}: {move.what}"
+            f"{time.monotonic() - self._began:7.2f} s  kill {self.kills} ({how}; "
+            f"{time.monotonic() - began:.3f} s after it was armed) during move {index}: {move.what}"
         )
         await self.start()
 
     def describe(self) -> str:
         """The run's seed and what happened, for a failure message."""
-        recent = "\n  ".join(self.events[-30:]) or "(no kills yet)"
-        return f"{self.context}\nkills so far:\n  {recent}"
+        kills = "\n  ".join(self.events[-30:]) or "(no kills yet)"
+        trace = "\n  ".join(self.trace)
+        return f"{self.context}\nkills so far:\n  {kills}\nthe bot's last steps:\n  {trace}"
 
     # ---- the CLI as an admin uses it ---------------------------------------------------------
 
@@ -759,10 +870,10 @@ class Tipline:
         return ids.group(1), invite.group(0)
 
     async def verify_lawyer(self, lawyer_id: str, phrase: str) -> None:
-        """``tipline lawyers verify``, with the phrase as an option or, failing that, typed."""
-        code, out, err = await self.cli("lawyers", "verify", lawyer_id, "--phrase", phrase)
-        if code == 2 and "--phrase" in err:  # the phrase is read from the terminal instead
-            code, out, err = await self.cli("lawyers", "verify", lawyer_id, stdin=phrase + "\n")
+        """``tipline lawyers verify``: the phrase typed at its prompt (older CLIs: ``--phrase``)."""
+        code, out, err = await self.cli("lawyers", "verify", lawyer_id, stdin=phrase + "\n")
+        if code == 2 and "--phrase" in err:
+            code, out, err = await self.cli("lawyers", "verify", lawyer_id, "--phrase", phrase)
         assert code == 0, f"tipline lawyers verify failed: {out}{err}"
 
 
@@ -802,6 +913,14 @@ class Rig:
         assert "Traceback" not in logs, logs[-4000:]
 
 
+class _KilledClients(logging.Filter):
+    """Drops aiohttp's report of a request cut off by a killed bot: expected here, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, ConnectionResetError)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -837,19 +956,25 @@ async def rig(mode: str, tmp_path: Path, context: str) -> AsyncIterator[Rig]:
             "TIPLINE_SIGNAL_MODE": "normal",
         }
         ready, hidden = "receive", [NUMBER]
-    tipline = Tipline(tmp_path, settings, ready=ready, context=context)
+    tipline = Tipline(
+        tmp_path, settings, ready=ready, context=context, consuming_handover=signal_api is not None
+    )
     if telegram is not None:
         telegram.on_request = tipline.saw
+        telegram.on_handover = tipline.handed_over
     if signal_api is not None:
         signal_api.on_request = lambda method, path: tipline.saw(
             "receive" if path.startswith("/v1/receive/") else f"{method} {path}"
         )
         signal_api.on_handover = tipline.handed_over
+    quiet = _KilledClients()
+    logging.getLogger("aiohttp.server").addFilter(quiet)
     try:
         await tipline.init()
         await tipline.start()
         yield Rig(mode, tipline, telegram, signal_api, secrets=hidden)
     finally:
+        logging.getLogger("aiohttp.server").removeFilter(quiet)
         await tipline.close()
         if telegram is not None:
             await telegram.stop()
@@ -866,12 +991,13 @@ async def play(
         kills = plan.at(index)
         if kills:
             await tipline.quiet()  # kills land while the bot handles this move, not the last
+        tipline.note(f"move {index}: {move.what}")
         await move.act()
         for kill in kills:
             await tipline.kill(kill, move, index)
         if not await until(move.done, STALL_SECONDS):
             found = await _diagnose(diagnose) if diagnose is not None else ""
-            raise LostMessage(
+            raise LostOrDoubled(
                 f"move {index} ({move.what}): {move.expect} never came, {STALL_SECONDS:.0f} s "
                 f"after the last restart.{found}\n{tipline.describe()}"
             )
@@ -879,12 +1005,11 @@ async def play(
 
 async def _diagnose(screen: Screen) -> str:
     """Where the conversation stands: the reporter sends start, as a person would."""
-    before = screen.snapshot()
-
-    def asked() -> list[str]:
-        return [s for t in screen.snapshot() if t not in before and (s := shown_step(t))]
-
+    before = screen.reactions()
     await screen.say(screen.start_word)
-    if not await until(lambda: bool(asked()), STALL_SECONDS):
-        return f" '{screen.start_word}' brought no question either."
-    return f" After '{screen.start_word}' the bot asks {asked()}."
+    if not await until(lambda: screen.reactions() > before, STALL_SECONDS):
+        return f" '{screen.start_word}' got no answer either."
+    seen = [screen.reactions()]
+    while await until(lambda: screen.reactions() > seen[-1], QUIET * 4):
+        seen.append(screen.reactions())  # let the answer finish arriving
+    return f" After '{screen.start_word}' the bot asks {screen.asked()}."

@@ -2,17 +2,19 @@
 
 Over each fake (Telegram polling, Telegram webhook, Signal normal mode) the real console script
 runs in a subprocess and is killed 20 times while a reporter walks the whole questionnaire, and
-again while a lawyer accepts the case and writes to the reporter. Each kill is followed by an
-immediate restart. Every question must reach the reporter, in order, within a bound; exactly one
-receipt code and one case must come of it; every lawyer message must arrive exactly once.
+10 more times, in a second instance beside it, while a lawyer accepts the case and writes to the
+reporter. Each kill is followed by an immediate restart. Every question must reach the reporter,
+in order, within a bound; one receipt code and one case must come of the report; every lawyer
+message must reach the reporter exactly once. How the kills are timed: ``tests/kill_harness.py``.
 
 The kill moments come from a seeded generator; a failure prints the seed, and
-``TIPLINE_KILL_SEED=<seed>`` replays the same plan (timings of real processes still vary).
+``TIPLINE_KILL_SEED=<seed>`` replays the same plan (the timing of real processes still varies).
 Deselect with ``-m "not slow"``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from pathlib import Path
@@ -23,10 +25,12 @@ from tests.kill_harness import (
     EN,
     NO_KILLS,
     KillPlan,
-    LostMessage,
+    LostOrDoubled,
     Move,
+    Rig,
     Screen,
     barrier,
+    exactly_once,
     kill_seed,
     play,
     receipts,
@@ -39,85 +43,100 @@ from tests.kill_harness import (
 
 pytestmark = pytest.mark.slow
 
-#: Kills per channel while the reporter walks the questionnaire (the issue asks for 20).
+#: Kills while the reporter walks the questionnaire (the issue asks for 20 per channel).
 WALK_KILLS = 20
-#: Kills while the lawyer accepts and replies (on top of the walk's 20).
-LAWYER_KILLS = 6
-LAWYER_MESSAGES = 3
+#: Kills while the lawyer accepts the case and writes, in the second instance.
+LAWYER_KILLS = 10
+LAWYER_NOTES = 6
 
 SEED = kill_seed()
 
-#: Modes that lose messages today; the outbox of issue 10 is meant to fix them.
-NOT_YET = pytest.mark.xfail(strict=True, raises=LostMessage, reason="outbox not yet landed")
+#: Modes that lose messages today. On Telegram an update is confirmed (the next getUpdates
+#: offset, the webhook's 200) before its turn commits, so a kill in between loses the answer.
+NOT_YET = pytest.mark.xfail(
+    strict=True,
+    raises=LostOrDoubled,
+    reason="outbox not yet landed for Telegram: updates are confirmed before their turn commits",
+)
 
-WALK_MODES = [
+MODES = [
     pytest.param("telegram-polling", marks=NOT_YET),
     pytest.param("telegram-webhook", marks=NOT_YET),
-    pytest.param("signal", marks=NOT_YET),
-]
-LAWYER_MODES = [
-    pytest.param("telegram-polling", marks=NOT_YET),
-    pytest.param("telegram-webhook", marks=NOT_YET),
-    pytest.param("signal", marks=NOT_YET),
+    pytest.param("signal"),
 ]
 
 
-def _context(test: str, mode: str) -> str:
-    return f"{test}[{mode}]: replay with TIPLINE_KILL_SEED={SEED}"
+@pytest.fixture
+def places(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory for each of the two instances."""
+    walk, lawyer = tmp_path / "walk", tmp_path / "lawyer"
+    walk.mkdir()
+    lawyer.mkdir()
+    return walk, lawyer
 
 
-@pytest.mark.parametrize("mode", WALK_MODES)
-async def test_reporter_walk_survives_kills(mode: str, tmp_path: Path) -> None:
-    """20 kills during a whole report: every question shown in order, one receipt, one case."""
+@pytest.mark.parametrize("mode", MODES)
+async def test_nothing_lost_or_doubled_across_kills(mode: str, places: tuple[Path, Path]) -> None:
+    """A report walked through 20 kills, and a lawyer's notes read through 10, side by side."""
+    outcomes = await asyncio.gather(
+        _walk(mode, places[0]), _lawyer(mode, places[1]), return_exceptions=True
+    )
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    if not failures:
+        return
+    other = [f for f in failures if not isinstance(f, LostOrDoubled)]
+    if other or len(failures) == 1:
+        raise (other or failures)[0]
+    raise LostOrDoubled("\n\n".join(str(f) for f in failures))
+
+
+async def _walk(mode: str, path: Path) -> None:
+    """Every question shown in order through 20 kills, then one receipt code and one case."""
     rng = random.Random(f"{SEED}:walk:{mode}")
-    async with rig(mode, tmp_path, _context("walk", mode)) as r:
+    async with rig(mode, path, f"walk[{mode}]: replay with TIPLINE_KILL_SEED={SEED}") as r:
         reporter = r.person("reporter")
         moves = walk_moves(reporter, report_script(reporter.channel))
         await play(r, moves, KillPlan(rng, len(moves), WALK_KILLS), diagnose=reporter)
         await barrier(reporter)  # anything still queued for the reporter has gone out now
         codes = receipts(reporter)
-        assert len(set(codes)) == 1, f"receipt codes {codes}\n{r.tipline.describe()}"
+        exactly_once(f"receipt codes {codes} given", len(set(codes)), r.tipline.describe())
         cases = await r.tipline.open_cases()
-        assert len(cases) == 1, f"cases stored: {cases}\n{r.tipline.describe()}"
+        exactly_once(f"cases {cases} stored", len(cases), r.tipline.describe())
         assert r.tipline.kills == WALK_KILLS
-        await r.tipline.stop()
-        r.check_logs(codes[0], codes[0].replace("-", ""))
+        _check_clean(r, codes[0], codes[0].replace("-", ""))
 
 
-@pytest.mark.parametrize("mode", LAWYER_MODES)
-async def test_lawyer_messages_survive_kills(mode: str, tmp_path: Path) -> None:
-    """Kills while a lawyer accepts and replies: each message reaches the reporter exactly once."""
+async def _lawyer(mode: str, path: Path) -> None:
+    """A verified lawyer accepts and writes, the reporter reads, through 10 kills: each note is
+    shown exactly once."""
     rng = random.Random(f"{SEED}:lawyer:{mode}")
-    async with rig(mode, tmp_path, _context("lawyer", mode)) as r:
+    async with rig(mode, path, f"lawyer[{mode}]: replay with TIPLINE_KILL_SEED={SEED}") as r:
         reporter, lawyer = r.person("reporter"), r.person("lawyer")
         lawyer_id, invite = await r.tipline.invite_lawyer()
         await lawyer.say(f"/register {invite}")
-        phrase = await _wait_for(lawyer, "staff.registered", "phrase")
+        phrase = await _filled_in(lawyer, "staff.registered", "phrase")
         await r.tipline.verify_lawyer(lawyer_id, phrase)
 
         await play(r, walk_moves(reporter, report_script(reporter.channel)), NO_KILLS)
-        number = await _wait_for(lawyer, "staff.case_notice", "number")
+        number = await _filled_in(lawyer, "staff.case_notice", "number")
 
-        notes = [f"Lawyer note {i} {secrets.token_hex(4)}" for i in range(1, LAWYER_MESSAGES + 1)]
+        notes = [f"Lawyer note {i} {secrets.token_hex(4)}" for i in range(1, LAWYER_NOTES + 1)]
         moves = _lawyer_moves(lawyer, reporter, number, notes)
         await play(r, moves, KillPlan(rng, len(moves), LAWYER_KILLS))
         await barrier(reporter)
 
-        arrived = reporter.texts()
         for note in notes:
-            copies = arrived.count(EN["ui.lawyer_message"].format(text=note))
-            assert copies == 1, (
-                f"'{note}' reached the reporter {copies} times\n{r.tipline.describe()}"
-            )
+            copies = reporter.arrivals(note)
+            exactly_once(f"'{note}' reached the reporter", copies, r.tipline.describe())
         cases = await r.tipline.open_cases()
-        assert len(cases) == 1 and "accepted" in cases[0], f"cases: {cases}"
+        exactly_once(f"cases {cases} stored", len(cases), r.tipline.describe())
+        assert "accepted" in cases[0], f"the lawyer's case is not accepted: {cases}"
         assert r.tipline.kills == LAWYER_KILLS
-        await r.tipline.stop()
-        r.check_logs(invite, phrase, *receipts(reporter))
+        _check_clean(r, invite, phrase, *receipts(reporter))
 
 
 def _lawyer_moves(lawyer: Screen, reporter: Screen, number: str, notes: list[str]) -> list[Move]:
-    """Accept the case, then write each note to the reporter and wait until it is confirmed."""
+    """Accept the case; then for each note the lawyer writes and the reporter reads it."""
     accepted = EN["staff.accepted"].format(number=number)
     delivered = EN["staff.reply_delivered"].format(number=number)
     moves = [
@@ -129,21 +148,24 @@ def _lawyer_moves(lawyer: Screen, reporter: Screen, number: str, notes: list[str
         )
     ]
     for i, note in enumerate(notes, start=1):
-        shown = EN["ui.lawyer_message"].format(text=note)
-        moves.append(
+        moves += [
             Move(
                 f"/reply {number} <note {i}>",
                 lambda note=note: lawyer.say(f"/reply {number} {note}"),
-                lambda shown=shown, i=i: (
-                    shown in reporter.texts() and lawyer.texts().count(delivered) >= i
-                ),
-                f"note {i} at the reporter and its delivery confirmed to the lawyer",
-            )
-        )
+                lambda i=i: lawyer.texts().count(delivered) >= i,
+                f"the lawyer's confirmation that note {i} was delivered",
+            ),
+            Move(
+                f"'{reporter.read_word}' for note {i}",
+                lambda: reporter.say(reporter.read_word),
+                lambda note=note: reporter.arrivals(note) >= 1,
+                f"note {i} shown to the reporter",
+            ),
+        ]
     return moves
 
 
-async def _wait_for(screen: Screen, key: str, placeholder: str) -> str:
+async def _filled_in(screen: Screen, key: str, placeholder: str) -> str:
     """The value the bot filled into catalog text ``key`` in a message to this person."""
 
     def found() -> str | None:
@@ -154,7 +176,14 @@ async def _wait_for(screen: Screen, key: str, placeholder: str) -> str:
         return None
 
     if not await until(lambda: found() is not None, 30):
-        raise LostMessage(f"no '{key}' message arrived; got {screen.texts()[-3:]}")
+        raise LostOrDoubled(f"no '{key}' message arrived; the last were {screen.texts()[-3:]}")
     value = found()
     assert value is not None
     return value
+
+
+def _check_clean(r: Rig, *secrets_: str) -> None:
+    """Logs hold nothing secret and no traceback; every Signal request met the swagger."""
+    r.check_logs(*secrets_)
+    if r.signal is not None:
+        assert not r.signal.invalid, r.signal.invalid
