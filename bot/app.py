@@ -15,7 +15,7 @@ from bot.channels.signal_api import SignalApi
 from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.jobs import Sleep, expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
-from bot.services.queues import SignalQueues
+from bot.services.queues import ChannelQueues
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
         base_url=settings.telegram_base_url,
         webhook=webhook,
         edit_window=runtime.intake.policy.edit_window,
+        inbox=ChannelQueues(runtime.uow, runtime.clock, "telegram"),
     )
 
 
@@ -53,7 +54,7 @@ def signal_channel(runtime: Runtime) -> tuple[SignalChannel, SignalApi]:
         api=api,
         inbound=runtime.inbound,
         uow=runtime.uow,
-        queues=SignalQueues(runtime.uow, runtime.clock),
+        queues=ChannelQueues(runtime.uow, runtime.clock),
         clock=runtime.clock,
         on_untrusted=runtime.roster.identity_changed_if_staff,
         mode=settings.signal_mode.value,

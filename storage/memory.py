@@ -602,6 +602,7 @@ class MemoryUnitOfWork:
         self.assignments = MemoryAssignmentStore(db, state)
         self.outbox = MemoryOutbox(db, state)
         self.signal_inbox = MemoryQueue(db, state, "signal_in")
+        self.telegram_inbox = MemoryQueue(db, state, "telegram_in")
         self.signal_outbox = MemoryQueue(db, state, "signal_out")
         return self
 

@@ -532,6 +532,7 @@ class SqlUnitOfWork:
         self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)
         self.assignments = SqlAssignmentStore(self.session, self._cipher)
         self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in")
+        self.telegram_inbox = SqlQueue(self.session, self._cipher, "telegram_in")
         self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out")
         self.outbox = SqlOutbox(self.session, self._keyring, self._cipher)
         self.casework = SqlCaseworkStore(self.session, self._cipher)

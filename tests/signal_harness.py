@@ -15,7 +15,7 @@ from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
 from bot.services.clock import FrozenClock
-from bot.services.queues import SignalQueues
+from bot.services.queues import ChannelQueues
 from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
 from storage.db import make_engine, make_session_factory
@@ -70,7 +70,7 @@ class SignalHarness:
             api=self.api,
             inbound=self.world.inbound,
             uow=self.uow,
-            queues=SignalQueues(self.uow, self.clock),
+            queues=ChannelQueues(self.uow, self.clock),
             clock=self.clock,
             on_untrusted=self.world.roster.identity_changed_if_staff,
             mode=self.mode,

@@ -20,6 +20,7 @@ from bot.domain.engine import Engine
 from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
 from bot.services.clock import FrozenClock
+from bot.services.queues import ChannelQueues
 from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
 from storage.db import make_engine, make_session_factory
@@ -87,6 +88,7 @@ class TelegramHarness:
             inbound=self.world.inbound,
             uow=self.uow,
             clock=self.clock,
+            inbox=ChannelQueues(self.uow, self.clock, "telegram"),
             base_url=self.root,
             webhook=webhook,
             sleep=self.fake_sleep,

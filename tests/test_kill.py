@@ -51,17 +51,9 @@ LAWYER_NOTES = 6
 
 SEED = kill_seed()
 
-#: Modes that lose messages today. On Telegram an update is confirmed (the next getUpdates
-#: offset, the webhook's 200) before its turn commits, so a kill in between loses the answer.
-NOT_YET = pytest.mark.xfail(
-    strict=True,
-    raises=LostOrDoubled,
-    reason="outbox not yet landed for Telegram: updates are confirmed before their turn commits",
-)
-
 MODES = [
-    pytest.param("telegram-polling", marks=NOT_YET),
-    pytest.param("telegram-webhook", marks=NOT_YET),
+    pytest.param("telegram-polling"),
+    pytest.param("telegram-webhook"),
     pytest.param("signal"),
 ]
 

@@ -28,7 +28,7 @@ from bot.services.inbound import Inbound, InboundService
 from bot.services.intake import Attachment
 from bot.services.outbox import Deferred, OutboxSender, OutgoingFile, Shown, Undeliverable
 from bot.services.ports import UnitOfWork
-from bot.services.queues import SignalQueues
+from bot.services.queues import ChannelQueues
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SignalChannel:
         api: Any,
         inbound: InboundService,
         uow: Callable[[], UnitOfWork],
-        queues: SignalQueues,
+        queues: ChannelQueues,
         clock: Clock,
         on_untrusted: Callable[[str], Awaitable[bool]] | None = None,
         mode: str = "normal",

@@ -55,6 +55,7 @@ from bot.services.inbound import Inbound, InboundService
 from bot.services.intake import Attachment
 from bot.services.outbox import Deferred, OutboxSender, OutgoingFile, Shown, Undeliverable
 from bot.services.ports import UnitOfWork
+from bot.services.queues import ChannelQueues
 
 log = logging.getLogger(__name__)
 # Opt in to PTB's coming behaviour (durations as timedelta) instead of its deprecation warning.
@@ -312,6 +313,28 @@ class TelegramTransport:
                 return
 
 
+class DurableUpdates(asyncio.Queue[object]):
+    """PTB's update queue, where an update is stored (encrypted) before it is queued.
+
+    PTB confirms updates to Telegram with the next ``getUpdates`` offset, and answers a webhook
+    delivery with 200, as soon as they are queued, long before their turn commits: a crash in
+    between lost them for good. Queued here only once stored, an update survives any crash; it
+    leaves the inbox in the transaction of its own turn, and a restart handles what is left.
+    """
+
+    def __init__(self, inbox: ChannelQueues) -> None:
+        super().__init__()
+        self._inbox = inbox
+        #: The inbox item of each queued update, by update id.
+        self.items: dict[int, str] = {}
+
+    async def put(self, item: object) -> None:
+        """Store an update, then queue it (anything else is queued as it is)."""
+        if isinstance(item, Update):
+            (self.items[item.update_id],) = await self._inbox.received([item.to_dict()])
+        await super().put(item)
+
+
 class TelegramChannel:
     """Runs a PTB application whose only handler hands every update to the inbound service."""
 
@@ -327,8 +350,11 @@ class TelegramChannel:
         sleep: Sleep = asyncio.sleep,
         poll_timeout: int = 10,
         edit_window: timedelta = timedelta(hours=23),
+        inbox: ChannelQueues | None = None,
     ) -> None:
         self._token = token
+        self._inbox = inbox
+        self._updates = DurableUpdates(inbox) if inbox is not None else None
         self._inbound = inbound
         self._base_url = base_url
         self._webhook = webhook
@@ -346,6 +372,8 @@ class TelegramChannel:
 
     def _build(self) -> Application:  # type: ignore[type-arg]
         builder = application_builder(self._token, self._base_url)
+        if self._updates is not None:
+            builder = builder.update_queue(self._updates)
         application = builder.get_updates_request(WatchedPollingRequest(self.outage)).build()
         application.add_handler(TypeHandler(Update, self._on_update))
         application.add_error_handler(self._on_error)
@@ -357,6 +385,7 @@ class TelegramChannel:
         async with app:
             await app.start()
             sender = asyncio.create_task(self.sender.run(stop))
+            await self.drain()
             updater = app.updater
             assert updater is not None
             if self._webhook is not None:
@@ -380,17 +409,33 @@ class TelegramChannel:
             await app.stop()
             await sender
 
+    async def drain(self) -> int:
+        """Handle the updates a crash left in the inbox (stored, so confirmed to Telegram)."""
+        if self._inbox is None:
+            return 0
+        items = await self._inbox.unhandled()
+        for item in items:
+            update = Update.de_json(item.payload, self.application.bot)
+            await self._one(update, item.id)
+        return len(items)
+
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram error: %s", type(context.error).__name__)
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        item = self._updates.items.pop(update.update_id, None) if self._updates else None
+        await self._one(update, item)
+
+    async def _one(self, update: Update, inbox_id: str | None) -> None:
         chat = update.effective_chat
         try:
             if chat is None or chat.type != "private":
+                if inbox_id is not None and self._inbox is not None:
+                    await self._inbox.handled([inbox_id])
                 return
             chat_id = str(chat.id)
             try:
-                await self._handle(update, chat_id)
+                await self._handle(update, chat_id, inbox_id)
             except Exception as exc:  # the reporter gets a calm message, never a traceback
                 self.failed += 1
                 log.error("telegram update failed: %s", type(exc).__name__)
@@ -406,13 +451,13 @@ class TelegramChannel:
         code = (user.language_code if user else None) or "en"
         return code.split("-")[0].lower()
 
-    async def _handle(self, update: Update, chat_id: str) -> None:
+    async def _handle(self, update: Update, chat_id: str, inbox_id: str | None) -> None:
         query = update.callback_query
         if query is None:
-            await self._handle_update(update, chat_id)
+            await self._handle_update(update, chat_id, inbox_id)
             return
         # The button's spinner stops while the press is handled, not one round trip before.
-        await asyncio.gather(self._answer(query), self._handle_update(update, chat_id))
+        await asyncio.gather(self._answer(query), self._handle_update(update, chat_id, inbox_id))
 
     @staticmethod
     async def _answer(query: CallbackQuery) -> None:
@@ -421,8 +466,9 @@ class TelegramChannel:
         except Exception as exc:  # never ends the turn early: the press is handled beside it
             log.info("answering a button press failed: %s", type(exc).__name__)
 
-    async def _handle_update(self, update: Update, chat_id: str) -> None:
-        handled = await self._inbound.handle(await self._inbound_of(update, chat_id))
+    async def _handle_update(self, update: Update, chat_id: str, inbox_id: str | None) -> None:
+        inbound = replace(await self._inbound_of(update, chat_id), inbox_id=inbox_id)
+        handled = await self._inbound.handle(inbound)
         if not handled.duplicate:
             await self.sender.deliver(handled.entries)
 

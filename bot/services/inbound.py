@@ -135,7 +135,8 @@ class InboundService:
         lock = False
         async with self._uow() as uow:
             if inbound.inbox_id is not None:
-                await uow.signal_inbox.done(inbound.inbox_id)
+                inbox = uow.telegram_inbox if inbound.channel == "telegram" else uow.signal_inbox
+                await inbox.done(inbound.inbox_id)
             if inbound.update_id is not None and not await uow.seen.claim(
                 inbound.channel, inbound.update_id, now + SEEN_TTL
             ):

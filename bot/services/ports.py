@@ -379,6 +379,11 @@ class UnitOfWork(Protocol):
         """Signal envelopes received and not yet handled."""
         ...
 
+    @property
+    def telegram_inbox(self) -> InboxStore:
+        """Telegram updates received (and so confirmed to Telegram) and not yet handled."""
+        ...
+
     async def commit(self) -> None:
         """Make the transaction's writes durable."""
         ...

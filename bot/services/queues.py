@@ -43,6 +43,8 @@ class QueueUnitOfWork(Protocol):
     @property
     def signal_inbox(self) -> QueueStore: ...
     @property
+    def telegram_inbox(self) -> QueueStore: ...
+    @property
     def signal_outbox(self) -> QueueStore: ...
     @property
     def outbox(self) -> OutboxStore: ...
@@ -51,18 +53,25 @@ class QueueUnitOfWork(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
 
-class SignalQueues:
-    """The Signal channel's inbox and outbox."""
+def inbox_of(uow: QueueUnitOfWork, channel: str) -> QueueStore:
+    """A channel's durable inbox in this transaction."""
+    return uow.telegram_inbox if channel == "telegram" else uow.signal_inbox
 
-    def __init__(self, uow: Callable[[], Any], clock: Clock) -> None:
+
+class ChannelQueues:
+    """A channel's durable inbox (received, not yet handled), and Signal's older outbox."""
+
+    def __init__(self, uow: Callable[[], Any], clock: Clock, channel: str = "signal") -> None:
         self._uow: Callable[[], QueueUnitOfWork] = uow
         self._clock = clock
+        self._channel = channel
 
     async def received(self, messages: Sequence[dict[str, Any]]) -> list[str]:
         """Store received envelopes before anything is done with them."""
         now = self._clock()
         async with self._uow() as uow:
-            ids = [await uow.signal_inbox.put(dict(m), now, now + QUEUE_TTL) for m in messages]
+            inbox = inbox_of(uow, self._channel)
+            ids = [await inbox.put(dict(m), now, now + QUEUE_TTL) for m in messages]
             await uow.commit()
         return ids
 
@@ -70,13 +79,13 @@ class SignalQueues:
         """Forget envelopes that have been handled."""
         async with self._uow() as uow:
             for item_id in ids:
-                await uow.signal_inbox.done(item_id)
+                await inbox_of(uow, self._channel).done(item_id)
             await uow.commit()
 
     async def unhandled(self) -> Sequence[QueuedItem]:
         """Envelopes a crash left behind, oldest first."""
         async with self._uow() as uow:
-            return await uow.signal_inbox.due(None, limit=10_000)
+            return await inbox_of(uow, self._channel).due(None, limit=10_000)
 
     async def adopt_legacy_outbox(self) -> int:
         """Move messages an older version queued for Signal into the outbox (once, at start)."""
