@@ -1,10 +1,12 @@
 """Rotation and purge with 100,000 cases on SQLite, each against a bare baseline in one run.
 
-- Rotation: ``Maintenance.rotate`` (new KEK, every DEK unwrapped and re-wrapped in batches, old
-  KEK destroyed) against a bare rewrite of the same rows' key columns in the same batches (same
-  SELECT, same UPDATE by primary key, no crypto).
-- Purge: the deletion part of ``Maintenance.purge`` on half of the rows against a bare
-  ``DELETE`` of the same rows (the ratchet that follows a purge is a rotation: first figure).
+- Rotation: ``Maintenance.rotate`` (new KEK, every DEK unwrapped and re-wrapped and every
+  receipt lookup re-keyed from the inner hash in the row's ciphertext, in batches; old KEK
+  destroyed) against a bare rewrite of the same rows' key and lookup columns in the same batches
+  (same SELECT, same UPDATE by primary key, no crypto).
+- Purge: the deletion part of ``Maintenance.purge`` on half of the rows (each deleted case's
+  audit token noted as gone) against a bare ``DELETE`` of the same rows (the ratchet that
+  follows a purge is a rotation: first figure).
 
 Each side runs on its own copy of the same database file. Run: python bench/bench_keys.py
 """
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage import migrate
 from storage.crypto import RecordCipher
 from storage.db import make_engine, make_session_factory
+from storage.index import CASE_RECEIPT, seal_index
 from storage.keyring import KeyFile, KeyringFile, KeyVault
 from storage.maintenance import Maintenance
 from storage.models import Case
@@ -49,6 +52,10 @@ async def build(path: Path, vault: KeyVault, count: int) -> None:
     for i in range(count):
         case_id = new_id()
         dek, wrapped = cipher.new_dek("cases", case_id)
+        # As SqlCaseStore.add writes it: the lookup column under the KEK's index key, the
+        # receipt's inner hash and the audit token inside the ciphertext.
+        inner = vault.keyring.receipt_hash(os.urandom(10).hex())
+        index = {"receipt": inner.hex(), "audit": os.urandom(12).hex()}
         rows.append(
             {
                 "id": case_id,
@@ -59,7 +66,8 @@ async def build(path: Path, vault: KeyVault, count: int) -> None:
                 "expires_at": NOW + timedelta(days=1 if i % 2 else 60),
                 "kek_id": wrapped.kek_id,
                 "wrapped_dek": wrapped.wrapped,
-                "receipt_hash": os.urandom(32),
+                "receipt_hash": CASE_RECEIPT.value(vault.keyring, inner),
+                "index_ct": seal_index(cipher, dek, "cases", case_id, index),
                 "answers_ct": cipher.encrypt(dek, "cases", case_id, "answers", answers),
                 "meta_ct": cipher.encrypt(dek, "cases", case_id, "meta", b'{"region":"baku"}'),
                 "reply_address_ct": None,
@@ -76,7 +84,7 @@ async def bare_rotation(engine: AsyncEngine, new_kek: int) -> None:
     while True:
         async with sessions() as session, session.begin():
             query = (
-                select(Case.id, Case.kek_id, Case.wrapped_dek)
+                select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct)
                 .where(Case.kek_id != new_kek)
                 .order_by(Case.id)
                 .limit(BATCH)
@@ -86,7 +94,15 @@ async def bare_rotation(engine: AsyncEngine, new_kek: int) -> None:
                 return
             await session.execute(
                 update(Case),
-                [{"id": r.id, "kek_id": new_kek, "wrapped_dek": r.wrapped_dek} for r in rows],
+                [
+                    {
+                        "id": r.id,
+                        "kek_id": new_kek,
+                        "wrapped_dek": r.wrapped_dek,
+                        "receipt_hash": r.wrapped_dek[:32],
+                    }
+                    for r in rows
+                ],
             )
 
 

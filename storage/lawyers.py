@@ -136,7 +136,8 @@ class SqlLawyerStore:
             languages=",".join(languages),
             regions=",".join(regions),
             created_at=now,
-            invite_expires_at=_hour_up(expires_at),
+            # An invite ends at the start of its hour (the column keeps hours): never later.
+            invite_expires_at=expires_at,
             kek_id=0,
             wrapped_dek=b"",
             name_ct=b"",
@@ -229,7 +230,7 @@ class SqlLawyerStore:
         if row is None or not lawyer_may_become(row.status, LawyerStatus.INVITED):
             return False
         row.status = LawyerStatus.INVITED
-        row.invite_expires_at = _hour_up(expires_at)
+        row.invite_expires_at = expires_at  # the start of its hour: never later
         row.contact_ct = None
         invite = self._keyring.receipt_hash("invite:" + invite_code)
         self._set_lookups(row, invite=invite, contact=None, phrase=None)

@@ -90,8 +90,10 @@ def test_stats_formats(initialised: dict[str, str], tmp_path: Path) -> None:
     assert table.stdout.splitlines()[0].split() == ["week", "region", "category", "count"]
     assert "baku    reports" in table.stdout and "<5" in table.stdout
     assert " 1\n" not in table.stdout, "a single report is never shown as 1"
-    csv_out = tipline(initialised, "stats", "--format", "csv", "--threshold", "2", cwd=tmp_path)
-    assert "2026" in csv_out.stdout and ",baku,reports,<2" in csv_out.stdout
+    csv_out = tipline(initialised, "stats", "--format", "csv", "--threshold", "3", cwd=tmp_path)
+    assert "2026" in csv_out.stdout and ",baku,reports,<3" in csv_out.stdout
+    # below 3, "<2" would say exactly 1: refused
+    assert tipline(initialised, "stats", "--threshold", "2", cwd=tmp_path).returncode != 0
     assert_one_line_error(
         tipline(initialised, "stats", "--format", "png", cwd=tmp_path), "needs --output"
     )

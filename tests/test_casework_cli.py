@@ -271,7 +271,9 @@ def test_stats_pdf_in_the_chosen_language_with_no_small_count(
         text = " ".join(page.extract_text() or "" for page in PdfReader(pdf).pages)
         assert titles[language] in text and "<5" in text
         assert texts.get(language, "opt.what_happened.detained") in text
-        assert "12" in text.split() and "7" in text.split(), "counts at the threshold are shown"
+        assert "7" in text.split(), "counts at the threshold are shown"
+        # detained in Baku: 9 and <5 over the weeks; a sum with a hidden count is its least
+        assert "\u226510" in text.split() and "12" not in text.split()
         assert small_counts_in_text(pdf, 5) == []
     assert_one_line_error(
         tipline(initialised, "stats", "--format", "pdf", cwd=tmp_path), "needs --output"

@@ -95,7 +95,7 @@ INVENTORY: dict[tuple[str, str], tuple[Kind, str]] = {
     ("lawyers", "regions"): (P, "routing reads it; the lawyer's practice, not a reporter"),
     ("lawyers", "created_at"): (C, "the hour of the invite"),
     ("lawyers", "invite_hash"): (L, "HMAC of the invite's inner hash under the KEK's index key"),
-    ("lawyers", "invite_expires_at"): (C, "expiry, rounded up to the hour"),
+    ("lawyers", "invite_expires_at"): (C, "an invite's end, cut to the hour: never later"),
     ("lawyers", "phrase_hash"): (L, "HMAC of the phrase's inner hash under the KEK's index key"),
     ("lawyers", "contact_pseudonym"): (L, "HMAC of the address's inner hash, index key"),
     ("lawyers", "kek_id"): (P, KEK),

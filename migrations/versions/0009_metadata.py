@@ -178,8 +178,8 @@ def downgrade() -> None:
         batch.drop_index("ix_seen_updates_kek_id")
         batch.drop_column("inner_ct")
         batch.drop_column("kek_id")
-    with op.batch_alter_table("cases") as batch:
-        batch.drop_column("assigned_ct")
+    # Plain ALTER TABLE (SQLite 3.35+): a batch copy of ``cases`` would drop the old table, and
+    # the foreign keys' ON DELETE CASCADE would empty its children with it.
+    op.execute("ALTER TABLE cases DROP COLUMN assigned_ct")
     for table in reversed(INDEX_CT):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("index_ct")
+        op.execute(f"ALTER TABLE {table} DROP COLUMN index_ct")
