@@ -18,7 +18,10 @@ Two moments are never chosen, because no program could survive a kill there: bet
 handing a batch over and the bot's next commit (normal mode consumes what it hands over, so the
 messages are gone whatever tipline does), and between a send request reaching the messenger API
 and the bot's next commit (the message is out, but nothing could have recorded it yet, so it is
-sent again: neither API offers an idempotency key). A kill that falls there waits for that commit.
+sent again: neither API offers an idempotency key). A kill that falls there waits for that commit,
+and none falls while signal-cli holds a batch the bot is about to receive. A send already on the
+wire when the kill lands (the fake takes it after the kill) may likewise arrive twice, and only
+that message is allowed to.
 """
 
 from __future__ import annotations
@@ -55,8 +58,11 @@ EN = load_catalog("en")
 #: How long the bot may take to show its reaction after the last restart before the move is
 #: declared lost. Covers a start-up on a loaded machine and a retry loop's period.
 STALL_SECONDS = 15.0
-#: Kills timed by a request or a hand-over fall up to this long after it.
+#: Kills timed by a request fall up to this long after it.
 REQUEST_JITTER = 0.04
+#: Kills timed by a hand-over fall up to this long after it: where a message taken but not yet
+#: committed is at risk (the turn commits some 10-30 ms after it).
+HANDOVER_JITTER = 0.015
 #: Kills timed from a restart land within this many seconds of it (start-up, drain, redelivery).
 STARTUP_WINDOW = 2.5
 PROCESS_TIMEOUT = 60.0
@@ -518,6 +524,8 @@ class KillPlan:
                 here.append(Kill(after, delay=rng.uniform(0, STARTUP_WINDOW)))
             elif after is After.COMMIT:
                 here.append(Kill(after, rng.randint(1, 3)))  # right after it: no delay
+            elif after is After.HANDOVER:
+                here.append(Kill(after, rng.randint(1, 2), rng.uniform(0, HANDOVER_JITTER)))
             else:
                 here.append(Kill(after, rng.randint(1, 2), rng.uniform(0, REQUEST_JITTER)))
 
@@ -579,6 +587,8 @@ class Tipline:
         ready: str,
         context: str,
         consuming_handover: bool,
+        handover_imminent: Callable[[], bool],
+        delivered: Callable[[], int],
     ) -> None:
         self.cwd = tmp_path  # no .env of the checkout is read
         self.data_dir = tmp_path / "var"
@@ -604,6 +614,12 @@ class Tipline:
         self._began = time.monotonic()
         self._ready_request = ready
         self._consuming_handover = consuming_handover
+        self._handover_imminent = handover_imminent
+        self._delivered = delivered
+        #: Index ranges of deliveries the fake took between a kill and the next process's first
+        #: request: sends that were on the wire when the process died.
+        self.in_flight: list[range] = []
+        self._in_flight_from: int | None = None
         self._ready = asyncio.Event()
         self._killed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -722,6 +738,9 @@ class Tipline:
 
     def saw(self, request: str) -> None:
         """A request from the bot reached a fake (``receive`` is Signal's receive)."""
+        if self._in_flight_from is not None:  # the first request of the new process
+            self.in_flight.append(range(self._in_flight_from, self._delivered()))
+            self._in_flight_from = None
         if request == self._ready_request and not self._ready.is_set():
             self.note(f"ready ({request})")
             self.ready_at = time.monotonic()
@@ -775,25 +794,28 @@ class Tipline:
 
     def _try_kill(self, *, force: bool = False) -> None:
         with self._lock:
-            if force:
-                self._guard = None
-            self._kill_locked()
+            self._kill_locked(force=force)
 
-    def _kill_locked(self) -> None:
+    def _kill_locked(self, *, force: bool = False) -> None:
         proc, watch = self.proc, self.watch
         if proc is None or proc.returncode is not None or self._dead or watch is None:
             return
-        guard = self._guard
-        if (
-            guard is not None
-            and guard[0] == watch.commits
-            and time.monotonic() < guard[1] + GUARD_MAX
-        ):
-            self._deferred = True  # a window no program survives: kill at the next commit
-            return
+        if not force:
+            guard = self._guard
+            if (
+                guard is not None
+                and guard[0] == watch.commits
+                and time.monotonic() < guard[1] + GUARD_MAX
+            ):
+                self._deferred = True  # a window no program survives: kill at the next commit
+                return
+            if self._consuming_handover and self._handover_imminent():
+                self._deferred = True  # signal-cli is about to hand a batch over: after that
+                return
         self._deferred = False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        self._in_flight_from = self._delivered()
         self.note("SIGKILL")
         self._dead = True
         assert self._loop is not None
@@ -843,6 +865,12 @@ class Tipline:
             f"{time.monotonic() - began:.3f} s after it was armed) during move {index}: {move.what}"
         )
         await self.start()
+
+    def flight_windows(self) -> list[range]:
+        """Deliveries taken from dying processes (the last window may still be open)."""
+        start = self._in_flight_from
+        still_open = [] if start is None else [range(start, self._delivered())]
+        return [*self.in_flight, *still_open]
 
     def describe(self) -> str:
         """The run's seed and what happened, for a failure message."""
@@ -905,6 +933,26 @@ class Rig:
                 self.secrets += [who, phone]
         return self.people[name]
 
+    def in_flight(self) -> list[str]:
+        """Texts the fake took from a process as it was killed (a send already on the wire)."""
+        texts = (
+            [m["text"] for m in self.signal.sent]
+            if self.signal is not None
+            else [text for _, _, text in self.telegram.shown]
+            if self.telegram is not None
+            else []
+        )
+        return [texts[i] for window in self.tipline.flight_windows() for i in window]
+
+    def once(self, screen: Screen, fragment: str) -> None:
+        """``fragment`` reached the person exactly once; or twice, if one send was on the wire
+        when a kill came (the process died before it could record it: any design sends again).
+        """
+        copies = screen.arrivals(fragment)
+        allowed = 2 if any(fragment in text for text in self.in_flight()) else 1
+        if not 1 <= copies <= allowed:
+            exactly_once(f"'{fragment}' reached the person", copies, self.tipline.describe())
+
     def check_logs(self, *more: str) -> None:
         """Logs hold no token, chat id, uuid, phone number or code, and no traceback."""
         logs = self.tipline.logs()
@@ -956,8 +1004,21 @@ async def rig(mode: str, tmp_path: Path, context: str) -> AsyncIterator[Rig]:
             "TIPLINE_SIGNAL_MODE": "normal",
         }
         ready, hidden = "receive", [NUMBER]
+
+    def imminent() -> bool:
+        return signal_api is not None and bool(signal_api.inbox)
+
+    def delivered() -> int:
+        return len(signal_api.sent) if signal_api is not None else len(telegram.shown or [])
+
     tipline = Tipline(
-        tmp_path, settings, ready=ready, context=context, consuming_handover=signal_api is not None
+        tmp_path,
+        settings,
+        ready=ready,
+        context=context,
+        consuming_handover=signal_api is not None,
+        handover_imminent=imminent,
+        delivered=delivered,
     )
     if telegram is not None:
         telegram.on_request = tipline.saw
