@@ -13,7 +13,7 @@ from typing import Any
 from bot.channels.signal import SignalChannel
 from bot.channels.signal_api import SignalApi
 from bot.channels.telegram import TelegramChannel, WebhookConfig
-from bot.jobs import Sleep, expiry_job, staff_job, stoppable_sleep
+from bot.jobs import Sleep, erase_job, expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
 from bot.services.queues import ChannelQueues
 
@@ -100,11 +100,15 @@ async def serve_unlocked(
     interval = runtime.settings.purge_interval_minutes * 60
     sleep = stoppable_sleep(stop)
     state.jobs.setdefault("expiry", None)
+    state.jobs.setdefault("erase", None)
     state.jobs.setdefault("lawyers", None)
     tasks.append(
         expiry_job(
             runtime.admin, interval, sleep=_rounds(sleep, state, "expiry", runtime.clock), stop=stop
         )
+    )
+    tasks.append(
+        erase_job(runtime.admin, sleep=_rounds(sleep, state, "erase", runtime.clock), stop=stop)
     )
     tasks.append(
         staff_job(

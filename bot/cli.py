@@ -424,9 +424,13 @@ def purge(
         typer.echo(f"tipline: would purge {counts} (dry run: nothing deleted)")
         return
     if not any(report.expired.values()):
-        typer.echo("tipline: nothing has expired")
-        return
-    typer.echo(f"tipline: purged {counts}")
+        if report.rotation is None:
+            typer.echo("tipline: nothing has expired")
+            return
+        # A ratchet that deletions were waiting for ran anyway.
+        typer.echo("tipline: nothing has expired; deletions waiting for erasure were erased")
+    else:
+        typer.echo(f"tipline: purged {counts}")
     if report.rotation is not None:
         destroyed = ", ".join(str(k) for k in report.rotation.destroyed) or "none"
         typer.echo(

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     reports_per_day: int = Field(default=3, ge=1, le=100)
     escalation_interval_seconds: int = Field(default=60, ge=5, le=3600)
     purge_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    #: The receipt leaves the reporter's screen this long after it was sent, if not before.
+    receipt_screen_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    #: A lawyer's message (and a status answer) leaves the screen this long after it was read.
+    read_screen_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    #: A lawyer's message is deleted from the server this long after it was first shown.
+    read_message_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    #: A deletion is crypto-erased (the KEK ratchets) within this many minutes.
+    erase_within_minutes: int = Field(default=60, ge=1, le=24 * 60)
     stats_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1000)
     #: Audit entries of a gone case are pruned this many days after it went.
     audit_retention_days: int = Field(default=90, ge=1, le=3650)

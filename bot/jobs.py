@@ -1,4 +1,5 @@
-"""Background jobs of ``tipline run``: expiry with crypto-erase on an interval."""
+"""Background jobs of ``tipline run``: expiry with crypto-erase on an interval, the ratchet
+deletions wait for, and the lawyers' escalations and reminders."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from bot.services.admin import AdminService
 from bot.services.casework import Casework
+from bot.services.erasure import ERASE_JOB_SECONDS
 from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,18 @@ async def expiry_job(
             log.info("expiry: %s", ", ".join(f"{n} {t}" for t, n in report.expired.items()))
 
     await _repeat("expiry round", [purge], interval_seconds, sleep, rounds, stop)
+
+
+async def erase_job(
+    admin: AdminService,
+    interval_seconds: float = ERASE_JOB_SECONDS,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    rounds: int | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the ratchet that deletions wait for once it is due (it is due within the hour)."""
+    await _repeat("erase round", [admin.erase_pending], interval_seconds, sleep, rounds, stop)
 
 
 async def staff_job(

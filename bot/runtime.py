@@ -26,9 +26,11 @@ from bot.keypolicy import check_cost, check_new_root
 from bot.services.admin import AdminService
 from bot.services.casework import Casework, CaseworkPolicy
 from bot.services.clock import Clock, system_clock
+from bot.services.erasure import Erasure
 from bot.services.inbound import InboundService, Senders
 from bot.services.intake import IntakePolicy, IntakeService
 from bot.services.ratelimit import ChatRateLimiter
+from bot.services.reporter import ReporterService, ScreenPolicy
 from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
 from bot.services.staff import StaffCommands
@@ -258,9 +260,24 @@ async def open_runtime(
         ),
         wake=senders.wake,
     )
-    staff = StaffCommands(engine_.texts, routing, lawyer_policy, casework=casework)
+    erasure = Erasure(timedelta(minutes=settings.erase_within_minutes))
+    reporter = ReporterService(
+        engine_.texts,
+        ScreenPolicy(
+            receipt=timedelta(minutes=settings.receipt_screen_minutes),
+            read=timedelta(minutes=settings.read_screen_minutes),
+            read_ttl=timedelta(hours=settings.read_message_ttl_hours),
+            question=policy.draft_ttl,
+            mailbox=policy.retention,
+        ),
+        erasure,
+    )
+    staff = StaffCommands(
+        engine_.texts, routing, lawyer_policy, casework=casework, reporter=reporter
+    )
     intake = IntakeService(engine_, policy, routing, reports_per_day=settings.reports_per_day)
     intake.casework = casework
+    intake.erasure = erasure
     limiter = ChatRateLimiter(vault.keyring.pseudonym, clock)
     inbound = InboundService(uow, intake, staff, engine_, clock, limiter, senders)
     runtime = Runtime(

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.ports import (
@@ -38,6 +40,9 @@ from storage.keyring import Keyring
 from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
 
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
+_ERASE_PENDING = "erase.pending"
+_ERASE_RUNNING = "erase.running"
+_ERASE = (_ERASE_PENDING, _ERASE_RUNNING)
 
 
 def _hour_up(moment: datetime) -> datetime:
@@ -455,6 +460,35 @@ class SqlAssignmentStore:
             result.append((row.direction, when, str(body["text"])))
         return result
 
+    async def unread(self, case_id: str) -> list[tuple[str, str]]:
+        """Messages to the reporter never shown: (id, text), oldest first."""
+        rows = (
+            await self._session.execute(
+                select(CaseMessage)
+                .where(
+                    CaseMessage.case_id == case_id,
+                    CaseMessage.direction == "to_reporter",
+                    CaseMessage.expires_at.is_(None),
+                )
+                .order_by(CaseMessage.seq, CaseMessage.id)
+            )
+        ).scalars()
+        found = []
+        for row in rows:
+            dek = self._cipher.row_dek("case_messages", row)
+            body = _loads(self._cipher.decrypt(dek, "case_messages", row.id, "body", row.body_ct))
+            found.append((row.id, str(body["text"])))
+        return found
+
+    async def mark_shown(self, message_ids: Sequence[str], expires_at: datetime) -> None:
+        """Shown once: never shown again, purged at ``expires_at``."""
+        if message_ids:
+            await self._session.execute(
+                update(CaseMessage)
+                .where(CaseMessage.id.in_(list(message_ids)))
+                .values(expires_at=expires_at)
+            )
+
     async def last_run(self, job: str) -> datetime | None:
         """When a periodic job last ran."""
         row = await self._session.get(JobState, job)
@@ -467,3 +501,47 @@ class SqlAssignmentStore:
             self._session.add(JobState(name=job, last_run=now))
         else:
             row.last_run = now
+
+    # ---- the ratchet deletions wait for (a job_state row that lives until it has run) ------
+
+    async def schedule_erase(self, due: datetime) -> None:
+        """Ask for a ratchet by ``due`` (an earlier request stands); safe under concurrency."""
+        await self._upsert_earliest(_ERASE_PENDING, due)
+
+    async def erase_due(self) -> datetime | None:
+        """When the pending (or interrupted) ratchet is due."""
+        query = select(func.min(JobState.last_run)).where(JobState.name.in_(_ERASE))
+        due: datetime | None = (await self._session.execute(query)).scalar_one_or_none()
+        return None if due is None else due.replace(tzinfo=UTC) if due.tzinfo is None else due
+
+    async def claim_erase(self) -> datetime | None:
+        """Move the pending request to the running one; its due hour."""
+        pending = await self._session.get(JobState, _ERASE_PENDING, with_for_update=True)
+        if pending is None:
+            running = await self._session.get(JobState, _ERASE_RUNNING)
+            return None if running is None else running.last_run
+        due = pending.last_run
+        await self._session.delete(pending)
+        await self._upsert_earliest(_ERASE_RUNNING, due)
+        return due
+
+    async def release_erase(self) -> None:
+        """The claimed ratchet has run."""
+        await self._session.execute(delete(JobState).where(JobState.name == _ERASE_RUNNING))
+
+    async def _upsert_earliest(self, name: str, due: datetime) -> None:
+        connection = await self._session.connection()
+        statement: Any
+        if connection.dialect.name == "postgresql":
+            pg = postgresql_insert(JobState).values(name=name, last_run=due)
+            earliest = func.least(JobState.last_run, pg.excluded.last_run)
+            statement = pg.on_conflict_do_update(
+                index_elements=["name"], set_={"last_run": earliest}
+            )
+        else:
+            lite = sqlite_insert(JobState).values(name=name, last_run=due)
+            earliest = func.min(JobState.last_run, lite.excluded.last_run)
+            statement = lite.on_conflict_do_update(
+                index_elements=["name"], set_={"last_run": earliest}
+            )
+        await self._session.execute(statement)

@@ -56,7 +56,7 @@ ENCRYPTED: tuple[Any, ...] = (
     Event,
     Deadline,
 )
-#: Tables with an expiry date, purged by ``purge``.
+#: Tables with an expiry date, purged by ``purge`` (a case message gets one once it is read).
 EXPIRING: tuple[Any, ...] = (
     Draft,
     Case,
@@ -65,6 +65,7 @@ EXPIRING: tuple[Any, ...] = (
     QueueItem,
     OutboxItem,
     Screen,
+    CaseMessage,
 )
 #: Everything ``wipe`` empties, children before parents.
 ALL_TABLES: tuple[Any, ...] = (

@@ -55,6 +55,8 @@ class _Case:
     content: CaseContent
     tried: set[int] = field(default_factory=set)
     messages: list[tuple[str, datetime, str]] = field(default_factory=list)
+    #: Messages to the reporter already shown (by place in ``messages``), with their expiry.
+    shown: dict[int, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,6 +193,10 @@ class MemoryCaseStore(_Stores):
         record = case.record
         return replace(case.content, status=record.status, priority=record.priority)
 
+    async def delete(self, case_id: str) -> bool:
+        """Delete a case with its messages."""
+        return self.s.cases.pop(case_id, None) is not None
+
 
 class MemoryAttachmentStore(_Stores):
     """Files by reference."""
@@ -218,6 +224,10 @@ class MemoryAttachmentStore(_Stores):
         """One file."""
         found = self.s.attachments.get(ref)
         return None if found is None else found[0]
+
+    async def delete(self, refs: Iterable[str]) -> int:
+        """Delete files."""
+        return sum(self.s.attachments.pop(ref, None) is not None for ref in list(refs))
 
 
 class MemorySeenStore(_Stores):
@@ -454,6 +464,25 @@ class MemoryAssignmentStore(_Stores):
         case = self.s.cases.get(case_id)
         return sorted(case.messages, key=lambda m: m[1]) if case else []
 
+    async def unread(self, case_id: str) -> list[tuple[str, str]]:
+        """Messages to the reporter never shown: (id, text), oldest first."""
+        case = self.s.cases.get(case_id)
+        if case is None:
+            return []
+        return [
+            (f"{case_id}/{n}", text)
+            for n, (direction, _, text) in enumerate(case.messages)
+            if direction == "to_reporter" and n not in case.shown
+        ]
+
+    async def mark_shown(self, message_ids: Sequence[str], expires_at: datetime) -> None:
+        """Shown once: never shown again."""
+        for message_id in message_ids:
+            case_id, _, place = message_id.rpartition("/")
+            case = self.s.cases.get(case_id)
+            if case is not None and place.isdigit():
+                case.shown[int(place)] = expires_at
+
     async def last_run(self, job: str) -> datetime | None:
         """When a job last ran."""
         return self.s.jobs.get(job)
@@ -461,6 +490,27 @@ class MemoryAssignmentStore(_Stores):
     async def mark_run(self, job: str, now: datetime) -> None:
         """Record a job's run (the hour, as at rest in SQL)."""
         self.s.jobs[job] = now.replace(minute=0, second=0, microsecond=0)
+
+    async def schedule_erase(self, due: datetime) -> None:
+        """Ask for a ratchet by ``due`` (an earlier request stands)."""
+        self.s.jobs["erase.pending"] = min(due, self.s.jobs.get("erase.pending", due))
+
+    async def erase_due(self) -> datetime | None:
+        """When the pending (or interrupted) ratchet is due."""
+        found = [self.s.jobs[k] for k in ("erase.pending", "erase.running") if k in self.s.jobs]
+        return min(found) if found else None
+
+    async def claim_erase(self) -> datetime | None:
+        """Move the pending request to the running one; its due hour."""
+        due = self.s.jobs.pop("erase.pending", None)
+        if due is None:
+            return self.s.jobs.get("erase.running")
+        self.s.jobs["erase.running"] = min(due, self.s.jobs.get("erase.running", due))
+        return due
+
+    async def release_erase(self) -> None:
+        """The claimed ratchet has run."""
+        self.s.jobs.pop("erase.running", None)
 
 
 class MemoryOutbox(_Stores):

@@ -22,8 +22,9 @@ def test_keys_status_and_rotate_print_no_secret(
     status = tipline(initialised, "keys", "status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert lines[0].split() == ["KEK", "created", "(UTC)", "current", "cases"]
-    assert lines[1].split()[0] == "1" and lines[1].split()[-1] == "1"
+    # the case, and the prompt the console's next line answers ("1 = I have written it down")
+    assert lines[0].split() == ["KEK", "created", "(UTC)", "current", "cases", "drafts"]
+    assert lines[1].split()[0] == "1" and lines[1].split()[-2:] == ["1", "1"]
     keyring = KeyringFile(tmp_path / "var" / "keyring").load(
         KeyFile.read(tmp_path / "var" / "root.key")
     )
@@ -32,7 +33,7 @@ def test_keys_status_and_rotate_print_no_secret(
             assert shape not in status.stdout + status.stderr
     rotate = tipline(initialised, "keys", "rotate", cwd=tmp_path)
     assert rotate.returncode == 0
-    assert "KEK 2 is current; 1 records re-wrapped; destroyed KEK: 1" in rotate.stdout
+    assert "KEK 2 is current; 2 records re-wrapped; destroyed KEK: 1" in rotate.stdout
     assert (
         "Welcome"
         not in tipline(
@@ -46,7 +47,8 @@ def test_purge_dry_run_and_nothing_to_do(initialised: dict[str, str], tmp_path: 
     dry = tipline(initialised, "purge", "--dry-run", cwd=tmp_path)
     assert (
         dry.returncode == 0
-        and "would purge 0 drafts, 0 cases, 0 attachments, 0 outbox, 0 screens (dry run"
+        and "would purge 0 drafts, 0 cases, 0 attachments, 0 outbox, 0 screens, 0 case_messages "
+        "(dry run"
         in dry.stdout
     )
     real = tipline(initialised, "purge", cwd=tmp_path)

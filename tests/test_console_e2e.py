@@ -132,7 +132,7 @@ def test_stop_deletes_and_help_and_language(initialised: dict[str, str], tmp_pat
     assert run.returncode == 0
     assert "Commands: status CODE" in run.stdout
     assert "Это конфиденциальная линия" in run.stdout
-    assert "Остановлено. Ваши ответы удалены." in run.stdout
+    assert "Остановлено. Ваши ответы удалены;" in run.stdout
     again = tipline(initialised, "console", stdin="", cwd=tmp_path)
     assert "Welcome back" not in again.stdout
 

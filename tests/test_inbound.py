@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.commands import Answer, Command, Name, parse
 from bot.domain.engine import Engine
-from bot.domain.messages import Start
+from bot.domain.messages import READ, Act, Start
 from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound
 from bot.services.routing import LawyerPolicy
@@ -145,7 +145,10 @@ async def test_a_lawyer_reply_is_one_transaction(world: World, db: AsyncEngine) 
     assert {e.channel for e in handled.entries} == {"signal", "telegram"}
     await world.outboxes["signal"].deliver(handled.entries)
     await world.deliver()
-    assert world.sent("telegram:r1")[-1].endswith("We are on our way")
+    # the reporter's chat gets a notice without content; the words are read once, with Read
+    assert world.sent("telegram:r1")[-1] == "You have a new message."
+    read = await world.say("telegram:r1", event=Act(READ))
+    assert read[-1].text.endswith("We are on our way")
 
 
 async def test_a_flood_from_one_chat_never_starves_a_real_p1(

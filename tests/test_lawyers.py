@@ -253,6 +253,8 @@ async def test_reply_reporter_answer_close_and_extend(world: World) -> None:
     assert "is yours" in await world.say_text(A, "/accept 1")
     assert await world.status(code, "en") == "A lawyer is working on your report."
     assert "delivered to the reporter" in await world.say_text(A, "/reply 1 Call me at the office")
+    assert world.inbox.last("telegram:r1") == "You have a new message."
+    await world.say_text("telegram:r1", "/read")
     assert world.inbox.last("telegram:r1") == "A lawyer wrote to you:\nCall me at the office"
     # the reporter answers with the code; the lawyer sees the case number only
     assert (

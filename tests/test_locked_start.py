@@ -89,7 +89,8 @@ async def test_locked_start_unlock_at_a_terminal_then_a_report(tmp_path: Path) -
         assert lines[:2] == ["tipline: unlocked", "channels: telegram up"]
         assert re.fullmatch(r"queues: (empty|(\w+ ?)+ \d+(, (\w+ ?)+ \d+)*)", lines[2]), lines[2]
         stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
-        assert re.fullmatch(f"jobs last ran: expiry {stamp}, lawyers {stamp}", lines[3]), lines[3]
+        jobs = f"jobs last ran: expiry {stamp}, erase {stamp}, lawyers {stamp}"
+        assert re.fullmatch(jobs, lines[3]), lines[3]
         assert str(CHAT) not in status[1] and "marigold" not in status[1]
         locked = await cli(env, "lock")
         assert locked[0] == 0 and locked[1].startswith("tipline: locked"), locked

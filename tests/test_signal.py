@@ -73,7 +73,8 @@ async def test_full_report_over_signal(sig: SignalHarness) -> None:
     texts = sig.fake.to(UUID)
     assert texts[0].startswith("Hello.")
     assert any("0 = Stop and delete" in t for t in texts), "numbered options, 0 stops"
-    assert CODE.search(texts[-2]), "the receipt"
+    assert CODE.search(texts[-1]), "the receipt"
+    assert texts[-1].endswith("\n\n1 = I have written it down"), "a numbered option"
     assert all(CANARY not in t for t in texts), "typed words never echoed"
     assert sig.fake.expirations == {UUID: 86400}, "disappearing messages for the conversation"
     assert sig.fake.invalid == [], "every request follows the swagger schemas"

@@ -55,6 +55,8 @@ from tests.telegram_harness import (
 )
 
 CHAT = 5550001
+#: "I have written it down": the receipt goes.
+WRITTEN = [("press", "w")]
 CODE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b")
 
 
@@ -98,15 +100,18 @@ async def test_full_report_clears_the_chat_as_it_goes(tg: TelegramHarness) -> No
     assert await tg.cases() == 1
     code = receipt_code(tg)
     visible = tg.fake.visible(CHAT)
-    # only the final messages stay: the receipt and what happens next
-    assert next(m["text"] for m in visible).startswith("Your report has been received.")
-    assert len(visible) == 2 and all(m["from"]["is_bot"] for m in visible)
-    assert code in visible[0]["text"]
+    # only the final message stays: the receipt, what happens next, "I have written it down"
+    (receipt,) = visible
+    assert receipt["text"].startswith("Your report has been received.")
+    assert code in receipt["text"] and "send: status and your code" in receipt["text"]
+    assert tg.fake.buttons(CHAT) == {"I have written it down": "w"}
+    await tg.press(CHAT, "w")
     user_messages = [k for k, m in tg.fake.messages.items() if not m["from"]["is_bot"]]
     assert user_messages and all(k in tg.fake.deleted for k in user_messages)
-    questions = [s for s in tg.fake.sent if s.reply_markup]
+    questions = [s for s in tg.fake.sent if s.reply_markup and s.text != receipt["text"]]
     # each answer replaces the question on screen in place (edit) or by delete and send
     assert tg.fake.edits + len(questions) == 17  # one question per step asked
+    assert tg.fake.visible(CHAT) == [], "written down: the chat ends empty"
     assert all((s.chat_id, s.message_id) in tg.fake.deleted for s in questions)
     assert all(s.protect_content for s in tg.fake.sent), "protect_content on every message"
     assert all("zebra42" not in s.text for s in tg.fake.sent), "typed words are never echoed"
@@ -128,7 +133,7 @@ async def test_restart_mid_conversation_resumes(tg: TelegramHarness) -> None:
     await play(tg, steps[:6])
     await tg.stop_bot()
     await tg.start_bot()  # a new PTB application: nothing in memory survives
-    await play(tg, steps[6:] + ENDING)
+    await play(tg, steps[6:] + ENDING + WRITTEN)
     assert await tg.cases() == 1
     questions = [s for s in tg.fake.sent if s.reply_markup]
     assert all((s.chat_id, s.message_id) in tg.fake.deleted for s in questions)
@@ -250,7 +255,7 @@ async def test_questions_stay_deletable_when_a_report_takes_days(tg: TelegramHar
     # an edit keeps the first send time, and Telegram deletes only for 48 hours after it:
     # the 46-hour-old message was replaced rather than edited, while it could still be deleted
     assert (CHAT, first.message_id) in tg.fake.deleted
-    await play(tg, steps[5:] + ENDING)
+    await play(tg, steps[5:] + ENDING + WRITTEN)
     assert await tg.cases() == 1
     assert tg.fake.delete_failures == 0
     questions = [s for s in tg.fake.sent if s.reply_markup]
@@ -268,11 +273,11 @@ async def test_commands_cancel_language_forget_help(tg: TelegramHarness) -> None
     await tg.text(CHAT, "/help")
     assert tg.fake.sent[-1].text.startswith("Commands: /start")
     await tg.text(CHAT, "/cancel")
-    assert tg.fake.sent[-1].text == "Stopped. Your answers have been deleted."
+    assert tg.fake.sent[-1].text.startswith("Stopped. Your answers have been deleted; within")
     assert await tg.draft(CHAT) is None
     await tg.text(CHAT, "/start")
     await tg.text(CHAT, "/forget")
-    assert tg.fake.sent[-1].text == "Everything linked to this chat has been deleted."
+    assert tg.fake.sent[-1].text.startswith("Everything linked to this chat has been deleted;")
     assert await tg.draft(CHAT) is None
     questions = [s for s in tg.fake.sent if s.reply_markup]
     assert all((s.chat_id, s.message_id) in tg.fake.deleted for s in questions)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.domain.messages import Notice, Question, Start
-from bot.domain.render import render_numbered
+from bot.domain.render import render_notice, render_numbered
 from bot.services.clock import Clock
 from bot.services.inbound import Inbound, InboundService
 from bot.services.outbox import OutboxSender, Shown
@@ -47,7 +47,7 @@ class ConsoleTransport:
                 self.language = message.language
                 self._write("\n" + render_numbered(message))
             elif isinstance(message, Notice):
-                self._write("\n" + message.text)
+                self._write("\n" + render_notice(message))
             self._sent += 1
             refs.append(str(self._sent))
         self.draft_open = any(isinstance(m, Question) for m in messages)

@@ -20,7 +20,7 @@ from typing import Any
 
 from bot.channels.signal_api import SignalApiError, UntrustedIdentity
 from bot.domain.messages import Notice, Outbound, Question
-from bot.domain.render import render_numbered
+from bot.domain.render import render_notice, render_numbered
 from bot.media import MAX_FILE_BYTES
 from bot.outage import Outage
 from bot.services.clock import Clock
@@ -65,7 +65,8 @@ class SignalChannel:
         self._inbound = inbound
         self._queues = queues
         self._clock = clock
-        self.sender = OutboxSender(CHANNEL, uow, SignalTransport(api, on_untrusted), clock)
+        transport = SignalTransport(api, on_untrusted, inbound.reporter_identity_changed)
+        self.sender = OutboxSender(CHANNEL, uow, transport, clock)
         inbound.senders.register(CHANNEL, self.sender.wake)
         self._mode = mode
         self._disappearing = disappearing_seconds
@@ -251,15 +252,22 @@ class SignalChannel:
 class SignalTransport:
     """The outbox's way into signal-cli-rest-api: one Signal message per outbound message."""
 
-    def __init__(self, api: Any, on_untrusted: Callable[[str], Awaitable[bool]] | None) -> None:
+    def __init__(
+        self,
+        api: Any,
+        on_untrusted: Callable[[str], Awaitable[bool]] | None,
+        on_reporter_changed: Callable[[str, bool], Awaitable[bool]] | None = None,
+    ) -> None:
         self._api = api
         self._on_untrusted = on_untrusted
+        self._on_reporter_changed = on_reporter_changed
 
     async def send(self, chat: str, messages: Sequence[Shown]) -> list[str]:
         """Send each message; their timestamps (Signal's message refs)."""
         refs = []
         for message in messages:
-            refs.append(await self._send(chat, _render(message)))
+            private = isinstance(message, Notice) and message.private
+            refs.append(await self._send(chat, _render(message), private=private))
         return refs
 
     async def send_files(self, chat: str, caption: str, files: Sequence[OutgoingFile]) -> list[str]:
@@ -271,20 +279,32 @@ class SignalTransport:
         ]
         return [await self._send(chat, caption, attachments)]
 
-    async def _send(self, recipient: str, text: str, attachments: Sequence[str] = ()) -> str:
+    async def _send(
+        self,
+        recipient: str,
+        text: str,
+        attachments: Sequence[str] = (),
+        *,
+        private: bool = False,
+    ) -> str:
         for _ in range(2):
             try:
                 if attachments:
                     return str(await self._api.send(recipient, text, attachments) or "")
                 return str(await self._api.send(recipient, text) or "")
             except UntrustedIdentity as exc:
-                if self._on_untrusted is not None and await self._on_untrusted(
-                    f"{CHANNEL}:{recipient}"
-                ):
+                address = f"{CHANNEL}:{recipient}"
+                if self._on_untrusted is not None and await self._on_untrusted(address):
                     # Never silently for a lawyer: suspended until an admin re-verifies.
                     log.warning("a lawyer's safety number changed; lawyer suspended")
                     raise Undeliverable from exc
-                await self._api.trust(recipient)  # reporters: trust on first use
+                # A reporter: the questionnaire trusts on first use; a lawyer's message is held
+                # (it is kept unread) until the receipt code is proved from the new identity.
+                if self._on_reporter_changed is not None and not await self._on_reporter_changed(
+                    address, private
+                ):
+                    raise Undeliverable from exc
+                await self._api.trust(recipient)
             except SignalApiError as exc:
                 log.info("signal send deferred: %s", type(exc).__name__)
                 if exc.retryable:
@@ -339,5 +359,5 @@ def _render(message: Outbound) -> str:
     if isinstance(message, Question):
         return render_numbered(message)
     if isinstance(message, Notice):
-        return message.text
+        return render_notice(message)
     return ""

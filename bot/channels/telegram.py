@@ -46,6 +46,7 @@ from bot.domain.messages import (
     Skip,
     Stop,
     Toggle,
+    action_of,
     notices_then_question,
 )
 from bot.media import MAX_FILE_BYTES
@@ -117,6 +118,9 @@ def callback_event(data: str | None) -> Event:
     """A button press as a domain event; unknown or stale data is simply invalid."""
     if not data:
         return Invalid()
+    act = action_of(data)
+    if act is not None:
+        return act
     kind, _, option = data.partition(":")
     if kind == "c" and option:
         return Choose(option)
@@ -147,6 +151,14 @@ def keyboard(question: Question) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
+def notice_keyboard(notice: Notice) -> InlineKeyboardMarkup | None:
+    """Buttons for a notice's actions (written down, read, done, confirm), one per row."""
+    if not notice.actions:
+        return None
+    rows = [[InlineKeyboardButton(a.label, callback_data=a.id)] for a in notice.actions]
+    return InlineKeyboardMarkup(rows)
+
+
 def _length(text: str) -> int:
     # Telegram counts in UTF-16 code units: a character outside the BMP counts twice.
     return len(text.encode("utf-16-le")) // 2
@@ -159,7 +171,7 @@ def combine(replies: list[Outbound]) -> list[Outbound]:
     answer can replace it in place. Left as they are when the joined text would be too long.
     """
     split = notices_then_question(replies)
-    if split is None or not split[0]:
+    if split is None or not split[0] or any(n.actions for n in split[0]):
         return replies
     notices, question = split
     text = "\n\n".join([*(n.text for n in notices), question.text])
@@ -229,10 +241,11 @@ class TelegramTransport:
         """Send each message (notices before a question joined to it); their message ids."""
         refs = []
         for message in combine(list(messages)):
+            markup: InlineKeyboardMarkup | None
             if isinstance(message, Question):
                 text, markup = message.text, keyboard(message)
             elif isinstance(message, Notice):
-                text, markup = message.text, None
+                text, markup = message.text, notice_keyboard(message)
             else:
                 continue
             refs.append(await self._send(chat, text, markup))

@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.domain.casetext import answer_text
 from bot.domain.messages import (
+    WRITTEN,
     AttachmentAdded,
     ChangeLanguage,
     Choose,
@@ -174,12 +175,12 @@ class Engine:
         )
 
     def receipt(self, language: str, code: str, *, reach_here: bool) -> list[Outbound]:
-        """Messages shown after a submission: the receipt code and what happens next."""
+        """The one message left after a submission: the receipt code, what happens next, and
+        "I have written it down", which deletes it."""
         follow = "ui.receipt_reach_here" if reach_here else "ui.receipt_check_back"
-        return [
-            Notice(self._t(language, "ui.receipt", code=code)),
-            Notice(self._t(language, follow)),
-        ]
+        text = self._t(language, "ui.receipt", code=code) + "\n\n" + self._t(language, follow)
+        written = OptionView(WRITTEN, self._t(language, "ui.written_down"))
+        return [Notice(text, (written,))]
 
     def status(self, language: str, status: str | None) -> Notice:
         """The answer to a status request; unknown codes and malformed ones look alike."""

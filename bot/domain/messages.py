@@ -91,6 +91,23 @@ class Stop:
     """Stop and delete the draft."""
 
 
+#: Actions under a notice (not a question): a button on Telegram, a numbered option elsewhere.
+WRITTEN = "w"  # the receipt code is written down: delete the receipt
+READ = "r"  # show the lawyer's new messages
+DONE_READING = "k"  # delete what was read
+WITHDRAW_YES = "y"  # withdraw the report (the confirmation)
+WITHDRAW_NO = "n"  # keep it
+ACTIONS = frozenset({WRITTEN, READ, DONE_READING, WITHDRAW_YES, WITHDRAW_NO})
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    """An action under a notice was chosen; ``nonce`` ties a confirmation to its question."""
+
+    action: str
+    nonce: str = ""
+
+
 Event = (
     Start
     | Choose
@@ -105,6 +122,7 @@ Event = (
     | Refused
     | ChangeLanguage
     | Stop
+    | Act
 )
 
 # ---- outbound ------------------------------------------------------------------------------
@@ -135,9 +153,13 @@ class Question:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A short message that is not a question."""
+    """A short message that is not a question, with actions under it (``OptionView`` ids are
+    :data:`ACTIONS`, a confirmation's followed by ``:nonce``)."""
 
     text: str
+    actions: tuple[OptionView, ...] = ()
+    #: About a case (a lawyer's message): never sent to a reporter whose Signal identity changed.
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +191,12 @@ def notices_then_question(replies: list[Outbound]) -> tuple[list[Notice], Questi
 def outbound_to_dict(message: Question | Notice) -> dict[str, Any]:
     """A JSON-ready form of a message to show (kept encrypted in the outbox)."""
     if isinstance(message, Notice):
-        return {"k": "n", "text": message.text}
+        data: dict[str, Any] = {"k": "n", "text": message.text}
+        if message.actions:
+            data["actions"] = [[a.id, a.label] for a in message.actions]
+        if message.private:
+            data["private"] = True
+        return data
     return {
         "k": "q",
         "step": message.step,
@@ -187,7 +214,8 @@ def outbound_from_dict(data: Mapping[str, Any]) -> Question | Notice:
     """Inverse of :func:`outbound_to_dict`; raises ValueError on anything else."""
     try:
         if data["k"] == "n":
-            return Notice(str(data["text"]))
+            actions = tuple(OptionView(str(i), str(label)) for i, label in data.get("actions", ()))
+            return Notice(str(data["text"]), actions, bool(data.get("private", False)))
         if data["k"] != "q":
             raise ValueError("unknown message kind")
         return Question(
@@ -202,5 +230,11 @@ def outbound_from_dict(data: Mapping[str, Any]) -> Question | Notice:
             labels={str(k): str(v) for k, v in dict(data["labels"]).items()},
             language=str(data["language"]),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError("unreadable message") from exc
+
+
+def action_of(option_id: str) -> Act | None:
+    """The action an option id stands for (``y:nonce`` is a confirmation); None for others."""
+    action, _, nonce = option_id.partition(":")
+    return Act(action, nonce) if action in ACTIONS and len(nonce) <= 64 else None

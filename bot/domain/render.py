@@ -1,8 +1,8 @@
-"""Plain-text rendering of questions for channels without buttons (console, Signal)."""
+"""Plain-text rendering of questions and notices for channels without buttons (console, Signal)."""
 
 from __future__ import annotations
 
-from bot.domain.messages import Question
+from bot.domain.messages import Notice, Question
 
 
 def render_numbered(question: Question) -> str:
@@ -24,3 +24,11 @@ def render_numbered(question: Question) -> str:
         lines.append(labels["hint_multi"] if question.multi else labels["hint_choice"])
     lines.append(f"0 = {labels['stop']}")
     return "\n".join(lines)
+
+
+def render_notice(notice: Notice) -> str:
+    """A notice as text, its actions as numbered options (the reply answers them)."""
+    if not notice.actions:
+        return notice.text
+    options = [f"{n} = {a.label}" for n, a in enumerate(notice.actions, start=1)]
+    return "\n".join([notice.text, "", *options])

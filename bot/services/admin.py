@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from bot.domain.stats import Cell, cells
@@ -42,11 +44,47 @@ class AdminService:
         await self._audit("keys.rotate.root")
 
     async def purge(self, *, dry_run: bool = False, job: bool = False) -> PurgeReport:
-        """Delete expired drafts and cases, then ratchet the KEK."""
-        report = await self._store.purge(self._clock(), dry_run=dry_run)
-        if not dry_run and (any(report.expired.values()) or not job):
+        """Delete expired drafts and cases, then ratchet the KEK; a ratchet that deletions are
+        waiting for runs too, even when nothing has expired."""
+        if dry_run:
+            return await self._store.purge(self._clock(), dry_run=True)
+        claimed = await self._claim_erase()
+        report = await self._store.purge(self._clock(), dry_run=False)
+        if claimed is not None:
+            rotation = report.rotation or await self._store.rotate(self._clock())
+            report = replace(report, rotation=rotation)
+            await self._erased(rotation)
+        if any(report.expired.values()) or claimed is not None or not job:
             await self._audit("purge.job" if job else "purge")
         return report
+
+    async def erase_pending(self) -> RotationReport | None:
+        """Run the ratchet that deletions are waiting for, once it is due (the erase job)."""
+        async with self._store.uow() as uow:
+            due = await uow.assignments.erase_due()
+        if due is None or due > self._clock():
+            return None
+        if await self._claim_erase() is None:
+            return None
+        report = await self._store.rotate(self._clock())
+        await self._erased(report)
+        await self._audit("erase" if report.complete else "erase.partial")
+        return report
+
+    async def _claim_erase(self) -> datetime | None:
+        async with self._store.uow() as uow:
+            due = await uow.assignments.claim_erase()
+            await uow.commit()
+        return due
+
+    async def _erased(self, report: RotationReport) -> None:
+        # An incomplete ratchet left an old KEK alive: the claim stays, the next round retries.
+        if not report.complete:
+            log.warning("erase: an old key is still in use; trying again next round")
+            return
+        async with self._store.uow() as uow:
+            await uow.assignments.release_erase()
+            await uow.commit()
 
     async def wipe(self) -> None:
         """Destroy every key, then every row; the audit log starts again with the wipe."""

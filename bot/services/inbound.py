@@ -16,10 +16,12 @@ from datetime import timedelta
 from bot.domain.commands import STAFF, Answer, Command, Name, parse
 from bot.domain.engine import Engine
 from bot.domain.messages import (
+    Act,
     ChangeLanguage,
     Event,
     Invalid,
     Notice,
+    Question,
     Refused,
     Reply,
     Start,
@@ -27,10 +29,11 @@ from bot.domain.messages import (
     TextAnswer,
 )
 from bot.services.clock import Clock
-from bot.services.intake import Attachment, IntakeService
+from bot.services.intake import Attachment, IntakeService, Turn
 from bot.services.outbox import Outgoing, address
 from bot.services.ports import OutboxEntry, StaffUnitOfWork
 from bot.services.ratelimit import ChatRateLimiter, Verdict
+from bot.services.reporter import ReporterService, Where
 from bot.services.staff import StaffCommands, StaffContext
 
 log = logging.getLogger(__name__)
@@ -107,10 +110,13 @@ class InboundService:
         clock: Clock,
         limiter: ChatRateLimiter | None = None,
         senders: Senders | None = None,
+        reporter: ReporterService | None = None,
     ) -> None:
         self._uow = uow
         self._intake = intake
         self._staff = staff
+        #: Receipts, read-once messages, status, withdrawal (the staff commands' instance).
+        self.reporter = reporter or staff.reporter
         self._engine = engine
         self._clock = clock
         self._limiter = limiter
@@ -124,6 +130,19 @@ class InboundService:
     def _hint(self, inbound: Inbound) -> str | None:
         hint = (inbound.language_hint or "").split("-")[0].lower()
         return hint if hint in self._languages else None
+
+    async def reporter_identity_changed(self, address: str, private: bool) -> bool:
+        """A reporter's Signal safety number changed (a send was refused): lawyer messages to
+        it are held and its lawyers told; whether this send may trust the new identity (a
+        questionnaire message may; a lawyer's message may not)."""
+        now, out = self._clock(), Outgoing()
+        async with self._uow() as uow:
+            await self.reporter.identity_changed(uow, out, address, now)
+            entries = await out.write(uow, now)
+            await uow.commit()
+        if entries:
+            self.senders.wake(sorted({e.channel for e in entries}))
+        return not private
 
     async def handle(self, inbound: Inbound) -> Handled:
         """Apply one inbound message in one transaction; its answers are in the outbox."""
@@ -172,8 +191,22 @@ class InboundService:
                     clear=False,
                     track=True,
                     delete=mine,
+                    keep=self.reporter.policy.read,
                 )
                 return False
+        at = Where(channel, chat, language, inbound.numbered)
+        if isinstance(inbound.event, Act):
+            await self.reporter.act(uow, out, at, inbound.event, now)
+            out.delete(channel, chat, mine)
+            return False
+        if (
+            inbound.numbered
+            and inbound.event is None
+            and inbound.text is not None
+            and await self.reporter.answer_prompt(uow, out, at, inbound.text, now)
+        ):
+            out.delete(channel, chat, mine)
+            return False
         parsed = parse(inbound.text, self._languages) if inbound.text is not None else None
         if isinstance(parsed, Command) and inbound.event is None:
             language = draft_language or parsed.language or language
@@ -182,8 +215,20 @@ class InboundService:
         turn = await self._intake.turn(
             uow, out, channel, chat, event, now, attachment=inbound.attachment
         )
-        out.show(channel, chat, turn.replies, clear=True, track=True, delete=mine)
+        await self._show_turn(uow, out, at, turn, mine)
         return False
+
+    async def _show_turn(
+        self, uow: StaffUnitOfWork, out: Outgoing, at: Where, turn: Turn, mine: list[str]
+    ) -> None:
+        """A questionnaire turn replaces what the chat shows; a submission leaves the receipt."""
+        if turn.submitted:
+            await self.reporter.show_receipt(uow, out, at, turn.replies, self._clock(), mine)
+            return
+        policy = self.reporter.policy
+        question = any(isinstance(m, Question) for m in turn.replies)
+        keep = policy.question if question else policy.read
+        self.reporter.show(out, at, turn.replies, keep=keep, clear=True, delete=mine)
 
     def _event(self, inbound: Inbound, parsed: Command | Answer | None) -> Event:
         if inbound.event is not None:
@@ -206,12 +251,13 @@ class InboundService:
         now = self._clock()
         channel, chat = inbound.channel, inbound.chat
         name = command.name
+        at = Where(channel, chat, language, inbound.numbered)
         if name in _REPORTER_EVENTS:
             hint = command.language or self._hint(inbound)
             turn = await self._intake.turn(
                 uow, out, channel, chat, _REPORTER_EVENTS[name](hint), now
             )
-            out.show(channel, chat, turn.replies, clear=True, track=True, delete=mine)
+            await self._show_turn(uow, out, at, turn, mine)
             return False
         if name in STAFF or name is Name.UNKNOWN or (name is Name.REPLY and command.number):
             ctx = StaffContext(uow, out, address(channel, chat), language, now)
@@ -222,9 +268,11 @@ class InboundService:
             notices = [Notice(a) for a in answers]
             out.show(channel, chat, notices, clear=False, track=False, delete=mine)
             return lock
-        notices = await self._reporter_command(uow, out, inbound, command, language)
-        clear = name is Name.FORGET
-        out.show(channel, chat, notices, clear=clear, track=not clear, delete=mine)
+        notices = await self._reporter_command(uow, out, inbound, command, at)
+        if notices or name is Name.FORGET:
+            self.reporter.show(out, at, notices, clear=name is Name.FORGET, delete=mine)
+        else:
+            out.delete(channel, chat, mine)
         return False
 
     async def _reporter_command(
@@ -233,21 +281,23 @@ class InboundService:
         out: Outgoing,
         inbound: Inbound,
         command: Command,
-        language: str,
+        at: Where,
     ) -> list[Notice]:
-        name, now = command.name, self._clock()
+        name, now, language = command.name, self._clock(), at.language
         notice = self._engine.notice
-        if name is Name.STATUS:
-            if command.code is None:
-                # A malformed code answers like an unknown one: nothing tells them apart.
-                unknown = self._engine.status(language, None)
-                return [unknown if command.text else notice(language, "ui.status_usage")]
-            status = await self._intake.status(uow, command.code, language)
-            case_id = await uow.cases.id_by_receipt(command.code)
-            messages = (
-                await self._staff.reporter_messages(uow, case_id, language) if case_id else []
-            )
-            return [status, *(Notice(m) for m in messages)]
+        if name in (Name.STATUS, Name.WITHDRAW):
+            if command.code is None and not command.text:
+                usage = "ui.status_usage" if name is Name.STATUS else "ui.withdraw_usage"
+                return [notice(language, usage)]
+            # A malformed code answers like an unknown one: nothing tells them apart.
+            if name is Name.STATUS:
+                await self.reporter.status(uow, out, at, command.code, now)
+            else:
+                await self.reporter.withdraw(uow, out, at, command.code, now)
+            return []
+        if name is Name.READ:
+            await self.reporter.read(uow, out, at, now)
+            return []
         if name is Name.REPLY:
             if command.code is None or command.bare:
                 return [notice(language, "ui.reply_usage")]
@@ -256,9 +306,10 @@ class InboundService:
             )
             return [Notice(text)]
         if name is Name.FORGET:
-            await self._intake.forget(uow, inbound.channel, inbound.chat)
+            await self._intake.forget(uow, inbound.channel, inbound.chat, now)
+            await self.reporter.forget(uow, inbound.channel, inbound.chat)
+            await self.reporter.erasure.schedule(uow, now)
             return [notice(language, "ui.forgotten")]
         if name is Name.HELP:
             return [notice(language, _HELP.get(inbound.channel, "ui.help_signal"))]
-        # READ and WITHDRAW come with the read-once screen; until then they are not offered.
         return [Notice(t) for t in self._staff.generic(language)]

@@ -22,6 +22,7 @@ from bot.domain.triage import triage
 from bot.media import MAX_FILE_BYTES, CleanFile, MediaRefused, inspect_file_off_loop
 from bot.services.casework import Casework
 from bot.services.codes import new_code
+from bot.services.erasure import Erasure
 from bot.services.outbox import Outgoing
 from bot.services.ports import CaseStatus, StaffUnitOfWork
 from bot.services.routing import Routing
@@ -76,6 +77,13 @@ DELETE_WINDOW = timedelta(hours=48)
 _MARGIN = timedelta(hours=1)
 
 
+def _files(state: DraftState) -> list[str]:
+    """The files a draft holds: sent at the documents step, or already answered."""
+    documents = state.answers.get("documents")
+    answered = list(documents) if isinstance(documents, tuple) else []
+    return [*answered, *state.pending]
+
+
 def week_of(day: date) -> date:
     """The Monday of a date's week (statistics are weekly, never daily)."""
     return day - timedelta(days=day.weekday())
@@ -106,6 +114,8 @@ class IntakeService:
         self._reports_per_day = reports_per_day
         #: Suggests the event (raid) a new detention may belong to; wired by the runtime.
         self.casework: Casework | None = None
+        #: Schedules the ratchet that makes "stop and delete" final.
+        self.erasure = Erasure()
 
     @property
     def policy(self) -> IntakePolicy:
@@ -143,7 +153,11 @@ class IntakeService:
                 case_id, receipt = await self._submit(uow, out, message, chat_id, now)
                 submitted.append(case_id)
                 replies.extend(receipt)
-            elif not isinstance(message, DraftDeleted):
+            elif isinstance(message, DraftDeleted):
+                if state is not None:  # stop and delete: its files too, erased within the hour
+                    await uow.attachments.delete(_files(state))
+                    await self.erasure.schedule(uow, now)
+            else:
                 replies.append(message)
         if new_state is None:
             await uow.drafts.delete(channel, chat_id)
@@ -265,7 +279,10 @@ class IntakeService:
         """The status of a case by its (normalised) receipt code; unknown codes look alike."""
         return self._engine.status(language, await uow.cases.status_by_receipt(code))
 
-    async def forget(self, uow: StaffUnitOfWork, channel: str, chat_id: str) -> None:
-        """Delete the chat's draft and its address in any case."""
+    async def forget(self, uow: StaffUnitOfWork, channel: str, chat_id: str, now: datetime) -> None:
+        """Delete the chat's draft (with its files) and its address in any case."""
+        state = await self._load(uow, channel, chat_id, now)
+        if state is not None:
+            await uow.attachments.delete(_files(state))
         await uow.drafts.delete(channel, chat_id)
         await uow.cases.shred_reply_address(f"{channel}:{chat_id}")

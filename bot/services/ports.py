@@ -226,6 +226,10 @@ class CaseStore(Protocol):
         """Decrypt one case."""
         ...
 
+    async def delete(self, case_id: str) -> bool:
+        """Delete a case with its thread, attempts, links and deadlines; whether it existed."""
+        ...
+
 
 class AttachmentStore(Protocol):
     """Encrypted files sent by reporters."""
@@ -247,6 +251,10 @@ class AttachmentStore(Protocol):
 
     async def get(self, ref: str) -> AttachmentContent | None:
         """Decrypt one file (the original bytes go to lawyers only)."""
+        ...
+
+    async def delete(self, refs: Iterable[str]) -> int:
+        """Delete files; how many there were."""
         ...
 
 
@@ -405,7 +413,7 @@ class UnitOfWork(Protocol):
 class MaintenanceStore(Protocol):
     """Key and lifecycle operations that storage carries out, each in its own transactions."""
 
-    def uow(self) -> UnitOfWork:
+    def uow(self) -> StaffUnitOfWork:
         """A unit of work on the same database and keys."""
         ...
 
@@ -486,8 +494,32 @@ class AssignmentStore(Protocol):
     async def update(self, case_id: str, **values: Any) -> None: ...
     async def add_message(self, case_id: str, direction: str, body: str, now: datetime) -> None: ...
     async def messages(self, case_id: str) -> list[tuple[str, datetime, str]]: ...
+    async def unread(self, case_id: str) -> list[tuple[str, str]]:
+        """Messages to the reporter never shown yet: (message id, text), oldest first."""
+        ...
+
+    async def mark_shown(self, message_ids: Sequence[str], expires_at: datetime) -> None:
+        """Messages shown to the reporter: read once, purged at ``expires_at``."""
+        ...
+
     async def last_run(self, job: str) -> datetime | None: ...
     async def mark_run(self, job: str, now: datetime) -> None: ...
+    async def schedule_erase(self, due: datetime) -> None:
+        """Ask for a ratchet by ``due``, an hour (an earlier request stands)."""
+        ...
+
+    async def erase_due(self) -> datetime | None:
+        """When the pending (or interrupted) ratchet is due, if one is."""
+        ...
+
+    async def claim_erase(self) -> datetime | None:
+        """Take the pending request for a ratchet about to start; its due hour, or None.
+        Deletions after the claim ask for another ratchet."""
+        ...
+
+    async def release_erase(self) -> None:
+        """The claimed ratchet has run."""
+        ...
 
 
 class StaffUnitOfWork(UnitOfWork, Protocol):

@@ -30,6 +30,7 @@ from bot.services.ports import (
     Role,
     StaffUnitOfWork,
 )
+from bot.services.reporter import ReporterService
 from bot.services.routing import LawyerPolicy, Routing
 
 
@@ -59,6 +60,7 @@ class StaffCommands:
         choice: Callable[[list[str]], str] = secrets.choice,
         request_lock: Callable[[], None] | None = None,
         casework: Casework | None = None,
+        reporter: ReporterService | None = None,
     ) -> None:
         self._texts = texts
         self._routing = routing
@@ -68,6 +70,8 @@ class StaffCommands:
         self.request_lock = request_lock
         #: Events, deadlines and evidence packages (their commands answer generically without).
         self.casework = casework
+        #: The reporter's side of the relay: read-once messages, held ones.
+        self.reporter = reporter or ReporterService(texts)
 
     def _t(self, language: str, key: str, **params: object) -> str:
         return self._texts.get(language, key, **params)
@@ -207,12 +211,12 @@ class StaffCommands:
         wanted = ctx.now + REPLY_KEEPS
         kept = await self._keep(ctx, lawyer, case, wanted, "case.extend.reply")
         if content is not None and content.reply_address:
-            reporter_language = str(content.meta.get("language", "en"))
-            ctx.out.notify(
-                content.reply_address,
-                self._t(reporter_language, "ui.lawyer_message", text=text),
+            # The chat gets a notice without content; the message is read once.
+            notified = await self.reporter.lawyer_wrote(
+                ctx.uow, ctx.out, case.id, content.reply_address, ctx.now
             )
-            answer = self._t(language, "staff.reply_delivered", number=case.number)
+            key = "staff.reply_delivered" if notified else "staff.reply_held"
+            answer = self._t(language, key, number=case.number)
         else:
             answer = self._t(language, "staff.reply_stored", number=case.number)
         return [answer, *kept]
@@ -274,16 +278,6 @@ class StaffCommands:
         return [self._t(language, "staff.extended", number=case.number, date=date)]
 
     # ---- the reporter's side of the relay --------------------------------------------------
-
-    async def reporter_messages(
-        self, uow: StaffUnitOfWork, case_id: str, language: str
-    ) -> list[str]:
-        """Lawyer messages for the holder of a receipt code (shown with ``status CODE``)."""
-        return [
-            self._t(language, "ui.lawyer_message", text=text)
-            for direction, _, text in await uow.assignments.messages(case_id)
-            if direction == "to_reporter"
-        ]
 
     async def reporter_reply(
         self,
