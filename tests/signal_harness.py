@@ -20,11 +20,12 @@ from bot.services.ratelimit import ChatRateLimiter
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import KeyFile, KeyringFile, KeyVault
+from storage.numbers import CaseNumbering
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 from tests.fake_signal import NUMBER, FakeSignalApi
 from tests.fake_telegram import until
-from tests.world import World
+from tests.world import World, sequential_numbers
 
 
 class SignalHarness:
@@ -49,10 +50,14 @@ class SignalHarness:
             KeyringFile(self.tmp_path / "keyring"), KeyFile(os.urandom(32)), None, START
         )
         self.sessions = make_session_factory(self.db)
+        self._numbering = CaseNumbering(draw=sequential_numbers())
         await self.start_bot()
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.sessions, self.vault.keyring, self.vault)
+        # Cases are numbered 1, 2, 3 ... so tests can name them; tipline draws at random.
+        return SqlUnitOfWork(
+            self.sessions, self.vault.keyring, self.vault, numbering=self._numbering
+        )
 
     async def fake_sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
