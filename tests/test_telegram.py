@@ -251,7 +251,8 @@ async def test_questions_stay_deletable_when_a_report_takes_days(tg: TelegramHar
     for step in steps[3:5]:  # two answers, each a day less an hour after the last
         tg.clock.advance(timedelta(hours=23))
         tg.fake.now += 23 * 3600
-        await play(tg, [step])
+        # after such a gap the reporter is asked "continue / delete" first
+        await play(tg, [("text", "/start"), ("press", "c:continue"), step])
     # an edit keeps the first send time, and Telegram deletes only for 48 hours after it:
     # the 46-hour-old message was replaced rather than edited, while it could still be deleted
     assert (CHAT, first.message_id) in tg.fake.deleted

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain.casetext import answer_text
@@ -39,6 +39,12 @@ from bot.domain.texts import FALLBACK_LANGUAGE, Texts
 STATE_VERSION = 1
 MAX_ATTACHMENTS = 10
 EDIT_STEP = "review.change"
+#: The question asked after a gap: "You have an unfinished report: continue / delete".
+RESUME_STEP = "resume"
+CONTINUE = "continue"
+DELETE = "delete"
+#: Silence after which the conversation starts a new sitting: nothing earlier is shown again.
+RESUME_AFTER = timedelta(minutes=30)
 #: Steps a reporter cannot pick from the review to change (consent is not an answer about events).
 _NOT_EDITABLE = frozenset({"consent", "review"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
@@ -60,6 +66,13 @@ class DraftState:
     editing: bool = False
     #: Opaque references of messages a channel should delete later (its questions on screen).
     refs: tuple[str, ...] = ()
+    #: The last activity (seconds since the epoch; kept only inside the encrypted draft).
+    active: float = 0.0
+    #: Asking "continue / delete" after a gap.
+    resuming: bool = False
+    #: After a gap, the steps answered since: the only answers the review may show (None: no
+    #: gap yet, all of them).
+    sitting: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form of the state."""
@@ -71,6 +84,9 @@ class DraftState:
             "pending": list(self.pending),
             "editing": self.editing,
             "refs": list(self.refs),
+            "active": self.active,
+            "resuming": self.resuming,
+            "sitting": None if self.sitting is None else list(self.sitting),
         }
 
     @classmethod
@@ -87,6 +103,7 @@ class DraftState:
                     answers[str(key)] = value
                 else:
                     raise CorruptState("bad answer")
+            sitting = data.get("sitting")
             return cls(
                 channel=str(data["channel"]),
                 language=str(data["language"]),
@@ -94,6 +111,9 @@ class DraftState:
                 pending=tuple(str(p) for p in data["pending"]),
                 editing=bool(data["editing"]),
                 refs=tuple(str(r) for r in data.get("refs", ())),
+                active=float(data.get("active", 0.0)),
+                resuming=bool(data.get("resuming", False)),
+                sitting=None if sitting is None else tuple(str(s) for s in sitting),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptState("unreadable draft state") from exc
@@ -116,7 +136,27 @@ class Engine:
     def step(
         self, state: DraftState | None, event: Event, now: datetime, *, channel: str = "console"
     ) -> tuple[DraftState | None, list[Outbound]]:
-        """Handle one event; a ``None`` state means no draft is left (stopped or submitted)."""
+        """Handle one event; a ``None`` state means no draft is left (stopped or submitted).
+
+        After more than :data:`RESUME_AFTER` of silence, whatever arrives is answered with
+        "continue / delete" first, and no earlier answer is shown again.
+        """
+        new, out = self._step(state, event, now, channel)
+        if new is not None:
+            new = replace(new, active=now.timestamp())
+        return new, out
+
+    def _step(
+        self, state: DraftState | None, event: Event, now: datetime, channel: str
+    ) -> tuple[DraftState | None, list[Outbound]]:
+        if state is not None and not isinstance(event, Stop):
+            gap = now.timestamp() - state.active
+            silent = state.active > 0 and gap > RESUME_AFTER.total_seconds()
+            if silent and not state.resuming:
+                state = self._new_sitting(state)
+                return state, [self.question(state)]
+            if state.resuming:
+                return self._resume(state, event, now, channel)
         if isinstance(event, Stop):
             lang = state.language if state else self._language(None)
             return None, [DraftDeleted(), Notice(self._t(lang, "ui.deleted"))]
@@ -149,6 +189,8 @@ class Engine:
 
     def question(self, state: DraftState) -> Question:
         """The question the reporter is currently asked."""
+        if state.resuming:
+            return self._resume_question(state)
         if state.editing:
             return self._edit_question(state)
         step = self.questionnaire.next_step(state.answers)
@@ -314,6 +356,46 @@ class Engine:
             return state, [self.question(state)]
         return state, self._invalid(state)
 
+    def _new_sitting(self, state: DraftState) -> DraftState:
+        # Toggled options of a half-answered multi-select are earlier answers too; files sent
+        # at the documents step stay (the question shows no file).
+        step = self.questionnaire.next_step(state.answers)
+        pending = state.pending if step.kind is StepKind.ATTACHMENTS else ()
+        return replace(state, resuming=True, editing=False, pending=pending, sitting=())
+
+    def _resume_question(self, state: DraftState) -> Question:
+        lang = state.language
+        options = (
+            OptionView(CONTINUE, self._t(lang, "ui.continue")),
+            OptionView(DELETE, self._t(lang, "ui.delete_report")),
+        )
+        review = self.questionnaire.step("review")
+        return Question(
+            step=RESUME_STEP,
+            text=self._t(lang, "ui.unfinished"),
+            options=options,
+            multi=False,
+            free_text=False,
+            can_skip=False,
+            labels=self._labels(lang, review) | {"kind": StepKind.CHOICE.value},
+            language=lang,
+        )
+
+    def _resume(
+        self, state: DraftState, event: Event, now: datetime, channel: str
+    ) -> tuple[DraftState | None, list[Outbound]]:
+        if isinstance(event, Reply):
+            typed: dict[str, Event] = {"1": Choose(CONTINUE), "2": Choose(DELETE), "0": Stop()}
+            event = typed.get(event.text.strip(), Invalid())
+        if isinstance(event, Choose) and event.option == CONTINUE:
+            state = replace(state, resuming=False)
+            return state, [self.question(state)]
+        if isinstance(event, Stop) or (isinstance(event, Choose) and event.option == DELETE):
+            return self._step(state, Stop(), now, channel)
+        if isinstance(event, Start | ChangeLanguage):
+            return state, [self.question(state)]
+        return state, self._invalid(state)
+
     def _editable(self, state: DraftState) -> list[str]:
         answers = self.questionnaire.applicable_answers(state.answers)
         return [k for k in answers if k not in _NOT_EDITABLE]
@@ -348,15 +430,21 @@ class Engine:
     ) -> tuple[DraftState, list[Outbound]]:
         answers = dict(state.answers)
         answers[step.id] = value
-        state = replace(state, answers=answers, pending=())
+        sitting = None if state.sitting is None else (*state.sitting, step.id)
+        state = replace(state, answers=answers, pending=(), sitting=sitting)
         return state, [self.question(state)]
 
     def _summary(self, state: DraftState) -> str:
         lang = state.language
         lines: list[str] = []
+        if state.sitting is not None:
+            # After a gap a seized phone shows nothing of the earlier sitting.
+            lines.append(self._t(lang, "ui.review_after_gap"))
         for step_id, value in self.questionnaire.applicable_answers(state.answers).items():
             step = self.questionnaire.step(step_id)
             if step_id in _NOT_EDITABLE:
+                continue
+            if state.sitting is not None and step_id not in state.sitting:
                 continue
             # Typed words are never echoed back: a seized phone must not show them.
             shown = answer_text(self.texts, lang, step, value, typed=False)
