@@ -278,6 +278,7 @@ async def open_runtime(
     intake = IntakeService(engine_, policy, routing, reports_per_day=settings.reports_per_day)
     intake.casework = casework
     intake.erasure = erasure
+    roster.erasure = erasure
     limiter = ChatRateLimiter(vault.keyring.pseudonym, clock)
     inbound = InboundService(uow, intake, staff, engine_, clock, limiter, senders)
     runtime = Runtime(

@@ -344,8 +344,16 @@ class ReporterService:
             if lawyer is not None and contact and lawyer.status == LawyerStatus.VERIFIED:
                 text = self._t(lawyer.languages[0], "staff.withdrawn", number=case.number)
                 out.notify(contact, text)
-        await uow.cases.delete(case_id)
+        # Audited first: the entry names the case by the token kept inside the case.
         await uow.audit.append("reporter", "case.withdraw", case_id, now)
+        await uow.cases.delete(case_id)
+        if content.reply_address:
+            channel, _, chat = content.reply_address.partition(":")
+            box = await self.notes.mailbox(uow, channel, chat, now)
+            left = tuple(c for c in box.cases if c != case_id)
+            await self.notes.set_mailbox(uow, channel, chat, replace(box, cases=left), now)
+            if not left:  # "you have a new message" about a case that is gone
+                out.dismiss(channel, chat, [MAIL])
         await self.erasure.schedule(uow, now)
         log.info("case withdrawn by the reporter")
         return True

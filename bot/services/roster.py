@@ -14,6 +14,7 @@ from bot.domain.phrase import normalize_phrase
 from bot.domain.questionnaire import LANGUAGES
 from bot.services.clock import Clock
 from bot.services.codes import new_code
+from bot.services.erasure import Erasure
 from bot.services.outbox import Outgoing
 from bot.services.ports import (
     CaseRecord,
@@ -44,6 +45,8 @@ class RosterService:
         self._routing = routing
         self._clock = clock
         self._policy = policy or LawyerPolicy()
+        #: Schedules the ratchet that makes a shredded address final.
+        self.erasure = Erasure()
 
     async def invite(
         self,
@@ -121,6 +124,7 @@ class RosterService:
                 raise LawyerError(missing)
             moved = await self._take_back(uow, out, lawyer_id, now)
             await uow.audit.append("admin", action, None, now)
+            await self.erasure.schedule(uow, now)  # the address is shredded: erase it for good
             written = await out.write(uow, now)
             await uow.commit()
         if written:
