@@ -44,8 +44,11 @@ from tests.helpers import CANARY as TYPED
 from tests.signal_harness import SignalHarness
 from tests.telegram_harness import TelegramHarness, full_report, jpeg_with_gps
 from tests.test_console_e2e import FULL_REPORT as CONSOLE_REPORT
+from tests.test_console_e2e import env, initialised, tipline
 from tests.test_signal import REPORT as SIGNAL_REPORT
 from tests.world import World, sequential_numbers
+
+__all__ = ["env", "initialised"]  # fixtures shared with the console tests
 
 CANARY = "CANARY-77c1-withdrawn"
 SECRET = "Meet at the office of Nigar at 5"
@@ -416,3 +419,18 @@ async def test_an_admin_revoking_a_lawyer_asks_for_the_ratchet(console: Console)
     await world.roster.revoke(lawyer_id)  # the lawyer's address is shredded
     async with console.uow() as uow:
         assert await uow.assignments.erase_due() == due_hour(console.clock(), WITHIN)
+
+
+def test_tipline_purge_runs_the_ratchet_a_forget_waits_for(
+    initialised: dict[str, str], tmp_path: Path
+) -> None:
+    forgot = tipline(initialised, "console", stdin="forget\n", cwd=tmp_path)
+    assert "Everything linked to this chat has been deleted; within the hour" in forgot.stdout
+    purge = tipline(initialised, "purge", cwd=tmp_path)
+    assert purge.returncode == 0, purge.stderr
+    assert purge.stdout.splitlines() == [
+        "tipline: nothing has expired; deletions waiting for erasure were erased",
+        "tipline: KEK 2 is current; destroyed KEK: 1",
+    ]
+    again = tipline(initialised, "purge", cwd=tmp_path)
+    assert again.stdout.strip() == "tipline: nothing has expired"
