@@ -87,6 +87,9 @@ async def _use_the_deployment(fake: FakeBotApi, env: dict[str, str], cwd: Path) 
     number = notice.group(1)
     assert "is yours" in await _said(fake, LAWYER, f"/accept {number}")
     await _said(fake, LAWYER, f"/reply {number} {LAWYER_MESSAGE}")
+    # the reporter's chat gets a notice without content; Read shows the message once
+    await until(lambda: fake.buttons(REPORTER) == {"Read": "r"}, limit=30)
+    await fake.press(REPORTER, fake.last_question(REPORTER).message_id, "r")
     await until(lambda: any(LAWYER_MESSAGE in s.text for s in fake.sent if s.chat_id == REPORTER))
 
 
