@@ -579,17 +579,21 @@ class MemoryOutbox(_Stores):
             self.s.screen_meta.pop(lane, None)
 
     async def due_screens(
-        self, channel: str, now: datetime, limit: int = 100
+        self, channel: str, now: datetime, limit: int = 100, after: str = ""
     ) -> Sequence[ScreenEntry]:
-        """Screens of a channel whose ``check_at`` has come."""
+        """Screens of a channel whose ``check_at`` has come, by lane after ``after``."""
         due = [
-            (check_at, lane, chat)
+            (lane, chat)
             for lane, (kind, chat, check_at) in self.s.screen_meta.items()
-            if kind == channel and chat is not None and check_at is not None and check_at <= now
+            if kind == channel
+            and chat is not None
+            and check_at is not None
+            and check_at <= now
+            and lane > after
         ]
         return [
             ScreenEntry(lane, chat, tuple(self.s.screens[lane]))
-            for _, lane, chat in sorted(due)[:limit]
+            for lane, chat in sorted(due)[:limit]
         ]
 
     async def depth(self) -> dict[str, int]:

@@ -208,12 +208,15 @@ class SqlOutbox:
             )
         )
 
-    async def due_screens(self, channel: str, now: datetime, limit: int = 100) -> list[ScreenEntry]:
-        """Screens of a channel whose ``check_at`` has come, decrypted (unreadable ones skipped)."""
+    async def due_screens(
+        self, channel: str, now: datetime, limit: int = 100, after: str = ""
+    ) -> list[ScreenEntry]:
+        """Screens of a channel whose ``check_at`` has come, by lane after ``after``, decrypted
+        (unreadable ones skipped)."""
         query = (
             select(Screen)
-            .where(Screen.channel == channel, Screen.check_at <= now)
-            .order_by(Screen.check_at, Screen.id)
+            .where(Screen.channel == channel, Screen.check_at <= now, Screen.lane > after)
+            .order_by(Screen.lane)
             .limit(limit)
         )
         found = []

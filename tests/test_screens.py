@@ -152,3 +152,14 @@ async def test_signal_deletes_with_a_swagger_valid_remote_delete(sig: SignalHarn
     assert sig.fake.remote_deleted == [(uuid, sent["timestamp"])]
     assert sig.fake.visible(uuid) == []
     assert sig.fake.invalid == [], "the remote delete follows the swagger schema"
+
+
+async def test_the_sweep_pages_through_every_screen_of_the_hour(world: World) -> None:
+    # screens due later in the hour come first by lane order in some pages: none may block
+    for n in range(7):
+        keep = timedelta(minutes=15 if n % 2 else 25)  # all due within the same hour
+        await show(world, f"chat-{n}", f"receipt {n}", keep=keep)
+    world.clock.advance(timedelta(minutes=15))
+    assert await world.outboxes["telegram"].sweep(limit=2) == 3
+    left = sorted(m.text for n in range(7) for m in world.on_screen(f"telegram:chat-{n}"))
+    assert left == ["receipt 0", "receipt 2", "receipt 4", "receipt 6"]

@@ -373,10 +373,16 @@ class OutboxSender:
         if not getattr(self._transport, "keeps_screen", True):
             return 0
         now = self._clock()
-        async with self._uow() as uow:
-            screens = await uow.outbox.due_screens(self.channel, now, limit)
-        counts = await asyncio.gather(*(self._sweep(s.lane, s.chat, now) for s in screens))
-        return sum(counts)
+        deleted, after = 0, ""
+        while True:
+            # Every screen of the hour is looked at: the hour is all the index knows.
+            async with self._uow() as uow:
+                screens = await uow.outbox.due_screens(self.channel, now, limit, after)
+            if not screens:
+                return deleted
+            counts = await asyncio.gather(*(self._sweep(s.lane, s.chat, now) for s in screens))
+            deleted += sum(counts)
+            after = screens[-1].lane
 
     async def _sweep(self, lane: str, chat: str, now: datetime) -> int:
         stamp = int(now.timestamp())

@@ -334,9 +334,10 @@ class OutboxStore(Protocol):
         ...
 
     async def due_screens(
-        self, channel: str, now: datetime, limit: int = 100
+        self, channel: str, now: datetime, limit: int = 100, after: str = ""
     ) -> Sequence[ScreenEntry]:
-        """Screens of a channel whose ``check_at`` has come."""
+        """Screens of a channel whose ``check_at`` has come, in lane order after ``after`` (the
+        hour has come for all of them, so the sweep pages through every one)."""
         ...
 
     async def depth(self) -> dict[str, int]:
