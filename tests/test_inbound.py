@@ -33,6 +33,8 @@ def test_a_narrative_that_starts_with_a_keyword_is_an_answer() -> None:
     assert parse("/Start@tipline_bot") == Command(Name.START)
     assert parse("статус ABCD EFGH JKLM NOPQ").code == "ABCDEFGHJKLMNOPQ"  # type: ignore[union-attr]
     assert parse("reply 12 hello").number == 12  # type: ignore[union-attr]
+    assert parse("reply 1 Bring the summons").number == 1  # type: ignore[union-attr]
+    assert parse("reply ABCD EFGH JKLM NOPQ thanks").code == "ABCDEFGHJKLMNOPQ"  # type: ignore[union-attr]
     assert parse("/nonsense") == Command(Name.UNKNOWN)
     assert isinstance(parse("1"), Answer)
 

@@ -144,11 +144,11 @@ class Answer:
     text: str
 
 
-def _split_code(args: str) -> tuple[str, str] | None:
+def _split_code(args: str, counts: tuple[int, ...] = (1, 4)) -> tuple[str, str] | None:
     """A receipt or invite code at the start of ``args`` and what follows it."""
     words = args.split()
     # Typed as one word (ABCD-EFGH-JKLM-NOPQ) or as its four groups (ABCD EFGH JKLM NOPQ).
-    for count in (1, 4):
+    for count in counts:
         if len(words) < count:
             break
         try:
@@ -184,12 +184,15 @@ def _code(name: Name, lang: str | None, args: str) -> Command | None:
 def _reply(name: Name, lang: str | None, args: str) -> Command | None:
     if not args:
         return Command(name, lang, bare=True)
-    split = _split_code(args)
-    if split is not None:
-        return Command(name, lang, code=split[0], text=split[1], bare=not split[1])
-    number = _split_number(args)  # a lawyer's reply to case N
+    # A lawyer's "reply 1 Bring the summons" must not read as the four-group code IBRINGTHESUMMONS:
+    # a one-word code first, then a case number, then a code typed in four groups.
+    split = _split_code(args, (1,))
+    number = None if split else _split_number(args)
     if number is not None:
         return Command(name, lang, number=number[0], text=number[1], bare=not number[1])
+    split = split or _split_code(args, (4,))
+    if split is not None:
+        return Command(name, lang, code=split[0], text=split[1], bare=not split[1])
     return None
 
 
