@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hmac
 import logging
 from collections.abc import Iterable, Mapping
@@ -80,6 +81,9 @@ class SqlDraftStore:
         self._keyring = keyring
         self._cipher = cipher
         self._known: dict[str, tuple[str, bytes]] = {}
+        # A turn reads its chat's draft more than once (its language, then the state): one
+        # query and one decryption per chat and transaction; saves and deletes keep it current.
+        self._states: dict[str, tuple[dict[str, Any], datetime] | None] = {}
         self._pseudonyms: dict[tuple[str, str], tuple[str, list[str]]] = {}
 
     def _pseudonym(self, channel: str, chat_id: str) -> tuple[str, list[str]]:
@@ -94,6 +98,18 @@ class SqlDraftStore:
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
         pseudonym, lookups = self._pseudonym(channel, chat_id)
+        if pseudonym in self._states:
+            known = self._states[pseudonym]
+            if known is None:
+                return None
+            if known[1] > now:
+                return copy.deepcopy(known[0])
+        self._states[pseudonym] = found = await self._read(pseudonym, lookups, now)
+        return None if found is None else copy.deepcopy(found[0])
+
+    async def _read(
+        self, pseudonym: str, lookups: list[str], now: datetime
+    ) -> tuple[dict[str, Any], datetime] | None:
         connection = await self._session.connection()
         row = (await connection.execute(_LOAD_DRAFT, {"lookups": lookups})).first()
         if row is None:
@@ -111,7 +127,7 @@ class SqlDraftStore:
             await self._session.execute(delete(Draft).where(Draft.id == row.id))
             return None
         self._known[pseudonym] = (row.id, dek)
-        return state
+        return state, row.expires_at
 
     async def save(
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
@@ -122,6 +138,8 @@ class SqlDraftStore:
         expires_at = _hour_up(expires_at)
         if known is None:
             await self.delete(channel, chat_id)
+        self._states[pseudonym] = (copy.deepcopy(dict(state)), expires_at)
+        if known is None:
             draft_id = new_id()
             dek, wrapped = self._cipher.new_dek(self.table, draft_id)
             state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
@@ -151,6 +169,7 @@ class SqlDraftStore:
         """Delete the chat's draft, if any."""
         pseudonym, lookups = self._pseudonym(channel, chat_id)
         self._known.pop(pseudonym, None)
+        self._states[pseudonym] = None
         result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym.in_(lookups)))
         return bool(getattr(result, "rowcount", 0))
 
