@@ -369,17 +369,7 @@ class Engine:
             OptionView(CONTINUE, self._t(lang, "ui.continue")),
             OptionView(DELETE, self._t(lang, "ui.delete_report")),
         )
-        review = self.questionnaire.step("review")
-        return Question(
-            step=RESUME_STEP,
-            text=self._t(lang, "ui.unfinished"),
-            options=options,
-            multi=False,
-            free_text=False,
-            can_skip=False,
-            labels=self._labels(lang, review) | {"kind": StepKind.CHOICE.value},
-            language=lang,
-        )
+        return self._choice(lang, RESUME_STEP, "ui.unfinished", options)
 
     def _resume(
         self, state: DraftState, event: Event, now: datetime, channel: str
@@ -406,10 +396,16 @@ class Engine:
             OptionView(s, self._t(lang, self.questionnaire.step(s).review_key))
             for s in self._editable(state)
         )
+        return self._choice(lang, EDIT_STEP, "ui.change_which", options)
+
+    def _choice(
+        self, lang: str, step: str, text_key: str, options: tuple[OptionView, ...]
+    ) -> Question:
+        """A single-choice question that is not a questionnaire step (resume, pick an answer)."""
         review = self.questionnaire.step("review")
         return Question(
-            step=EDIT_STEP,
-            text=self._t(lang, "ui.change_which"),
+            step=step,
+            text=self._t(lang, text_key),
             options=options,
             multi=False,
             free_text=False,
