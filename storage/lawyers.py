@@ -19,6 +19,7 @@ from bot.services.ports import (
     CaseId,
     CaseRecord,
     CaseStatus,
+    Invitation,
     LawyerId,
     LawyerRecord,
     LawyerStatus,
@@ -121,28 +122,18 @@ class SqlLawyerStore:
             getattr(Lawyer, lookup.column).in_(lookup.candidates(self._keyring, inner))
         )
 
-    async def invite(
-        self,
-        *,
-        name: str,
-        role: str,
-        languages: Sequence[str],
-        regions: Sequence[str],
-        on_call: bool,
-        invite_code: str,
-        expires_at: datetime,
-        now: datetime,
-    ) -> int:
+    async def invite(self, invitation: Invitation) -> int:
         """A new invited lawyer; the invite code is stored only as a keyed hash."""
+        new = invitation
         row = Lawyer(
-            role=role,
+            role=new.role,
             status=LawyerStatus.INVITED,
-            on_call=on_call,
-            languages=",".join(languages),
-            regions=",".join(regions),
-            created_at=now,
+            on_call=new.on_call,
+            languages=",".join(new.languages),
+            regions=",".join(new.regions),
+            created_at=new.now,
             # An invite ends at the start of its hour (the column keeps hours): never later.
-            invite_expires_at=expires_at,
+            invite_expires_at=new.expires_at,
             kek_id=0,
             wrapped_dek=b"",
             name_ct=b"",
@@ -151,9 +142,9 @@ class SqlLawyerStore:
         await self._session.flush()  # the id binds the ciphertext to its row
         dek, wrapped = self._cipher.new_dek(self.table, str(row.id))
         row.kek_id, row.wrapped_dek = wrapped.kek_id, wrapped.wrapped
-        row.name_ct = self._cipher.encrypt(dek, self.table, str(row.id), "name", name.encode())
+        row.name_ct = self._cipher.encrypt(dek, self.table, str(row.id), "name", new.name.encode())
         self._deks[row.id] = dek
-        self._set_lookups(row, invite=self._keyring.receipt_hash("invite:" + invite_code))
+        self._set_lookups(row, invite=self._keyring.receipt_hash("invite:" + new.invite_code))
         await self._session.flush()
         return row.id
 

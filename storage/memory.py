@@ -26,9 +26,11 @@ from bot.services.ports import (
     CaseId,
     CaseRecord,
     CaseStatus,
+    Invitation,
     LawyerId,
     LawyerRecord,
     LawyerStatus,
+    NewCase,
     OutboxEntry,
     QueueEntry,
     Role,
@@ -133,34 +135,33 @@ class MemoryDraftStore(_Stores):
 class MemoryCaseStore(_Stores):
     """Cases by id and receipt."""
 
-    async def add(
-        self,
-        *,
-        receipt: str,
-        priority: int,
-        status: str,
-        created_on: date,
-        expires_at: datetime,
-        answers: Mapping[str, Any],
-        meta: Mapping[str, Any],
-        reply_address: str | None,
-    ) -> str:
+    async def add(self, case: NewCase) -> str:
         """Store a case; returns its id."""
         case_id = CaseId(secrets.token_hex(16))
 
         async def is_free(number: int) -> bool:
             live = any(c.record.number == number for c in self.s.cases.values())
-            return not live and self.s.held.get(number, date.min) < created_on
+            return not live and self.s.held.get(number, date.min) < case.created_on
 
         number = await free_number(self.db.numbering.draw, is_free)
-        self.s.held[number] = self.db.numbering.held_until(created_on)
+        self.s.held[number] = self.db.numbering.held_until(case.created_on)
         record = CaseRecord(
-            case_id, number, priority, status, None, None, expires_at, created_on, False, False
+            case_id,
+            number,
+            case.priority,
+            case.status,
+            None,
+            None,
+            case.expires_at,
+            case.created_on,
+            False,
+            False,
         )
+        answers = copy.deepcopy(dict(case.answers))
         content = CaseContent(
-            case_id, status, priority, copy.deepcopy(dict(answers)), dict(meta), reply_address
+            case_id, case.status, case.priority, answers, dict(case.meta), case.reply_address
         )
-        self.s.cases[case_id] = _Case(record, receipt, content)
+        self.s.cases[case_id] = _Case(record, case.receipt, content)
         return case_id
 
     def _by_receipt(self, receipt: str) -> _Case | None:
@@ -272,30 +273,20 @@ class MemoryLawyerStore(_Stores):
         name = lawyer.record.name if with_name else ""
         return replace(lawyer.record, name=name, open_cases=accepted)
 
-    async def invite(
-        self,
-        *,
-        name: str,
-        role: str,
-        languages: Sequence[str],
-        regions: Sequence[str],
-        on_call: bool,
-        invite_code: str,
-        expires_at: datetime,
-        now: datetime,
-    ) -> int:
+    async def invite(self, invitation: Invitation) -> int:
         """A new invited account."""
         lawyer_id = LawyerId(self.db.next_id())
+        new = invitation
         record = LawyerRecord(
             lawyer_id,
-            role,
+            new.role,
             LawyerStatus.INVITED,
-            on_call,
-            tuple(languages),
-            tuple(regions),
-            name,
+            new.on_call,
+            new.languages,
+            new.regions,
+            new.name,
         )
-        self.s.lawyers[lawyer_id] = _Lawyer(record, invite_code, expires_at)
+        self.s.lawyers[lawyer_id] = _Lawyer(record, new.invite_code, new.expires_at)
         return lawyer_id
 
     async def register(

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
-from bot.services.ports import AttachmentContent, AuditProblem, CaseContent, CaseId
+from bot.services.ports import AttachmentContent, AuditProblem, CaseContent, CaseId, NewCase
 from storage.audit import (
     GENESIS_MAC,
     INDEX_AUDIT,
@@ -208,37 +208,27 @@ class SqlCaseStore:
         await self._session.execute(insert(HeldNumber).values(number=number, held_until=until))
         return number
 
-    async def add(
-        self,
-        *,
-        receipt: str,
-        priority: int,
-        status: str,
-        created_on: date,
-        expires_at: datetime,
-        answers: Mapping[str, Any],
-        meta: Mapping[str, Any],
-        reply_address: str | None,
-    ) -> str:
+    async def add(self, case: NewCase) -> str:
         """Encrypt and store a case; returns its id."""
         case_id = new_id()
         dek, wrapped = self._cipher.new_dek(self.table, case_id)
         enc = self._cipher.encrypt
-        inner = self._keyring.receipt_hash(receipt)
+        inner = self._keyring.receipt_hash(case.receipt)
         index = {"receipt": inner.hex(), INDEX_AUDIT: new_audit_token()}
+        reply_address = case.reply_address
         row = Case(
             id=case_id,
-            number=await self._number(created_on),
-            created_on=created_on,
-            priority=priority,
-            status=status,
-            expires_at=_hour_up(expires_at),
+            number=await self._number(case.created_on),
+            created_on=case.created_on,
+            priority=case.priority,
+            status=case.status,
+            expires_at=_hour_up(case.expires_at),
             kek_id=wrapped.kek_id,
             wrapped_dek=wrapped.wrapped,
             receipt_hash=CASE_RECEIPT.value(self._keyring, inner),
             index_ct=seal_index(self._cipher, dek, self.table, case_id, index),
-            answers_ct=enc(dek, self.table, case_id, "answers", _dumps(answers)),
-            meta_ct=enc(dek, self.table, case_id, "meta", _dumps(meta)),
+            answers_ct=enc(dek, self.table, case_id, "answers", _dumps(case.answers)),
+            meta_ct=enc(dek, self.table, case_id, "meta", _dumps(case.meta)),
             reply_address_ct=(
                 None
                 if reply_address is None

@@ -15,6 +15,7 @@ from bot.domain.engine import Engine
 from bot.jobs import expiry_job
 from bot.services.admin import AdminService
 from bot.services.clock import FrozenClock
+from bot.services.ports import NewCase
 from storage import migrate
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey
 from storage.db import make_engine, make_session_factory
@@ -51,14 +52,16 @@ async def fill(
         async with uow as u:
             ids.append(
                 await u.cases.add(
-                    receipt=os.urandom(8).hex(),
-                    priority=3,
-                    status="new",
-                    created_on=START.date(),
-                    expires_at=START + expires,
-                    answers={"own_words": f"case {i} {CANARY}"},
-                    meta={"region": "baku"},
-                    reply_address=None,
+                    NewCase(
+                        receipt=os.urandom(8).hex(),
+                        priority=3,
+                        status="new",
+                        created_on=START.date(),
+                        expires_at=START + expires,
+                        answers={"own_words": f"case {i} {CANARY}"},
+                        meta={"region": "baku"},
+                        reply_address=None,
+                    )
                 )
             )
             await u.commit()

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.services.ports import CaseStatus, StaffUnitOfWork
+from bot.services.ports import CaseStatus, NewCase, StaffUnitOfWork
 from storage import migrate
 from storage.db import is_sqlite, make_engine, make_session_factory
 from storage.keyring import KeyFile, KeyringFile, KeyVault
@@ -92,14 +92,16 @@ async def walk(backend: str, steps: list[Op], seed: int) -> None:
             async with s.uow() as uow:  # type: ignore[operator]
                 live = {c.number for c in await uow.assignments.all_open()}
                 case_id = await uow.cases.add(
-                    receipt=f"R{rng.getrandbits(64):016X}",
-                    priority=3,
-                    status=CaseStatus.NEW,
-                    created_on=now.date(),
-                    expires_at=now + timedelta(days=life),
-                    answers={},
-                    meta={},
-                    reply_address=None,
+                    NewCase(
+                        receipt=f"R{rng.getrandbits(64):016X}",
+                        priority=3,
+                        status=CaseStatus.NEW,
+                        created_on=now.date(),
+                        expires_at=now + timedelta(days=life),
+                        answers={},
+                        meta={},
+                        reply_address=None,
+                    )
                 )
                 record = await uow.assignments.by_id(case_id)
                 await uow.commit()

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.services.ports import NewCase
 from storage.crypto import DecryptionError
 from storage.db import make_session_factory
 from storage.keyring import Keyring
@@ -36,7 +37,7 @@ async def add_case(db: AsyncEngine, keyring: Keyring, receipt: str, **overrides:
     }
     fields.update(overrides)
     async with uow(db, keyring) as u:
-        case_id = await u.cases.add(**fields)  # type: ignore[arg-type]
+        case_id = await u.cases.add(NewCase(**fields))
         await u.commit()
     return case_id
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.services.ports import CaseStatus, LawyerStatus, Role, StaffUnitOfWork
+from bot.services.ports import CaseStatus, Invitation, LawyerStatus, NewCase, Role, StaffUnitOfWork
 from storage import migrate
 from storage.db import is_sqlite, make_engine, make_session_factory
 from storage.keyring import Keyring
@@ -62,7 +62,7 @@ async def add_case(uow: Factory, receipt: str, **overrides: Any) -> str:
     }
     fields.update(overrides)
     async with uow() as u:
-        case_id = await u.cases.add(**fields)
+        case_id = await u.cases.add(NewCase(**fields))
         await u.commit()
     return case_id
 
@@ -128,24 +128,28 @@ async def test_attachments_seen_updates_and_stats(uow: Factory) -> None:
 async def test_lawyer_lifecycle_follows_the_domain(uow: Factory) -> None:
     async with uow() as u:
         lawyer = await u.lawyers.invite(
-            name="Aysel",
-            role=Role.LAWYER,
-            languages=["az", "en"],
-            regions=["baku"],
-            on_call=True,
-            invite_code="INVITE0000000001",
-            expires_at=LATER,
-            now=START,
+            Invitation(
+                name="Aysel",
+                role=Role.LAWYER,
+                languages=("az", "en"),
+                regions=("baku",),
+                on_call=True,
+                invite_code="INVITE0000000001",
+                expires_at=LATER,
+                now=START,
+            )
         )
         admin = await u.lawyers.invite(
-            name="Admin",
-            role=Role.ADMIN,
-            languages=["en"],
-            regions=["all"],
-            on_call=False,
-            invite_code="INVITE0000000002",
-            expires_at=LATER,
-            now=START,
+            Invitation(
+                name="Admin",
+                role=Role.ADMIN,
+                languages=("en",),
+                regions=("all",),
+                on_call=False,
+                invite_code="INVITE0000000002",
+                expires_at=LATER,
+                now=START,
+            )
         )
         assert await u.lawyers.register("INVITE0000000001", "signal:a", "one two", LATER) is None
         record = await u.lawyers.register("INVITE0000000001", "signal:a", "one two", START)
@@ -180,14 +184,16 @@ async def test_assignment_waiting_expiring_and_the_relay(uow: Factory) -> None:
     documenting = await add_case(uow, "EEEEFFFFGGGGHHHH", priority=4)
     async with uow() as u:
         lawyer = await u.lawyers.invite(
-            name="L",
-            role=Role.LAWYER,
-            languages=["en"],
-            regions=["all"],
-            on_call=False,
-            invite_code="INVITE0000000001",
-            expires_at=LATER,
-            now=START,
+            Invitation(
+                name="L",
+                role=Role.LAWYER,
+                languages=("en",),
+                regions=("all",),
+                on_call=False,
+                invite_code="INVITE0000000001",
+                expires_at=LATER,
+                now=START,
+            )
         )
         assert [c.id for c in await u.assignments.waiting()] == [urgent]
         assert [c.id for c in await u.assignments.unassigned_documentation(date(2026, 11, 1))] == [

@@ -24,7 +24,7 @@ from bot.services.casework import Casework
 from bot.services.codes import new_code
 from bot.services.erasure import Erasure
 from bot.services.outbox import Outgoing
-from bot.services.ports import CaseStatus, StaffUnitOfWork
+from bot.services.ports import CaseStatus, NewCase, StaffUnitOfWork
 from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class IntakeService:
         region = str(report.answers.get("city") or "unknown")
         answers = {k: list(v) if isinstance(v, tuple) else v for k, v in report.answers.items()}
         expires_at = _round_up_to_hour(now + self._policy.retention)
-        case_id = await uow.cases.add(
+        new = NewCase(
             receipt=normalized,
             priority=int(result.priority),
             status=CaseStatus.NEW,
@@ -260,6 +260,7 @@ class IntakeService:
             },
             reply_address=f"{report.channel}:{chat_id}" if reach_here else None,
         )
+        case_id = await uow.cases.add(new)
         documents = report.answers.get("documents")
         if isinstance(documents, tuple):
             await uow.attachments.set_expiry(documents, expires_at)

@@ -192,21 +192,24 @@ class DraftStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class NewCase:
+    """A case as intake submits it, before storage encrypts it and gives it an id and number."""
+
+    receipt: str
+    priority: int
+    status: str
+    created_on: date
+    expires_at: datetime
+    answers: Mapping[str, Any]
+    meta: Mapping[str, Any]
+    reply_address: str | None
+
+
 class CaseStore(Protocol):
     """Encrypted submitted cases."""
 
-    async def add(
-        self,
-        *,
-        receipt: str,
-        priority: int,
-        status: str,
-        created_on: date,
-        expires_at: datetime,
-        answers: Mapping[str, Any],
-        meta: Mapping[str, Any],
-        reply_address: str | None,
-    ) -> str:
+    async def add(self, case: NewCase) -> str:
         """Store a case and return its id."""
         ...
 
@@ -447,21 +450,24 @@ class MaintenanceStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """A new staff account as an admin invites it; the code is stored only as a keyed hash."""
+
+    name: str
+    role: str
+    languages: tuple[str, ...]
+    regions: tuple[str, ...]
+    on_call: bool
+    invite_code: str
+    expires_at: datetime
+    now: datetime
+
+
 class LawyerStore(Protocol):
     """Lawyers and admins."""
 
-    async def invite(
-        self,
-        *,
-        name: str,
-        role: str,
-        languages: Sequence[str],
-        regions: Sequence[str],
-        on_call: bool,
-        invite_code: str,
-        expires_at: datetime,
-        now: datetime,
-    ) -> int: ...
+    async def invite(self, invitation: Invitation) -> int: ...
     async def register(
         self, invite_code: str, address: str, phrase: str, now: datetime
     ) -> LawyerRecord | None: ...

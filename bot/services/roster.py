@@ -18,6 +18,7 @@ from bot.services.erasure import Erasure
 from bot.services.outbox import Outgoing
 from bot.services.ports import (
     CaseRecord,
+    Invitation,
     LawyerRecord,
     LawyerStatus,
     Role,
@@ -68,16 +69,17 @@ class RosterService:
         code, normalized = new_code()
         now = self._clock()
         async with self._uow() as uow:
-            lawyer_id = await uow.lawyers.invite(
+            invitation = Invitation(
                 name=name,
                 role=role,
-                languages=list(languages),
-                regions=list(regions),
+                languages=tuple(languages),
+                regions=tuple(regions),
                 on_call=on_call,
                 invite_code=normalized,
                 expires_at=now + self._policy.invite_ttl,
                 now=now,
             )
+            lawyer_id = await uow.lawyers.invite(invitation)
             await uow.audit.append("admin", f"{role}.invite", None, now)
             await uow.commit()
         return lawyer_id, code
