@@ -76,7 +76,20 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class Draft(Base):
+class Sealed:
+    """A row whose secrets are under its own DEK, kept wrapped by the KEK named here."""
+
+    kek_id: Mapped[int] = mapped_column(Integer, index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Indexed(Sealed):
+    """A sealed row with lookup columns: their stable inner hashes, encrypted, for the ratchet."""
+
+    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class Draft(Indexed, Base):
     """A conversation in progress, found by a keyed pseudonym of the chat."""
 
     __tablename__ = "drafts"
@@ -84,14 +97,10 @@ class Draft(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     chat_pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     state_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    #: The stable inner hashes behind the lookup columns, so a ratchet can re-key them.
-    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
-class Case(Base):
+class Case(Indexed, Base):
     """A submitted report; everything but routing and expiry metadata is ciphertext."""
 
     __tablename__ = "cases"
@@ -101,11 +110,7 @@ class Case(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     receipt_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    #: The receipt's inner hash and the case's audit token (encrypted), for the ratchet.
-    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     answers_ct: Mapped[bytes] = mapped_column(LargeBinary)
     meta_ct: Mapped[bytes] = mapped_column(LargeBinary)
     reply_address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
@@ -162,15 +167,13 @@ class KeyState(Base):
     current_kek_id: Mapped[int] = mapped_column(Integer)
 
 
-class Attachment(Base):
+class Attachment(Sealed, Base):
     """A file a reporter sent: the original bytes (evidence, lawyers only) and a cleaned copy."""
 
     __tablename__ = "attachments"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     original_ct: Mapped[bytes] = mapped_column(LargeBinary)
     clean_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     meta_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -191,7 +194,7 @@ class SeenUpdate(Base):
     inner_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
-class Lawyer(Base):
+class Lawyer(Indexed, Base):
     """A lawyer (or an admin who gets alerts): name and messenger address encrypted.
 
     Languages and regions stay in clear: routing reads them for every case, and they describe
@@ -211,12 +214,8 @@ class Lawyer(Base):
     invite_expires_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True)
     phrase_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     contact_pseudonym: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     contact_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    #: The inner hashes behind invite_hash, phrase_hash and contact_pseudonym (encrypted).
-    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class CaseAttempt(Base):
@@ -230,7 +229,7 @@ class CaseAttempt(Base):
     lawyer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
-class CaseMessage(Base):
+class CaseMessage(Sealed, Base):
     """A relayed message between a lawyer and a reporter; the body is encrypted."""
 
     __tablename__ = "case_messages"
@@ -245,8 +244,6 @@ class CaseMessage(Base):
     #: Set (rounded up to the hour) once a message to the reporter has been shown: read once,
     #: then purged. None while it is unread.
     expires_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True, index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     body_ct: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -259,7 +256,7 @@ class JobState(Base):
     last_run: Mapped[datetime] = mapped_column(HourUTC())
 
 
-class QueueItem(Base):
+class QueueItem(Sealed, Base):
     """An encrypted item of a durable queue: Signal envelopes received, messages to send."""
 
     __tablename__ = "queue_items"
@@ -271,12 +268,10 @@ class QueueItem(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class OutboxItem(Base):
+class OutboxItem(Indexed, Base):
     """A message to send, edit or delete, written in the transaction that decided it.
 
     It lives only until its channel delivers it, so its due time may be precise (the one kind of
@@ -292,11 +287,7 @@ class OutboxItem(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     payload_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    #: The lane's inner hash (encrypted), for the ratchet.
-    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     __table_args__ = (
         Index("ix_outbox_lane_id", "lane", "id"),
@@ -304,7 +295,7 @@ class OutboxItem(Base):
     )
 
 
-class Screen(Base):
+class Screen(Indexed, Base):
     """The bot's messages still on one chat's screen (encrypted refs), to clear them later."""
 
     __tablename__ = "screens"
@@ -316,14 +307,10 @@ class Screen(Base):
     #: The hour the screen's next message is due to be deleted (floored, so the deletion job
     #: looks in time); each message's precise deadline is inside ``refs_ct``.
     check_at: Mapped[datetime | None] = mapped_column(HourUTC(), nullable=True, index=True)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     refs_ct: Mapped[bytes] = mapped_column(LargeBinary)
-    #: The lane's inner hash (encrypted), for the ratchet.
-    index_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
-class Event(Base):
+class Event(Sealed, Base):
     """A raid or other event grouping cases: its city and dates are encrypted, no names at all."""
 
     __tablename__ = "events"
@@ -331,8 +318,6 @@ class Event(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     number: Mapped[int] = mapped_column(Integer, unique=True)
     created_on: Mapped[date] = mapped_column(Date)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     data_ct: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -361,7 +346,7 @@ class EventCase(Base):
     )
 
 
-class Deadline(Base):
+class Deadline(Sealed, Base):
     """A legal deadline of a case: its last day in clear (for the reminder job), the decision
     and the rule encrypted."""
 
@@ -373,8 +358,6 @@ class Deadline(Base):
     )
     due_on: Mapped[date] = mapped_column(Date, index=True)
     stage: Mapped[int] = mapped_column(SmallInteger, default=0)
-    kek_id: Mapped[int] = mapped_column(Integer, index=True)
-    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
     data_ct: Mapped[bytes] = mapped_column(LargeBinary)
 
 
