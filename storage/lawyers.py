@@ -432,19 +432,20 @@ class SqlAssignmentStore:
         )
         await self._session.flush()
 
-    async def messages(self, case_id: str) -> list[tuple[str, datetime, str]]:
-        """Relayed messages of a case: (direction, time, text), oldest first."""
-        rows = (
-            await self._session.execute(
-                select(CaseMessage)
-                .where(CaseMessage.case_id == case_id)
-                .order_by(CaseMessage.seq, CaseMessage.id)
-            )
-        ).scalars()
-        result = []
-        for row in rows:
+    async def _bodies(self, *where: Any) -> list[tuple[CaseMessage, dict[str, Any]]]:
+        """A case's messages that match, oldest first, each with its decrypted body."""
+        query = select(CaseMessage).where(*where).order_by(CaseMessage.seq, CaseMessage.id)
+        found = []
+        for row in (await self._session.execute(query)).scalars():
             dek = self._cipher.row_dek("case_messages", row)
             body = _loads(self._cipher.decrypt(dek, "case_messages", row.id, "body", row.body_ct))
+            found.append((row, body))
+        return found
+
+    async def messages(self, case_id: str) -> list[tuple[str, datetime, str]]:
+        """Relayed messages of a case: (direction, time, text), oldest first."""
+        result = []
+        for row, body in await self._bodies(CaseMessage.case_id == case_id):
             # A message from before times were encrypted has none: it sorts by its place.
             at = body.get("at")
             when = datetime.fromisoformat(at) if isinstance(at, str) else _NO_TIME
@@ -453,23 +454,12 @@ class SqlAssignmentStore:
 
     async def unread(self, case_id: str) -> list[tuple[str, str]]:
         """Messages to the reporter never shown: (id, text), oldest first."""
-        rows = (
-            await self._session.execute(
-                select(CaseMessage)
-                .where(
-                    CaseMessage.case_id == case_id,
-                    CaseMessage.direction == "to_reporter",
-                    CaseMessage.expires_at.is_(None),
-                )
-                .order_by(CaseMessage.seq, CaseMessage.id)
-            )
-        ).scalars()
-        found = []
-        for row in rows:
-            dek = self._cipher.row_dek("case_messages", row)
-            body = _loads(self._cipher.decrypt(dek, "case_messages", row.id, "body", row.body_ct))
-            found.append((row.id, str(body["text"])))
-        return found
+        unread = await self._bodies(
+            CaseMessage.case_id == case_id,
+            CaseMessage.direction == "to_reporter",
+            CaseMessage.expires_at.is_(None),
+        )
+        return [(row.id, str(body["text"])) for row, body in unread]
 
     async def mark_shown(self, message_ids: Sequence[str], expires_at: datetime) -> None:
         """Shown once: never shown again, purged at ``expires_at``."""

@@ -30,6 +30,7 @@ from bot.services.ports import (
     LawyerId,
     LawyerRecord,
     LawyerStatus,
+    NewAttachment,
     NewCase,
     OutboxEntry,
     QueueEntry,
@@ -202,17 +203,11 @@ class MemoryCaseStore(_Stores):
 class MemoryAttachmentStore(_Stores):
     """Files by reference."""
 
-    async def add(
-        self,
-        *,
-        original: bytes,
-        clean: bytes | None,
-        meta: Mapping[str, Any],
-        expires_at: datetime,
-    ) -> str:
+    async def add(self, file: NewAttachment) -> str:
         """Store a file; its reference."""
         ref = secrets.token_hex(16)
-        self.s.attachments[ref] = (AttachmentContent(ref, original, clean, dict(meta)), expires_at)
+        content = AttachmentContent(ref, file.original, file.clean, dict(file.meta))
+        self.s.attachments[ref] = (content, file.expires_at)
         return ref
 
     async def set_expiry(self, refs: Iterable[str], expires_at: datetime) -> None:

@@ -16,7 +16,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
-from bot.services.ports import AttachmentContent, AuditProblem, CaseContent, CaseId, NewCase
+from bot.services.ports import (
+    AttachmentContent,
+    AuditProblem,
+    CaseContent,
+    CaseId,
+    NewAttachment,
+    NewCase,
+)
 from storage.audit import (
     GENESIS_MAC,
     INDEX_AUDIT,
@@ -311,14 +318,7 @@ class SqlAttachmentStore:
         self._session = session
         self._cipher = cipher
 
-    async def add(
-        self,
-        *,
-        original: bytes,
-        clean: bytes | None,
-        meta: Mapping[str, Any],
-        expires_at: datetime,
-    ) -> str:
+    async def add(self, file: NewAttachment) -> str:
         """Encrypt and store a file; returns its opaque reference."""
         ref = new_id()
         dek, wrapped = self._cipher.new_dek(self.table, ref)
@@ -326,12 +326,14 @@ class SqlAttachmentStore:
         await self._session.execute(
             insert(Attachment).values(
                 id=ref,
-                expires_at=_hour_up(expires_at),
+                expires_at=_hour_up(file.expires_at),
                 kek_id=wrapped.kek_id,
                 wrapped_dek=wrapped.wrapped,
-                original_ct=enc(dek, self.table, ref, "original", original),
-                clean_ct=None if clean is None else enc(dek, self.table, ref, "clean", clean),
-                meta_ct=enc(dek, self.table, ref, "meta", _dumps(meta)),
+                original_ct=enc(dek, self.table, ref, "original", file.original),
+                clean_ct=(
+                    None if file.clean is None else enc(dek, self.table, ref, "clean", file.clean)
+                ),
+                meta_ct=enc(dek, self.table, ref, "meta", _dumps(file.meta)),
             )
         )
         return ref

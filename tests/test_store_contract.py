@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from bot.services.ports import CaseStatus, Invitation, LawyerStatus, NewCase, Role, StaffUnitOfWork
+from bot.services.ports import (
+    CaseStatus,
+    Invitation,
+    LawyerStatus,
+    NewAttachment,
+    NewCase,
+    Role,
+    StaffUnitOfWork,
+)
 from storage import migrate
 from storage.db import is_sqlite, make_engine, make_session_factory
 from storage.keyring import Keyring
@@ -110,7 +118,7 @@ async def test_cases_by_receipt_content_and_shredded_address(uow: Factory) -> No
 async def test_attachments_seen_updates_and_stats(uow: Factory) -> None:
     async with uow() as u:
         ref = await u.attachments.add(
-            original=b"\x89PNG raw", clean=b"jpeg", meta={"kind": "image"}, expires_at=LATER
+            NewAttachment(b"\x89PNG raw", b"jpeg", {"kind": "image"}, LATER)
         )
         await u.attachments.set_expiry([ref], LATER + timedelta(days=1))
         assert await u.seen.claim("telegram", "1001", LATER) is True

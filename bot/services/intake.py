@@ -24,7 +24,7 @@ from bot.services.casework import Casework
 from bot.services.codes import new_code
 from bot.services.erasure import Erasure
 from bot.services.outbox import Outgoing
-from bot.services.ports import CaseStatus, NewCase, StaffUnitOfWork
+from bot.services.ports import CaseStatus, NewAttachment, NewCase, StaffUnitOfWork
 from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -223,11 +223,10 @@ class IntakeService:
         checked = attachment.checked
         if checked is None:
             return Refused()
+        meta = {"kind": checked.kind, "mime": checked.mime, "caption": attachment.caption}
+        expires_at = now + self._policy.draft_ttl
         ref = await uow.attachments.add(
-            original=attachment.data,
-            clean=checked.clean,
-            meta={"kind": checked.kind, "mime": checked.mime, "caption": attachment.caption},
-            expires_at=now + self._policy.draft_ttl,
+            NewAttachment(attachment.data, checked.clean, meta, expires_at)
         )
         return AttachmentAdded(ref)
 

@@ -85,6 +85,16 @@ class CaseContent:
 
 
 @dataclass(frozen=True, slots=True)
+class NewAttachment:
+    """A file a reporter sent, checked: the original, a cleaned copy if one was made."""
+
+    original: bytes
+    clean: bytes | None
+    meta: Mapping[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AttachmentContent:
     """A decrypted attachment, for lawyers and tests; never logged."""
 
@@ -237,14 +247,7 @@ class CaseStore(Protocol):
 class AttachmentStore(Protocol):
     """Encrypted files sent by reporters."""
 
-    async def add(
-        self,
-        *,
-        original: bytes,
-        clean: bytes | None,
-        meta: Mapping[str, Any],
-        expires_at: datetime,
-    ) -> str:
+    async def add(self, file: NewAttachment) -> str:
         """Store a file; returns its opaque reference."""
         ...
 
