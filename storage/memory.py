@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from bot.services.ports import (
@@ -650,12 +649,7 @@ class MemoryUnitOfWork:
         """Publish this transaction's state."""
         self._db.state = copy.deepcopy(self._state)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Drop what was not committed and let the next unit of work in."""
         self._db.lock.release()
 
