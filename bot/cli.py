@@ -667,6 +667,14 @@ def _ask(settings: Settings, op: str, **fields: str) -> dict[str, Any]:
     return _run(request(settings.effective_control_socket, {"op": op, **fields}))
 
 
+def _ask_ok(settings: Settings, op: str, **fields: str) -> dict[str, Any]:
+    """The service's answer, or its error as one line and a non-zero exit."""
+    answer = _ask(settings, op, **fields)
+    if not answer.get("ok"):
+        _fail(str(answer.get("error", f"{op} failed")))
+    return answer
+
+
 @app.command()
 def unlock() -> None:
     """Type the passphrase (or pipe it on standard input) to unlock the running service."""
@@ -679,10 +687,10 @@ def unlock() -> None:
         passphrase = ""
     if not passphrase:
         _fail("no passphrase given", EXIT_USAGE)
-    answer = _ask(settings, "unlock", passphrase=passphrase)
-    del passphrase
-    if not answer.get("ok"):
-        _fail(str(answer.get("error", "unlock failed")))
+    try:
+        _ask_ok(settings, "unlock", passphrase=passphrase)
+    finally:
+        del passphrase
     typer.echo("tipline: unlocked; the channels and jobs are starting")
 
 
@@ -690,9 +698,7 @@ def unlock() -> None:
 def lock() -> None:
     """Drop every key from the running service's memory and stop its channels and jobs."""
     settings = _settings()
-    answer = _ask(settings, "lock")
-    if not answer.get("ok"):
-        _fail(str(answer.get("error", "lock failed")))
+    _ask_ok(settings, "lock")
     typer.echo("tipline: locked; every key dropped, channels and jobs stopped")
 
 
@@ -700,9 +706,7 @@ def lock() -> None:
 def status() -> None:
     """Locked or unlocked, the channels, queue depths and the jobs' last rounds; no secret."""
     settings = _settings()
-    answer = _ask(settings, "status")
-    if not answer.get("ok"):
-        _fail(str(answer.get("error", "status failed")))
+    answer = _ask_ok(settings, "status")
     typer.echo(f"tipline: {answer.get('state')}")
     channels = answer.get("channels") or {}
     listed = ", ".join(f"{name} {state}" for name, state in channels.items())

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.questionnaire import REPORT, Questionnaire, Step, StepKind
 from bot.domain.texts import Texts
 
 _HIDDEN = frozenset({"consent", "language"})
+
+
+@dataclass(frozen=True, slots=True)
+class CaseText:
+    """What a lawyer's view of a case is made of: its number, triage and answers."""
+
+    number: int
+    priority: int
+    flags: Sequence[str]
+    answers: Mapping[str, Any]
 
 
 def answer_text(texts: Texts, language: str, step: Step, value: Any, *, typed: bool) -> str:
@@ -27,19 +38,14 @@ def answer_text(texts: Texts, language: str, step: Step, value: Any, *, typed: b
 
 
 def render_case(
-    texts: Texts,
-    language: str,
-    number: int,
-    priority: int,
-    flags: Sequence[str],
-    answers: Mapping[str, Any],
-    questionnaire: Questionnaire = REPORT,
+    texts: Texts, language: str, case: CaseText, questionnaire: Questionnaire = REPORT
 ) -> str:
     """The text a lawyer reads for ``/case N``."""
-    lines = [f"#{number} P{priority}" + (f" [{', '.join(flags)}]" if flags else "")]
+    flags = case.flags
+    lines = [f"#{case.number} P{case.priority}" + (f" [{', '.join(flags)}]" if flags else "")]
     for step in questionnaire.steps:
-        if step.id in _HIDDEN or step.id not in answers or step.kind is StepKind.REVIEW:
+        if step.id in _HIDDEN or step.id not in case.answers or step.kind is StepKind.REVIEW:
             continue
-        shown = answer_text(texts, language, step, answers[step.id], typed=True)
+        shown = answer_text(texts, language, step, case.answers[step.id], typed=True)
         lines.append(f"{texts.get(language, step.review_key)}: {shown}")
     return "\n".join(lines)

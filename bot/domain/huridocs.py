@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from bot.domain.casetext import render_case
+from bot.domain.casetext import CaseText, render_case
 from bot.domain.texts import Texts
 
 FORMAT = "tipline-huridocs/1"
@@ -91,16 +91,10 @@ def _date_range(answers: Mapping[str, Any], reported_on: date) -> dict[str, Any]
 
 
 def huridocs_record(
-    *,
-    number: int,
-    priority: int,
-    created_on: date,
-    answers: Mapping[str, Any],
-    flags: Sequence[str],
-    event: EventRef | None,
-    originals: Sequence[str],
+    case: CaseText, *, created_on: date, event: EventRef | None, originals: Sequence[str]
 ) -> dict[str, Any]:
     """The case as HURIDOCS ESF fields (JSON-ready); typed words are kept as the reporter wrote."""
+    number, priority, flags, answers = case.number, case.priority, case.flags, case.answers
     what = _many(answers, "what_happened")
     situation = answers.get("situation")
     city = str(answers.get("city") or "other")
@@ -164,20 +158,12 @@ def huridocs_record(
 
 
 def render_html(
-    texts: Texts,
-    language: str,
-    *,
-    number: int,
-    priority: int,
-    flags: Sequence[str],
-    answers: Mapping[str, Any],
-    event: EventRef | None,
-    originals: Sequence[str],
+    texts: Texts, language: str, case: CaseText, *, event: EventRef | None, originals: Sequence[str]
 ) -> str:
     """A readable page of the case in the lawyer's language (every value escaped)."""
     t = texts.get
-    lines = render_case(texts, language, number, priority, flags, answers).split("\n")
-    title = t(language, "evidence.title", number=number)
+    lines = render_case(texts, language, case).split("\n")
+    title = t(language, "evidence.title", number=case.number)
     rows = "\n".join(
         f"<tr><th>{html.escape(head)}</th><td>{html.escape(value)}</td></tr>"
         for head, _, value in (line.partition(": ") for line in lines[1:])

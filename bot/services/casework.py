@@ -15,8 +15,9 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from bot.domain.casetext import CaseText
 from bot.domain.casework import (
     EVENT_CATEGORIES,
     EventSpan,
@@ -46,6 +47,7 @@ from bot.domain.stats import show
 from bot.domain.texts import Texts
 from bot.services.clock import Clock
 from bot.services.evidence import PackageFile, build_package, original_name
+from bot.services.notifying import Notifying
 from bot.services.outbox import Outgoing, OutgoingFile
 from bot.services.ports import (
     OPEN,
@@ -101,13 +103,23 @@ def _span(event: EventRecord) -> EventSpan:
     return EventSpan(event.city_key, first, last)
 
 
+_T = TypeVar("_T")
+
+
+def _found(value: _T | None, missing: str) -> _T:
+    """The value, or ``missing`` as the CLI's one clear line."""
+    if value is None:
+        raise CaseworkError(missing)
+    return value
+
+
 def _store(uow: StaffUnitOfWork) -> CaseworkUnitOfWork:
     if not isinstance(uow, CaseworkUnitOfWork):
         raise CaseworkError("this store keeps no events or deadlines")
     return uow
 
 
-class Casework:
+class Casework(Notifying):
     """Events, deadlines and evidence packages, for messengers, the job and the CLI."""
 
     def __init__(
@@ -120,17 +132,10 @@ class Casework:
         policy: CaseworkPolicy | None = None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
-        self._uow = uow
-        self._texts = texts
-        self._clock = clock
+        super().__init__(uow, texts, clock, wake)
         self.table = table
         self._signer = signer
         self._policy = policy or CaseworkPolicy()
-        #: Tells the senders that a job or the CLI wrote to the outbox.
-        self.wake = wake
-
-    def _t(self, language: str, key: str, **params: object) -> str:
-        return self._texts.get(language, key, **params)
 
     def _content_allowed(self, address: str) -> bool:
         return _channel(address) != "telegram" or self._policy.content_over_telegram
@@ -388,12 +393,10 @@ class Casework:
         originals = await self.originals(uow, content.answers)
         names = [f.name for f in originals]
         flags = [str(f) for f in content.meta.get("flags", [])]
+        text = CaseText(case.number, case.priority, flags, content.answers)
         record = huridocs_record(
-            number=case.number,
-            priority=case.priority,
+            text,
             created_on=case.created_on,
-            answers=content.answers,
-            flags=flags,
             event=ref,
             originals=names,
         )
@@ -406,16 +409,7 @@ class Casework:
             }
             for d in await uow.casework.case_deadlines(case.id)
         ]
-        page = render_html(
-            self._texts,
-            language,
-            number=case.number,
-            priority=case.priority,
-            flags=flags,
-            answers=content.answers,
-            event=ref,
-            originals=names,
-        )
+        page = render_html(self._texts, language, text, event=ref, originals=names)
         files = [
             PackageFile("case.json", json.dumps(record, indent=1, ensure_ascii=False).encode()),
             PackageFile("case.html", page.encode()),
@@ -565,22 +559,21 @@ class Casework:
         """One event (``tipline events show E``, ``tipline stats --event E``)."""
         async with self._uow() as plain:
             uow = _store(plain)
-            event = await uow.casework.event(number)
-            if event is None:
-                raise CaseworkError(f"there is no event {number}")
-            return (await self._summaries(uow, [event]))[0]
+            return (
+                await self._summaries(
+                    uow, [_found(await uow.casework.event(number), f"there is no event {number}")]
+                )
+            )[0]
 
     async def link(self, number: int, case_number: int) -> str:
         """An admin links a case to an event (``tipline events link E N``); what was done."""
         now = self._clock()
         async with self._uow() as plain:
             uow = _store(plain)
-            event = await uow.casework.event(number)
-            if event is None:
-                raise CaseworkError(f"there is no event {number}")
-            case = await uow.assignments.by_number(case_number)
-            if case is None:
-                raise CaseworkError(f"there is no case #{case_number}")
+            event = _found(await uow.casework.event(number), f"there is no event {number}")
+            case = _found(
+                await uow.assignments.by_number(case_number), f"there is no case #{case_number}"
+            )
             key, linked_to = await self._link(uow, event, case, "admin", now)
             await uow.commit()
         if key == "event.already":
@@ -592,9 +585,9 @@ class Casework:
         now = self._clock()
         async with self._uow() as plain:
             uow = _store(plain)
-            case = await uow.assignments.by_number(case_number)
-            if case is None:
-                raise CaseworkError(f"there is no case #{case_number}")
+            case = _found(
+                await uow.assignments.by_number(case_number), f"there is no case #{case_number}"
+            )
             package = await self.package(uow, case, language, now)
             await uow.audit.append("admin", "case.export", case.id, now)
             await uow.commit()

@@ -16,6 +16,7 @@ from bot.domain.routing import DEFAULT_CAP, CaseNeeds, LawyerSlot, Roster, overd
 from bot.domain.texts import Texts
 from bot.domain.triage import Priority
 from bot.services.clock import Clock
+from bot.services.notifying import Notifying
 from bot.services.outbox import Outgoing
 from bot.services.ports import (
     CaseStatus,
@@ -45,7 +46,7 @@ class LawyerPolicy:
     max_retention: timedelta = timedelta(days=365)
 
 
-class Routing:
+class Routing(Notifying):
     """Offers cases to lawyers and runs the escalation, digest and warning jobs."""
 
     def __init__(
@@ -56,15 +57,8 @@ class Routing:
         policy: LawyerPolicy | None = None,
         wake: Wake = lambda: None,
     ) -> None:
-        self._uow = uow
-        self._texts = texts
-        self._clock = clock
+        super().__init__(uow, texts, clock, wake)
         self._policy = policy or LawyerPolicy()
-        #: Tells the senders that a job wrote to the outbox.
-        self.wake = wake
-
-    def _t(self, language: str, key: str, **params: object) -> str:
-        return self._texts.get(language, key, **params)
 
     async def _slots(self, uow: StaffUnitOfWork) -> list[LawyerSlot]:
         return [

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.domain.casetext import render_case
+from bot.domain.casetext import CaseText, render_case
 from bot.domain.commands import Command, Name
 from bot.domain.phrase import make_phrase
 from bot.domain.retention import REPLY_KEEPS, extend, round_up_to_hour
@@ -170,7 +170,7 @@ class StaffCommands:
             return self.generic(language)
         flags = [str(f) for f in content.meta.get("flags", [])]
         text = render_case(
-            self._texts, language, case.number, case.priority, flags, content.answers
+            self._texts, language, CaseText(case.number, case.priority, flags, content.answers)
         )
         shown = [text, *(f"[{d}] {t}" for d, _, t in messages)]
         files = await self.casework.originals(ctx.uow, content.answers) if self.casework else []
