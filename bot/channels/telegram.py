@@ -34,6 +34,7 @@ from telegram.ext import (
     TypeHandler,
 )
 
+from bot.channels.telegram_http import AiohttpRequest
 from bot.channels.telegram_polling import WatchedPollingRequest, polling_error_callback
 from bot.domain.messages import (
     Choose,
@@ -72,8 +73,7 @@ MAX_CAPTION = 1024
 #: Updates handled at once across chats (each chat's own updates still go one at a time):
 #: enough to keep the Bot API's round trips overlapping for many reporters at once.
 MAX_CONCURRENT_UPDATES = 16
-#: Connections to the Bot API. Few on purpose: httpcore checks every idle connection on each
-#: request, which cost more CPU than the extra parallelism bought (bench/bench_telegram.py).
+#: Connections to the Bot API: enough to overlap the round trips of many chats at once.
 CONNECTION_POOL_SIZE = 8
 DEFAULT_API = "https://api.telegram.org"
 
@@ -102,7 +102,8 @@ def api_urls(base: str | None) -> tuple[str, str]:
 
 
 def application_builder(token: str, base_url: str | None) -> ApplicationBuilder:  # type: ignore[type-arg]
-    """PTB as the channel runs it: API URLs, updates ordered per chat, a small connection pool."""
+    """PTB as the channel runs it: API URLs, updates ordered per chat, a small connection pool
+    on aiohttp (bot/channels/telegram_http.py)."""
     api, files = api_urls(base_url)
     return (
         ApplicationBuilder()
@@ -110,7 +111,7 @@ def application_builder(token: str, base_url: str | None) -> ApplicationBuilder:
         .base_url(api)
         .base_file_url(files)
         .concurrent_updates(ChatOrderedProcessor(MAX_CONCURRENT_UPDATES))
-        .connection_pool_size(CONNECTION_POOL_SIZE)
+        .request(AiohttpRequest(CONNECTION_POOL_SIZE))
     )
 
 

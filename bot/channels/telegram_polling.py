@@ -13,14 +13,15 @@ from collections.abc import Callable
 # PTB's own alias for its timeout parameters, to override do_request with the same signature.
 from telegram._utils.types import ODVInput
 from telegram.error import BadRequest, NetworkError, TelegramError
-from telegram.request import BaseRequest, HTTPXRequest, RequestData
+from telegram.request import BaseRequest, RequestData
 
+from bot.channels.telegram_http import AiohttpRequest
 from bot.outage import Outage
 
 __all__ = ["WatchedPollingRequest", "polling_error_callback"]
 
 
-class WatchedPollingRequest(HTTPXRequest):
+class WatchedPollingRequest(AiohttpRequest):
     """The ``getUpdates`` connection (one, as PTB's default), telling an Outage how polls go."""
 
     def __init__(self, outage: Outage) -> None:
@@ -37,7 +38,7 @@ class WatchedPollingRequest(HTTPXRequest):
         connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
         pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        """Send as HTTPXRequest does; a network error or a 5xx counts as a failed poll."""
+        """Send as AiohttpRequest does; a network error or a 5xx counts as a failed poll."""
         try:
             status, body = await super().do_request(
                 url,
