@@ -25,7 +25,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -334,19 +334,71 @@ class DurableUpdates(asyncio.Queue[object]):
     delivery with 200, as soon as they are queued, long before their turn commits: a crash in
     between lost them for good. Queued here only once stored, an update survives any crash; it
     leaves the inbox in the transaction of its own turn, and a restart handles what is left.
+
+    Updates are stored in batches, one transaction for all that arrived while the last one
+    committed: a poll's updates together, concurrent webhook deliveries together. A webhook
+    delivery is answered only once its batch is stored (``wait``); a poll hands its updates over
+    at once, and the next poll, which confirms them, waits for :meth:`settled` first.
     """
 
-    def __init__(self, inbox: ChannelQueues) -> None:
+    def __init__(self, inbox: ChannelQueues, *, wait: bool = False) -> None:
         super().__init__()
         self._inbox = inbox
+        self._wait = wait
+        self._pending: list[Update] = []
+        self._stored: asyncio.Future[None] | None = None
+        self._storing: asyncio.Task[None] | None = None
         #: The inbox item of each queued update, by update id.
         self.items: dict[int, str] = {}
 
     async def put(self, item: object) -> None:
         """Store an update, then queue it (anything else is queued as it is)."""
-        if isinstance(item, Update):
-            (self.items[item.update_id],) = await self._inbox.received([item.to_dict()])
-        await super().put(item)
+        if not isinstance(item, Update):
+            await super().put(item)
+            return
+        if self._stored is None:
+            self._stored = asyncio.get_running_loop().create_future()
+        stored = self._stored
+        self._pending.append(item)
+        self._store_soon()
+        if self._wait:
+            await stored
+
+    def _store_soon(self) -> None:
+        if self._storing is None or self._storing.done():
+            self._storing = asyncio.create_task(self._store())
+
+    async def _store(self) -> None:
+        while self._pending:
+            batch, stored = self._pending, self._stored
+            self._pending, self._stored = [], None
+            try:
+                ids = await self._inbox.received([u.to_dict() for u in batch])
+            except Exception as exc:
+                if stored is not None and not stored.done():
+                    stored.set_exception(exc)
+                    stored.exception()  # a poll has no waiter: retrieved here, not logged
+                if not self._wait:  # not confirmed to Telegram yet: the next poll tries again
+                    self._pending = batch + self._pending
+                    log.warning("storing received updates failed: %s", type(exc).__name__)
+                return
+            for update, item_id in zip(batch, ids, strict=True):
+                self.items[update.update_id] = item_id
+                self.put_nowait(update)
+            if stored is not None and not stored.done():
+                stored.set_result(None)
+
+    async def settled(self) -> None:
+        """Wait until every update handed over is stored; NetworkError when storing fails (the
+        next poll must not confirm what is not stored)."""
+        while self._storing is not None and not self._storing.done():
+            await asyncio.shield(self._storing)
+        if self._pending:
+            self._store_soon()
+            assert self._storing is not None
+            await asyncio.shield(self._storing)
+            if self._pending:
+                raise NetworkError("received updates could not be stored")
 
 
 class TelegramChannel:
@@ -368,7 +420,9 @@ class TelegramChannel:
     ) -> None:
         self._token = token
         self._inbox = inbox
-        self._updates = DurableUpdates(inbox) if inbox is not None else None
+        self._updates = (
+            DurableUpdates(inbox, wait=webhook is not None) if inbox is not None else None
+        )
         self._inbound = inbound
         self._base_url = base_url
         self._webhook = webhook
@@ -388,7 +442,9 @@ class TelegramChannel:
         builder = application_builder(self._token, self._base_url)
         if self._updates is not None:
             builder = builder.update_queue(self._updates)
-        application = builder.get_updates_request(WatchedPollingRequest(self.outage)).build()
+        before = self._updates.settled if self._updates is not None else None
+        polling = WatchedPollingRequest(self.outage, before=before)
+        application = builder.get_updates_request(polling).build()
         application.add_handler(TypeHandler(Update, self._on_update))
         application.add_error_handler(self._on_error)
         return application

@@ -8,7 +8,7 @@ the first failure and the first success after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # PTB's own alias for its timeout parameters, to override do_request with the same signature.
 from telegram._utils.types import ODVInput
@@ -22,11 +22,16 @@ __all__ = ["WatchedPollingRequest", "polling_error_callback"]
 
 
 class WatchedPollingRequest(AiohttpRequest):
-    """The ``getUpdates`` connection (one, as PTB's default), telling an Outage how polls go."""
+    """The ``getUpdates`` connection (one, as PTB's default), telling an Outage how polls go.
 
-    def __init__(self, outage: Outage) -> None:
+    ``before`` runs ahead of every poll: a poll confirms the updates of the one before it, so
+    it waits there until they are stored.
+    """
+
+    def __init__(self, outage: Outage, before: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__(connection_pool_size=1)
         self._outage = outage
+        self._before = before
 
     async def do_request(
         self,
@@ -40,6 +45,8 @@ class WatchedPollingRequest(AiohttpRequest):
     ) -> tuple[int, bytes]:
         """Send as AiohttpRequest does; a network error or a 5xx counts as a failed poll."""
         try:
+            if self._before is not None:
+                await self._before()
             status, body = await super().do_request(
                 url,
                 method,

@@ -228,8 +228,25 @@ class Transport(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Completion:
+    """A delivered item, to be removed together with the screen it left."""
+
+    item: str
+    lane: str
+    chat: str
+    screen: Sequence[OnScreen] | None
+    now: datetime
+
+
 class OutboxSender:
-    """Delivers one channel's outbox: lanes (chats) concurrently, each lane in order."""
+    """Delivers one channel's outbox: lanes (chats) concurrently, each lane in order.
+
+    Delivered items are removed in batches: every delivery that completes while one batch
+    commits joins the next, so many deliveries share one transaction (a lane has at most one
+    item waiting, so the order within a batch does not matter). Each delivery still waits for
+    its own removal to commit before its lane goes on.
+    """
 
     def __init__(
         self,
@@ -252,6 +269,8 @@ class OutboxSender:
         self._screens_cached = screens_cached
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._wake = asyncio.Event()
+        self._completions: list[tuple[_Completion, asyncio.Future[None]]] = []
+        self._completing: asyncio.Task[None] | None = None
         #: Items delivered and items that failed for now (tests, benchmarks, status).
         self.delivered = 0
         self.deferred = 0
@@ -466,11 +485,8 @@ class OutboxSender:
         if track:
             stamp = int(now.timestamp())
             screen += [OnScreen(ref, stamp, due, tag) for ref in sent]
-        async with self._uow() as uow:
-            await uow.outbox.done([item.id])
-            if screen != before:
-                await self._write_screen(uow, item.lane, chat, screen, now)
-            await uow.commit()
+        changed = screen if screen != before else None
+        await self._complete(_Completion(item.id, item.lane, chat, changed, now))
         if clear or track or dismiss:
             self._remember_screen(item.lane, screen)
         self._recent[item.id] = None
@@ -478,6 +494,33 @@ class OutboxSender:
             self._recent.popitem(last=False)
         self.delivered += 1
         return True
+
+    async def _complete(self, completion: _Completion) -> None:
+        """Remove a delivered item (and save its screen) in the next batch; wait for it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._completions.append((completion, done))
+        if self._completing is None or self._completing.done():
+            self._completing = asyncio.create_task(self._complete_batches())
+        await done
+
+    async def _complete_batches(self) -> None:
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                async with self._uow() as uow:
+                    await uow.outbox.done([c.item for c, _ in batch])
+                    for c, _ in batch:
+                        if c.screen is not None:
+                            await self._write_screen(uow, c.lane, c.chat, c.screen, c.now)
+                    await uow.commit()
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def _send_files(self, chat: str, payload: dict[str, Any]) -> list[str]:
         caption = str(payload.get("caption", ""))
