@@ -23,7 +23,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA secure_delete=ON",
     "PRAGMA temp_store=MEMORY",
     "PRAGMA synchronous=FULL",
-    "PRAGMA busy_timeout=10000",
+    f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}",
 )
 
 
@@ -46,7 +46,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Any) -> None:
     # Take the write lock when a transaction starts: a transaction that read first and wrote
     # later would fail at once (SQLITE_BUSY on a stale snapshot) when another connection had
-    # written in between; BEGIN IMMEDIATE waits its turn under busy_timeout instead.
+    # written in between; BEGIN IMMEDIATE waits its turn under busy_timeout instead (in the
+    # driver's thread: storage/sqlite_driver.py).
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

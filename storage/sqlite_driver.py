@@ -1,12 +1,13 @@
-"""aiosqlite with one thread round trip per statement, for SQLAlchemy's aiosqlite dialect.
+"""SQLite for SQLAlchemy's aiosqlite dialect, with statements run on the event loop.
 
-aiosqlite runs SQLite in a worker thread and crosses to it for every cursor call; SQLAlchemy's
-adapter makes four such calls per statement (open the cursor, execute, fetch, close). Each
-crossing costs far more than a small SQLite statement: measured here, a reporter's answer spent
-most of its database time handing steps to the thread and back. This cursor executes and fetches
-in one crossing (a large result is fetched in chunks), and a commit or rollback with no open
-transaction stays on the event loop. Everything else is aiosqlite as it is; the storage contract
-tests run on this driver.
+aiosqlite runs SQLite in a worker thread and crosses to it for every cursor call. A crossing
+(queue, thread wake-up, GIL hand-back, loop wake-up) costs far more CPU than a small SQLite
+statement: measured, it was the largest part of a reporter's answer after HTTP. Here a statement
+runs where it is called, on the loop, and only what can wait crosses to the thread: a COMMIT
+(it syncs the WAL to disk) and a BEGIN IMMEDIATE that finds another process holding the write
+lock (it waits there, under the busy timeout, instead of blocking the loop). Inside a
+transaction begun IMMEDIATE nothing waits on a lock: statements never block the loop. Everything
+else is aiosqlite as it is; the storage contract tests run on this driver.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
 
-#: Rows fetched together with the statement; a larger result costs one more crossing per chunk.
+#: Rows fetched together with the statement; a larger result is fetched in chunks.
 CHUNK = 512
+#: How long BEGIN IMMEDIATE waits for another process's write lock (also the connection's).
+BUSY_TIMEOUT_MS = 10_000
 
 _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[sqlite3.Cursor | None, _Description, int, int | None, list[Any]]
@@ -67,7 +70,13 @@ class Cursor:
 
     async def _execute(self, sql: str, parameters: Any, many: bool) -> Cursor:
         await self.close()
-        outcome = await self._connection.call(self._run, sql, parameters, many)
+        outcome: _Outcome
+        if not sql.startswith("BEGIN"):
+            outcome = self._run(sql, parameters, many)
+        elif self._connection.begin_now(sql):
+            outcome = None, None, -1, None, []
+        else:
+            outcome = await self._connection.call(self._run, sql, parameters, many)
         self._open, self.description, self.rowcount, self.lastrowid, self._rows = outcome
         return self
 
@@ -89,8 +98,7 @@ class Cursor:
 
     async def _refill(self) -> None:
         if not self._rows and self._open is not None:
-            cursor = self._open
-            self._rows, self.rowcount = await self._connection.call(self._next_chunk, cursor)
+            self._rows, self.rowcount = self._next_chunk(self._open)
             if len(self._rows) < CHUNK:
                 self._open = None
 
@@ -131,16 +139,30 @@ class Cursor:
         self._rows = []
         if self._open is not None:
             cursor, self._open = self._open, None
-            await self._connection.call(cursor.close)
+            cursor.close()
 
 
 class Connection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors cross to the worker thread once per statement."""
+    """An aiosqlite connection whose cursors run statements on the loop."""
 
     @property
     def raw(self) -> sqlite3.Connection:
-        """The sqlite3 connection (use it only inside ``call``)."""
+        """The sqlite3 connection (opened for use from the loop and the worker thread)."""
         return self._conn
+
+    def begin_now(self, sql: str) -> bool:
+        """Begin without waiting; False (nothing begun) when another process holds the lock."""
+        raw = self._conn
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            raw.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return False
+            raise
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return True
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` in the connection's worker thread."""
@@ -151,19 +173,21 @@ class Connection(aiosqlite.Connection):
         return Cursor(self)
 
     async def commit(self) -> None:
-        """Commit, unless there is nothing to commit."""
+        """Commit in the worker thread (the WAL is synced), unless there is nothing to commit."""
         if self._connection is not None and self._connection.in_transaction:
             await super().commit()
 
     async def rollback(self) -> None:
-        """Roll back, unless there is nothing to roll back (the pool does so on every return)."""
+        """Roll back on the loop (nothing to sync), unless there is nothing to roll back."""
         if self._connection is not None and self._connection.in_transaction:
-            await super().rollback()
+            self._connection.rollback()
 
 
 def async_creator(url: str) -> Callable[[], Connection]:
     """A connection factory for ``create_async_engine(url, async_creator=...)``."""
     args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+    # Used from the loop and, for commits, from the worker thread; never both at once.
+    kwargs["check_same_thread"] = False
     open_database: Callable[[], sqlite3.Connection] = partial(sqlite3.connect, *args, **kwargs)
 
     def connect() -> Connection:

@@ -1,7 +1,10 @@
-"""The SQLite driver: aiosqlite with one crossing to its thread per statement, same results."""
+"""The SQLite driver: statements on the loop, a COMMIT (and a BEGIN that must wait for another
+process) in aiosqlite's thread, same results."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,15 +49,42 @@ async def test_the_engine_uses_this_driver(engine: AsyncEngine) -> None:
         assert isinstance(raw.driver_connection, sqlite_driver.Connection)
 
 
-async def test_small_statements_cross_once(engine: AsyncEngine, crossings: list[str]) -> None:
+async def test_only_the_commit_crosses(engine: AsyncEngine, crossings: list[str]) -> None:
     async with engine.connect() as conn:
         crossings.clear()
         await conn.execute(insert(rows), {"id": 1, "name": "one"})
         assert (await conn.execute(select(rows.c.name))).scalar_one() == "one"
         await conn.commit()
-        assert crossings == ["_run", "_run", "_run", "commit"]  # BEGIN, INSERT, SELECT, COMMIT
+        assert crossings == ["commit"]  # BEGIN, INSERT and SELECT ran on the loop
         crossings.clear()
-    assert crossings == []  # returning the connection: nothing to roll back, no crossing
+        await conn.execute(insert(rows), {"id": 2, "name": "two"})
+        await conn.rollback()
+    assert crossings == []  # a rollback has nothing to sync: no crossing either
+
+
+async def test_a_locked_database_is_waited_for_off_the_loop(
+    engine: AsyncEngine, tmp_path: Path, crossings: list[str]
+) -> None:
+    other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    crossings.clear()
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(rows), {"id": 3, "name": "three"})
+
+    writer = asyncio.create_task(write())
+    ticks = 0
+    while ticks < 20:  # the loop keeps running while the writer waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not writer.done()
+    assert crossings == ["_run"]  # the BEGIN, waiting in the worker thread
+    other.execute("COMMIT")
+    await asyncio.wait_for(writer, 10)
+    other.close()
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(rows.c.name))).scalar_one() == "three"
 
 
 async def test_large_results_arrive_whole_in_chunks(engine: AsyncEngine) -> None:
