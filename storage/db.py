@@ -64,7 +64,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a round trip before every transaction): SqlUnitOfWork retries its first
+    # statement once when the server dropped the pooled connection.
     return create_async_engine(url, **kwargs)
 
 

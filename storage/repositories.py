@@ -13,6 +13,7 @@ from typing import Any, Self
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -527,10 +528,22 @@ class SqlUnitOfWork:
         self._numbering = numbering
 
     async def __aenter__(self) -> Self:
-        """Open a session, check the key state, and build the repositories over it."""
+        """Open a session, check the key state, and build the repositories over it.
+
+        The key check is the transaction's first statement: a pooled connection the server
+        dropped (a restart) fails there, before anything was done, and the check is tried once
+        more on a fresh connection. That is what a pre-ping bought, without its round trip on
+        every transaction.
+        """
         self.session = self._sessions()
         try:
-            await self._check_keys()
+            try:
+                await self._check_keys()
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                await self.session.close()  # the pool has dropped that connection
+                await self._check_keys()
         except BaseException:
             await self.session.close()
             raise
