@@ -28,6 +28,7 @@ RAW_UPDATE = "[payload]"
 QUIET_LOGGERS = (
     "httpx",
     "httpcore",
+    "aiohttp.client",
     "sqlalchemy",
     "aiosqlite",
     "asyncpg",
