@@ -16,6 +16,10 @@ from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.jobs import Sleep, erase_job, expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
 from bot.services.queues import ChannelQueues
+from storage.locks import SessionLock
+
+#: The advisory lock that elects the one Signal receiver among processes on one database.
+SIGNAL_RECEIVER = "signal-receiver"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
         webhook=webhook,
         edit_window=runtime.intake.policy.edit_window,
         inbox=ChannelQueues(runtime.uow, runtime.clock, "telegram"),
+        shared_outbox=runtime.shared,
     )
 
 
@@ -59,6 +64,8 @@ def signal_channel(runtime: Runtime) -> tuple[SignalChannel, SignalApi]:
         on_untrusted=runtime.roster.identity_changed_if_staff,
         mode=settings.signal_mode.value,
         disappearing_seconds=settings.signal_disappearing_seconds,
+        role=SessionLock(runtime.engine, SIGNAL_RECEIVER),
+        shared_outbox=runtime.shared,
     )
     return channel, api
 

@@ -37,6 +37,7 @@ from bot.runtime import (
     root_secret,
     upgrade_database,
 )
+from bot.services.admin import Busy
 from bot.services.casework import Casework, CaseworkError
 from bot.services.evidence import verify_package
 from bot.services.ports import KekUsage
@@ -746,6 +747,7 @@ def main() -> None:
         Refused,
         CaseworkError,
         DeadlineTableError,
+        Busy,
     ) as exc:
         typer.echo(f"tipline: {exc}", err=True)
         sys.exit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE)

@@ -191,6 +191,11 @@ class Runtime:
         return units_of_work(self.sessions, self.vault, case_numbering(self.settings))()
 
     @property
+    def shared(self) -> bool:
+        """Whether other ``tipline run`` processes may share the database (not SQLite)."""
+        return self.engine.dialect.name != "sqlite"
+
+    @property
     def maintenance(self) -> Maintenance:
         """Storage-level admin operations on this instance."""
         return maintenance(self.settings, self.engine, self.vault)

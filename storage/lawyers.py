@@ -38,6 +38,7 @@ from storage.index import (
     seal_index,
 )
 from storage.keyring import Keyring
+from storage.locks import try_xact_lock
 from storage.models import Case, CaseAttempt, CaseMessage, JobState, Lawyer
 
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
@@ -474,6 +475,11 @@ class SqlAssignmentStore:
         """When a periodic job last ran."""
         row = await self._session.get(JobState, job)
         return None if row is None else row.last_run
+
+    async def try_job(self, job: str) -> bool:
+        """Hold the job's advisory lock until the transaction ends; False when another process
+        holds it (PostgreSQL; on SQLite the transaction already holds the only write lock)."""
+        return await try_xact_lock(await self._session.connection(), f"job:{job}")
 
     async def mark_run(self, job: str, now: datetime) -> None:
         """Record that a periodic job ran."""

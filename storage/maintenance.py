@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -17,6 +18,7 @@ from storage.crypto import DecryptionError, RecordCipher
 from storage.db import make_session_factory
 from storage.index import INDEXED, LANE, open_index, rekeyed, seal_index
 from storage.keyring import Keyring, KeyVault
+from storage.locks import exclusive
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -124,6 +126,10 @@ class Maintenance:
     def uow(self) -> SqlUnitOfWork:
         """A unit of work on the same keys."""
         return SqlUnitOfWork(self._sessions, self.keyring, self.vault)
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Hold the named advisory lock for the block if it is free (always on SQLite)."""
+        return exclusive(self.engine, name)
 
     @property
     def is_sqlite(self) -> bool:

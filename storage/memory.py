@@ -111,6 +111,9 @@ class _Stores:
 class MemoryDraftStore(_Stores):
     """Drafts by (channel, chat)."""
 
+    async def lock(self, channel: str, chat_id: str) -> None:
+        """One process, one transaction at a time: nothing to wait for."""
+
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The draft, or None when there is none or it expired (an expired one is dropped)."""
         found = self.s.drafts.get((channel, chat_id))
@@ -472,6 +475,10 @@ class MemoryAssignmentStore(_Stores):
         """When a job last ran."""
         return self.s.jobs.get(job)
 
+    async def try_job(self, job: str) -> bool:
+        """One process: the job is always this one's to run."""
+        return True
+
     async def mark_run(self, job: str, now: datetime) -> None:
         """Record a job's run (the hour, as at rest in SQL)."""
         self.s.jobs[job] = now.replace(minute=0, second=0, microsecond=0)
@@ -530,6 +537,16 @@ class MemoryOutbox(_Stores):
             heads.setdefault(entry.lane, entry)
         due = [e for e in heads.values() if e.channel == channel and e.due_at <= now]
         return sorted(due, key=lambda e: e.id)[:limit]
+
+    async def claim(self, item_id: str, now: datetime, until: datetime) -> bool:
+        """Take a due lane head for delivery until ``until``."""
+        entry = self.s.outbox.get(item_id)
+        if entry is None or entry.due_at > now:
+            return False
+        if any(e.lane == entry.lane and e.id < item_id for e in self.s.outbox.values()):
+            return False
+        self.s.outbox[item_id] = replace(entry, due_at=until)
+        return True
 
     async def done(self, item_ids: Sequence[str]) -> None:
         """Forget delivered items."""

@@ -133,6 +133,19 @@ class SqlOutbox:
             return None  # its KEK is gone: it can never be sent; purge removes it
         return OutboxEntry(row.id, row.channel, row.lane, payload, row.attempts, row.due_at)
 
+    async def claim(self, item_id: str, now: datetime, until: datetime) -> bool:
+        """Take a due lane head for delivery until ``until`` (one statement: of several
+        processes, one gets it; the others see it as not due, or wait and then see that)."""
+        earlier = exists().where(and_(_HEAD.lane == OutboxItem.lane, _HEAD.id < OutboxItem.id))
+        statement = (
+            update(OutboxItem)
+            .where(OutboxItem.id == item_id, OutboxItem.due_at <= now, ~earlier)
+            .values(due_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self._session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
     async def done(self, item_ids: Sequence[str]) -> None:
         """Forget delivered items."""
         if item_ids:

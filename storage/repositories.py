@@ -40,6 +40,7 @@ from storage.crypto import DecryptionError, RecordCipher
 from storage.index import CASE_RECEIPT, DRAFT_CHAT, open_index, seal_index
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
+from storage.locks import wait_xact_lock
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -102,6 +103,12 @@ class SqlDraftStore:
             lookups = DRAFT_CHAT.candidates(self._keyring, bytes.fromhex(inner))
             self._pseudonyms[key] = (inner, lookups)
         return self._pseudonyms[key]
+
+    async def lock(self, channel: str, chat_id: str) -> None:
+        """Hold the chat's lock until the transaction ends: another process's turn for the
+        same chat waits for this one to commit (PostgreSQL; SQLite has one writer anyway)."""
+        pseudonym, _ = self._pseudonym(channel, chat_id)
+        await wait_xact_lock(await self._session.connection(), f"chat:{pseudonym}")
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
@@ -203,6 +210,8 @@ class SqlCaseStore:
         """A short random number no live case has and none held (see storage/numbers.py)."""
 
         async def is_free(number: int) -> bool:
+            # Two processes may draw the same number at once: the second waits, then sees it.
+            await wait_xact_lock(await self._session.connection(), f"case-number:{number}")
             live = select(Case.number).where(Case.number == number)
             held = select(HeldNumber.number).where(
                 HeldNumber.number == number, HeldNumber.held_until >= today
@@ -413,6 +422,9 @@ class SqlSeenStore:
         return bool(result.rowcount == 1)
 
 
+_UPSERT: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+
+
 class SqlStatsStore:
     """Counters by week, region and category."""
 
@@ -420,15 +432,22 @@ class SqlStatsStore:
         self._session = session
 
     async def increment(self, week: date, region: str, categories: Iterable[str]) -> None:
-        """Add one to each counter, creating the ones that do not exist yet."""
-        for category in categories:
-            key = {"week": week, "region": region, "category": category}
-            result = await self._session.execute(
-                update(StatCounter).filter_by(**key).values(count=StatCounter.count + 1)
-            )
-            if not getattr(result, "rowcount", 0):
-                self._session.add(StatCounter(**key, count=1))
-                await self._session.flush()
+        """Add one to each counter, creating the ones that do not exist yet (one upsert, safe
+        when other processes count at the same time)."""
+        # Sorted, so two transactions counting overlapping categories lock rows in one order.
+        rows = [
+            {"week": week, "region": region, "category": c, "count": 1}
+            for c in sorted(set(categories))
+        ]
+        if not rows:
+            return
+        connection = await self._session.connection()
+        insert_ = _UPSERT[connection.dialect.name](StatCounter).values(rows)
+        statement = insert_.on_conflict_do_update(
+            index_elements=["week", "region", "category"],
+            set_={"count": StatCounter.count + 1},
+        )
+        await connection.execute(statement)
 
 
 class SqlAuditLog:

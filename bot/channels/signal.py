@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from bot.channels.signal_api import SignalApiError, UntrustedIdentity
 from bot.domain.messages import Notice, Outbound, Question
@@ -39,8 +39,46 @@ STOP_GRACE = 10.0
 Sleep = Callable[[float], Awaitable[None]]
 
 
+#: A process without the receiver role tries for it this often (a takeover within 10 s).
+ROLE_RETRY = 3.0
+#: The receiver looks this often whether it still holds the role (its connection may be gone).
+ROLE_CHECK = 5.0
+
+
 class Crash(Exception):
     """Raised by test hooks to stop the channel where a real crash would."""
+
+
+class ReceiverRole(Protocol):
+    """The right to receive: signal-cli hands each message to whoever asks first, so of several
+    processes on one database exactly one receives (the others deliver the outbox)."""
+
+    async def acquire(self) -> bool:
+        """Take the role if nobody holds it; whether this process holds it now."""
+        ...
+
+    async def check(self) -> bool:
+        """Whether this process still holds it."""
+        ...
+
+    async def release(self) -> None:
+        """Give it up."""
+        ...
+
+
+class AlwaysReceiver:
+    """The role of a process that is alone on its database (SQLite, tests)."""
+
+    async def acquire(self) -> bool:
+        """Always held."""
+        return True
+
+    async def check(self) -> bool:
+        """Always held."""
+        return True
+
+    async def release(self) -> None:
+        """Nothing to give up."""
 
 
 class SignalChannel:
@@ -60,13 +98,22 @@ class SignalChannel:
         sleep: Sleep = asyncio.sleep,
         use_inbox: bool = True,
         after_store: Callable[[], None] | None = None,
+        role: ReceiverRole | None = None,
+        shared_outbox: bool = False,
+        role_retry: float = ROLE_RETRY,
+        role_check: float = ROLE_CHECK,
     ) -> None:
         self._api = api
+        self._role = role or AlwaysReceiver()
+        self._role_retry = role_retry
+        self._role_check = role_check
+        #: Whether this process receives now (tests, status).
+        self.receiving = False
         self._inbound = inbound
         self._queues = queues
         self._clock = clock
         transport = SignalTransport(api, on_untrusted, inbound.reporter_identity_changed)
-        self.sender = OutboxSender(CHANNEL, uow, transport, clock)
+        self.sender = OutboxSender(CHANNEL, uow, transport, clock, shared=shared_outbox)
         inbound.senders.register(CHANNEL, self.sender.wake)
         self._mode = mode
         self._disappearing = disappearing_seconds
@@ -84,10 +131,9 @@ class SignalChannel:
     # ---- running -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, outbox_every: float = 5.0) -> None:
-        """Drain what a crash left, then receive and retry sends until ``stop`` is set."""
-        await self._queues.adopt_legacy_outbox()
-        await self.drain()
-        receive = asyncio.create_task(self._receive_loop(stop))
+        """Deliver the outbox until ``stop`` is set; holding the receiver role, drain what a
+        crash left, then receive."""
+        receive = asyncio.create_task(self._receiver(stop))
         retry = asyncio.create_task(self.sender.run(stop, outbox_every))
         stopped = asyncio.create_task(stop.wait())
         try:
@@ -106,6 +152,43 @@ class SignalChannel:
             for task in (receive, retry, stopped):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _receiver(self, stop: asyncio.Event) -> None:
+        """Wait for the receiver role, then receive until ``stop`` or until the role is lost."""
+        while not stop.is_set():
+            try:
+                held = await self._role.acquire()
+            except Exception as exc:  # the database is away: try again
+                log.warning("signal receiver election failed: %s", type(exc).__name__)
+                held = False
+            if not held:
+                await _wait(stop, self._role_retry)
+                continue
+            log.info("signal receiver role taken")
+            self.receiving = True
+            lost = asyncio.Event()
+            watch = asyncio.create_task(self._watch_role(stop, lost))
+            try:
+                await self._queues.adopt_legacy_outbox()
+                await self.drain()
+                await self._receive_loop(lost)
+            finally:
+                self.receiving = False
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
+                with contextlib.suppress(Exception):
+                    await self._role.release()
+
+    async def _watch_role(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        """Set ``lost`` at ``stop``, or when the role's connection is found gone."""
+        try:
+            while not await _wait(stop, self._role_check):
+                if not await self._role.check():
+                    log.warning("signal receiver role lost; electing again")
+                    break
+        finally:
+            lost.set()
 
     async def _receive_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -327,6 +410,13 @@ class SignalTransport:
             log.info("signal remote delete failed: %s", type(exc).__name__)
             if exc.retryable:
                 raise Deferred from exc
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` or until ``stop``; whether it was stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
 
 
 async def _until_stopped(

@@ -417,6 +417,7 @@ class TelegramChannel:
         poll_timeout: int = 10,
         edit_window: timedelta = timedelta(hours=23),
         inbox: ChannelQueues | None = None,
+        shared_outbox: bool = False,
     ) -> None:
         self._token = token
         self._inbox = inbox
@@ -435,7 +436,9 @@ class TelegramChannel:
         self.outage = Outage("telegram polling")
         self.application = self._build()
         self.transport = TelegramTransport(self.application, sleep)
-        self.sender = OutboxSender(CHANNEL, uow, self.transport, clock, edit_window=edit_window)
+        self.sender = OutboxSender(
+            CHANNEL, uow, self.transport, clock, edit_window=edit_window, shared=shared_outbox
+        )
         inbound.senders.register(CHANNEL, self.sender.wake)
 
     def _build(self) -> Application:  # type: ignore[type-arg]
@@ -548,6 +551,7 @@ class TelegramChannel:
             CHANNEL,
             chat_id,
             update_id=str(update.update_id),
+            order=update.update_id,
             message_ref=str(message.message_id) if message is not None else None,
             language_hint=self._language(update),
         )

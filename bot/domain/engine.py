@@ -73,6 +73,9 @@ class DraftState:
     #: After a gap, the steps answered since: the only answers the review may show (None: no
     #: gap yet, all of them).
     sitting: tuple[str, ...] | None = None
+    #: The messenger's sequence number of the last update applied to it: an older one, handled
+    #: late by another process, is not applied out of order.
+    order: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form of the state."""
@@ -87,6 +90,7 @@ class DraftState:
             "active": self.active,
             "resuming": self.resuming,
             "sitting": None if self.sitting is None else list(self.sitting),
+            "order": self.order,
         }
 
     @classmethod
@@ -114,6 +118,7 @@ class DraftState:
                 active=float(data.get("active", 0.0)),
                 resuming=bool(data.get("resuming", False)),
                 sitting=None if sitting is None else tuple(str(s) for s in sitting),
+                order=int(data.get("order", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptState("unreadable draft state") from exc

@@ -14,6 +14,12 @@ from bot.services.ports import AuditProblem, KekUsage, MaintenanceStore, PurgeRe
 
 log = logging.getLogger(__name__)
 ADMIN = "admin"
+#: Purge, the ratchet and rotation run in one process at a time (several share a database).
+MAINTENANCE = "maintenance"
+
+
+class Busy(Exception):
+    """Another process is purging or ratcheting right now."""
 
 
 class AdminService:
@@ -34,7 +40,10 @@ class AdminService:
 
     async def rotate(self) -> RotationReport:
         """Rotate the KEK (resumable)."""
-        report = await self._store.rotate(self._clock())
+        async with self._store.exclusive(MAINTENANCE) as mine:
+            if not mine:
+                raise Busy("another tipline process is purging or rotating keys: try again soon")
+            report = await self._store.rotate(self._clock())
         await self._audit("keys.rotate" if report.complete else "keys.rotate.partial")
         return report
 
@@ -48,6 +57,14 @@ class AdminService:
         waiting for runs too, even when nothing has expired."""
         if dry_run:
             return await self._store.purge(self._clock(), dry_run=True)
+        async with self._store.exclusive(MAINTENANCE) as mine:
+            if mine:
+                return await self._purge(job)
+        if job:
+            return PurgeReport({}, dry_run=False)  # another process is doing this round
+        raise Busy("another tipline process is purging or rotating keys: try again soon")
+
+    async def _purge(self, job: bool) -> PurgeReport:
         claimed = await self._claim_erase()
         report = await self._store.purge(self._clock(), dry_run=False)
         if claimed is not None:
@@ -64,10 +81,11 @@ class AdminService:
             due = await uow.assignments.erase_due()
         if due is None or due > self._clock():
             return None
-        if await self._claim_erase() is None:
-            return None
-        report = await self._store.rotate(self._clock())
-        await self._erased(report)
+        async with self._store.exclusive(MAINTENANCE) as mine:
+            if not mine or await self._claim_erase() is None:
+                return None  # another process is ratcheting now
+            report = await self._store.rotate(self._clock())
+            await self._erased(report)
         await self._audit("erase" if report.complete else "erase.partial")
         return report
 

@@ -475,6 +475,8 @@ class Casework(Notifying):
         sent = 0
         async with self._uow() as plain:
             uow = _store(plain)
+            if not await uow.assignments.try_job("remind_deadlines"):
+                return 0  # another process is running this round
             until = (now + timedelta(hours=72)).date()
             for deadline in await uow.casework.due_deadlines(until, Stage.PASSED):
                 stage = next_stage(deadline.due_on, Stage(deadline.stage), now)

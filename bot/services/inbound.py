@@ -70,6 +70,10 @@ class Inbound:
     edited: bool = False
     #: The channel's durable inbox item, removed in the same transaction as the turn.
     inbox_id: str | None = None
+    #: The messenger's sequence number of the update (Telegram's update id; Signal has one
+    #: receiver, which handles envelopes in the order received, and a phone's clock can step
+    #: back): a chat's updates are applied in this order.
+    order: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +157,16 @@ class InboundService:
         out = Outgoing()
         lock = False
         async with self._uow() as uow:
+            # First of all (so no two transactions wait on each other's rows): the chat's turns
+            # go one at a time, whichever process handles them.
+            await uow.drafts.lock(inbound.channel, inbound.chat)
             if inbound.inbox_id is not None:
                 inbox = uow.telegram_inbox if inbound.channel == "telegram" else uow.signal_inbox
                 await inbox.done(inbound.inbox_id)
-            if inbound.update_id is not None and not await uow.seen.claim(
-                inbound.channel, inbound.update_id, now + SEEN_TTL
-            ):
+            if (
+                inbound.update_id is not None
+                and not await uow.seen.claim(inbound.channel, inbound.update_id, now + SEEN_TTL)
+            ) or await self._intake.stale(uow, inbound.channel, inbound.chat, inbound.order, now):
                 await uow.commit()
                 return Handled(duplicate=True)
             lock = await self._dispatch(uow, out, inbound)
@@ -213,7 +221,7 @@ class InboundService:
             return await self._command(uow, out, inbound, parsed, language, mine)
         event = self._event(inbound, parsed)
         turn = await self._intake.turn(
-            uow, out, channel, chat, event, now, attachment=inbound.attachment
+            uow, out, channel, chat, event, now, attachment=inbound.attachment, order=inbound.order
         )
         await self._show_turn(uow, out, at, turn, mine)
         return False
@@ -255,7 +263,7 @@ class InboundService:
         if name in _REPORTER_EVENTS:
             hint = command.language or self._hint(inbound)
             turn = await self._intake.turn(
-                uow, out, channel, chat, _REPORTER_EVENTS[name](hint), now
+                uow, out, channel, chat, _REPORTER_EVENTS[name](hint), now, order=inbound.order
             )
             await self._show_turn(uow, out, at, turn, mine)
             return False

@@ -132,9 +132,11 @@ class IntakeService:
         now: datetime,
         *,
         attachment: Attachment | None = None,
+        order: int | None = None,
     ) -> Turn:
         """Apply one reporter event; an ``attachment`` (already checked with :meth:`check`) is
-        stored encrypted only when the conversation is at the documents step and has room."""
+        stored encrypted only when the conversation is at the documents step and has room;
+        ``order`` is the update's sequence number, kept in the draft (see :meth:`stale`)."""
         state = await self._load(uow, channel, chat_id, now)
         if attachment is not None:
             event = await self._store_attachment(uow, state, attachment, now)
@@ -162,7 +164,7 @@ class IntakeService:
         if new_state is None:
             await uow.drafts.delete(channel, chat_id)
         else:
-            new_state = replace(new_state, refs=())
+            new_state = replace(new_state, refs=(), order=max(order or 0, new_state.order))
             expires = now + self._policy.draft_ttl
             await uow.drafts.save(channel, chat_id, new_state.to_dict(), expires)
         return Turn(replies, draft_open=new_state is not None, submitted=tuple(submitted))
@@ -184,6 +186,17 @@ class IntakeService:
         """The language of the chat's conversation in progress, if there is one."""
         state = await self._load(uow, channel, chat_id, now)
         return state.language if state is not None else None
+
+    async def stale(
+        self, uow: StaffUnitOfWork, channel: str, chat_id: str, order: int | None, now: datetime
+    ) -> bool:
+        """Whether an update is not newer than the last one applied to the chat's draft (one
+        delivered late, or handled late by another process): applying it would answer the
+        question on screen with an older message."""
+        if order is None:
+            return False
+        state = await self._load(uow, channel, chat_id, now)
+        return state is not None and order <= state.order
 
     async def _within_limit(
         self, uow: StaffUnitOfWork, channel: str, chat_id: str, now: datetime

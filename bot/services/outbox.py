@@ -42,6 +42,12 @@ SCREEN_TTL = timedelta(hours=48)
 #: The latest deadline a message on a reporter's screen gets: deleted inside Telegram's window.
 MAX_KEEP = SCREEN_TTL - timedelta(hours=1)
 MAX_BACKOFF = 600.0
+#: With several processes on one database, a process takes a lane's head for this long before
+#: it sends it; one that dies meanwhile leaves it to another after that (sent again, as after
+#: any crash).
+CLAIM_LEASE = timedelta(seconds=60)
+#: ... and a process whose claim failed looks at the outbox again after this many seconds.
+CLAIM_RETRY = 0.2
 
 Shown = Question | Notice
 
@@ -257,8 +263,12 @@ class OutboxSender:
         *,
         edit_window: timedelta = timedelta(hours=23),
         screens_cached: int = 10_000,
+        shared: bool = False,
     ) -> None:
         self.channel = channel
+        #: Other processes deliver from the same outbox: each item is claimed before it is
+        #: sent, and a chat's screen is read afresh (another process may have changed it).
+        self.shared = shared
         self._uow = uow
         self._transport = transport
         self._clock = clock
@@ -406,6 +416,8 @@ class OutboxSender:
     async def _sweep(self, lane: str, chat: str, now: datetime) -> int:
         stamp = int(now.timestamp())
         async with self._hold(lane):
+            if self.shared:
+                self._screens.pop(lane, None)
             screen = await self._screen(lane)
             due = [e for e in screen if e.due <= stamp]
             if not due:
@@ -446,6 +458,11 @@ class OutboxSender:
             dismiss = set()
         deletes = [str(r) for r in payload.get("delete", [])]
         now = self._clock()
+        if self.shared and not await self._claim(item, now, clear or track or bool(dismiss)):
+            # Another process has it, or an earlier item of its chat is pending there: look
+            # again soon (that process does not know this item waits behind its own).
+            asyncio.get_running_loop().call_later(CLAIM_RETRY, self._wake.set)
+            return False
         due, tag = self._deadline(now, payload), str(payload.get("tag", ""))
         before = await self._screen(item.lane) if (clear or track or dismiss) else []
         screen = [e for e in before if e.tag not in dismiss]
@@ -521,6 +538,17 @@ class OutboxSender:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+
+    async def _claim(self, item: OutboxEntry, now: datetime, screen: bool) -> bool:
+        """Take the item for this process, and read its chat's screen as it stands."""
+        async with self._uow() as uow:
+            if not await uow.outbox.claim(item.id, now, now + CLAIM_LEASE):
+                return False
+            refs = await uow.outbox.screen(item.lane) if screen else None
+            await uow.commit()
+        if refs is not None:
+            self._remember_screen(item.lane, [OnScreen.decode(r) for r in refs])
+        return True
 
     async def _send_files(self, chat: str, payload: dict[str, Any]) -> list[str]:
         caption = str(payload.get("caption", ""))

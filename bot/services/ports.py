@@ -4,6 +4,7 @@ that ``storage`` implements (storage imports this module and nothing else of ``b
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
@@ -187,6 +188,11 @@ class AuditProblem:
 class DraftStore(Protocol):
     """Encrypted drafts of conversations in progress, found by chat."""
 
+    async def lock(self, channel: str, chat_id: str) -> None:
+        """Hold the chat's lock until the transaction ends (other processes' turns for the
+        same chat wait), so each chat's updates are applied one at a time."""
+        ...
+
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The draft state of a chat, or None (none, or expired)."""
         ...
@@ -312,6 +318,11 @@ class OutboxStore(Protocol):
         self, channel: str, now: datetime, limit: int = 100
     ) -> Sequence[OutboxEntry]:
         """The oldest item of each of the channel's lanes, where that item is due."""
+        ...
+
+    async def claim(self, item_id: str, now: datetime, until: datetime) -> bool:
+        """Take a due item that heads its lane for delivery until ``until`` (it is not due for
+        anyone else meanwhile); False when it is not due, not its lane's head, or gone."""
         ...
 
     async def done(self, item_ids: Sequence[str]) -> None:
@@ -440,6 +451,11 @@ class MaintenanceStore(Protocol):
         """Delete what expired, then ratchet."""
         ...
 
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Hold a named lock for the block if no other process holds it; yields whether this
+        one does (several processes share one database)."""
+        ...
+
     async def wipe(self, now: datetime) -> None:
         """Destroy every KEK, then delete every row."""
         ...
@@ -514,6 +530,11 @@ class AssignmentStore(Protocol):
 
     async def last_run(self, job: str) -> datetime | None: ...
     async def mark_run(self, job: str, now: datetime) -> None: ...
+    async def try_job(self, job: str) -> bool:
+        """Hold the job's lock until the transaction ends; False when another process runs the
+        job right now (it handles what is due, so this round skips it)."""
+        ...
+
     async def schedule_erase(self, due: datetime) -> None:
         """Ask for a ratchet by ``due``, an hour (an earlier request stands)."""
         ...

@@ -108,10 +108,16 @@ class Routing(Notifying):
             await uow.audit.append("system", "case.unassigned.alert", case_id, now)
         return None
 
-    async def _job(self, body: Callable[[StaffUnitOfWork, Outgoing, datetime], object]) -> int:
+    async def _job(
+        self,
+        body: Callable[[StaffUnitOfWork, Outgoing, datetime], object],
+        job: str | None = None,
+    ) -> int:
         now = self._clock()
         out = Outgoing()
         async with self._uow() as uow:
+            if job is not None and not await uow.assignments.try_job(job):
+                return 0  # another process is running this job's round right now
             result = await body(uow, out, now)  # type: ignore[misc]
             written = await out.write(uow, now)
             await uow.commit()
@@ -146,7 +152,7 @@ class Routing(Notifying):
                     await self.route(uow, out, case.id, now)
             return moved
 
-        return await self._job(body)
+        return await self._job(body, "escalate")
 
     async def digest(self) -> bool:
         """Once a day: documentation-only cases nobody took, to every verified lawyer."""
@@ -172,7 +178,7 @@ class Routing(Notifying):
                         sent += 1
             return sent
 
-        return bool(await self._job(body))
+        return bool(await self._job(body, "digest"))
 
     async def warn_expiring(self) -> int:
         """Warn each assigned lawyer 72 hours before their case expires (once)."""
@@ -196,4 +202,4 @@ class Routing(Notifying):
                     sent += 1
             return sent
 
-        return await self._job(body)
+        return await self._job(body, "warn_expiring")
