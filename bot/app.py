@@ -16,10 +16,12 @@ from bot.channels.telegram import TelegramChannel, WebhookConfig
 from bot.jobs import Sleep, erase_job, expiry_job, staff_job, stoppable_sleep
 from bot.runtime import Runtime
 from bot.services.queues import ChannelQueues
-from storage.locks import SessionLock
+from storage.locks import SessionLock, listen, notify
 
 #: The advisory lock that elects the one Signal receiver among processes on one database.
 SIGNAL_RECEIVER = "signal-receiver"
+#: The notification an admin's remote lock sends to every process on the database.
+LOCK_CHANNEL = "tipline_lock"
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ async def serve_unlocked(
             casework=runtime.casework,
         )
     )
+    if runtime.shared:
+        tasks.append(_share_remote_lock(runtime, stop))
     log.info("tipline running")
     running = [asyncio.ensure_future(task) for task in tasks]
     try:
@@ -140,6 +144,31 @@ async def serve_unlocked(
             task.cancel()
         if signal_api is not None:
             await signal_api.aclose()
+
+
+async def _share_remote_lock(runtime: Runtime, stop: asyncio.Event) -> None:
+    """An admin's ``/lock`` reaches one process: it tells every other one on the database, and
+    each locks (a lock is never left half done because the request came through another)."""
+    local = runtime.request_lock
+    pending: set[asyncio.Task[None]] = set()
+
+    async def tell_others() -> None:
+        try:
+            await notify(runtime.engine, LOCK_CHANNEL)
+        except Exception as exc:  # this process locks all the same
+            log.error("could not tell the other processes to lock: %s", type(exc).__name__)
+
+    def request_lock() -> None:
+        local()
+        task = asyncio.get_running_loop().create_task(tell_others())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    runtime.request_lock = request_lock
+    try:
+        await listen(runtime.engine, LOCK_CHANNEL, local, stop)
+    finally:
+        runtime.request_lock = local
 
 
 async def _channel(state: RunState, name: str, run: Coroutine[Any, Any, None]) -> None:

