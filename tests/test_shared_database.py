@@ -139,3 +139,22 @@ async def test_a_remote_lock_reaches_every_process(db: AsyncEngine) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*listeners), 15)
+
+
+async def test_a_sweep_goes_through_the_chat_lane(world: World, clock: FrozenClock) -> None:
+    transport = MemoryTransport("telegram")
+    one, two = _senders(world, transport)
+    out = Outgoing()
+    out.show("telegram", "78", [Notice("receipt")], clear=False, keep=timedelta(minutes=15))
+    async with world.uow() as uow:
+        entries = await out.write(uow, clock())
+        await uow.commit()
+    assert await one.deliver(entries) == 1
+    assert list(transport.screen["78"].values()) == [Notice("receipt")]
+    clock.advance(timedelta(hours=1))
+    # The other process sweeps: it has never seen this screen, and must not act on a copy.
+    assert await two.sweep() == 1  # one sweep item, delivered in the lane
+    assert transport.screen["78"] == {}
+    async with world.uow() as uow:
+        assert await uow.outbox.due_screens("telegram", clock()) == []
+        assert await uow.outbox.depth() == {}

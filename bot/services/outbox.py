@@ -414,27 +414,39 @@ class OutboxSender:
             after = screens[-1].lane
 
     async def _sweep(self, lane: str, chat: str, now: datetime) -> int:
+        if self.shared:
+            # Another process may be delivering to this chat: the sweep goes through the lane
+            # like any item, so the chat's screen has one writer at a time.
+            out = Outgoing()
+            out.items.append((self.channel, chat, {"messages": [], "sweep": True}))
+            async with self._uow() as uow:
+                entries = await out.write(uow, now)
+                await uow.commit()
+            return await self.deliver(entries)
         stamp = int(now.timestamp())
         async with self._hold(lane):
-            if self.shared:
-                self._screens.pop(lane, None)
             screen = await self._screen(lane)
-            due = [e for e in screen if e.due <= stamp]
-            if not due:
-                return 0
-            kept = [e for e in screen if e.due > stamp]
-            deleted = 0
-            for entry in due:
-                try:
-                    await self._transport.delete(chat, entry.ref)
-                    deleted += 1
-                except Deferred:
-                    if entry.sent + SCREEN_TTL.total_seconds() > stamp:
-                        kept.append(replace(entry, due=stamp + 60))  # the next round tries again
-                except Undeliverable:
-                    pass  # gone already, or too old to delete
-            await self._save_screen(lane, chat, kept, now)
+            kept, deleted = await self._expire(chat, screen, stamp)
+            if kept != screen:
+                await self._save_screen(lane, chat, kept, now)
             return deleted
+
+    async def _expire(
+        self, chat: str, screen: Sequence[OnScreen], stamp: int
+    ) -> tuple[list[OnScreen], int]:
+        """Delete the messages whose deadline has come; what stays on screen, how many went."""
+        kept = [e for e in screen if e.due > stamp]
+        deleted = 0
+        for entry in (e for e in screen if e.due <= stamp):
+            try:
+                await self._transport.delete(chat, entry.ref)
+                deleted += 1
+            except Deferred:
+                if entry.sent + SCREEN_TTL.total_seconds() > stamp:
+                    kept.append(replace(entry, due=stamp + 60))  # the next round tries again
+            except Undeliverable:
+                pass  # gone already, or too old to delete
+        return kept, deleted
 
     def _deadline(self, now: datetime, payload: dict[str, Any]) -> int:
         keep = payload.get("keep")
@@ -453,20 +465,24 @@ class OutboxSender:
             messages = []
         clear, track = bool(payload.get("clear")), bool(payload.get("track"))
         dismiss = {str(t) for t in payload.get("dismiss", [])}
+        sweep = bool(payload.get("sweep"))
         if not getattr(self._transport, "keeps_screen", True):
-            clear = track = False  # a terminal cannot take back what it printed
+            clear = track = sweep = False  # a terminal cannot take back what it printed
             dismiss = set()
         deletes = [str(r) for r in payload.get("delete", [])]
         now = self._clock()
-        if self.shared and not await self._claim(item, now, clear or track or bool(dismiss)):
+        shows = clear or track or sweep or bool(dismiss)
+        if self.shared and not await self._claim(item, now, shows):
             # Another process has it, or an earlier item of its chat is pending there: look
             # again soon (that process does not know this item waits behind its own).
             asyncio.get_running_loop().call_later(CLAIM_RETRY, self._wake.set)
             return False
         due, tag = self._deadline(now, payload), str(payload.get("tag", ""))
-        before = await self._screen(item.lane) if (clear or track or dismiss) else []
+        before = await self._screen(item.lane) if shows else []
         screen = [e for e in before if e.tag not in dismiss]
         deletes += [e.ref for e in before if e.tag in dismiss]
+        if sweep:
+            screen, _ = await self._expire(chat, screen, int(now.timestamp()))
         remaining = list(screen)
         try:
             sent: list[str] = []
@@ -504,7 +520,7 @@ class OutboxSender:
             screen += [OnScreen(ref, stamp, due, tag) for ref in sent]
         changed = screen if screen != before else None
         await self._complete(_Completion(item.id, item.lane, chat, changed, now))
-        if clear or track or dismiss:
+        if shows:
             self._remember_screen(item.lane, screen)
         self._recent[item.id] = None
         while len(self._recent) > 10_000:
