@@ -15,7 +15,7 @@ from bot.domain.engine import Engine
 from bot.domain.messages import Notice, Start, Stop
 from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound
-from bot.services.outbox import CLAIM_LEASE, OutboxSender, Outgoing
+from bot.services.outbox import CLAIM_LEASE, FRESH, OutboxSender, Outgoing
 from storage.db import make_session_factory
 from storage.keyring import Keyring
 from storage.locks import SessionLock, listen, notify
@@ -69,6 +69,7 @@ async def test_two_senders_deliver_each_item_once_and_in_order(world: World) -> 
     assert len(items) == 1
     # Both try the head at once; then both flush until nothing is left.
     await asyncio.gather(one.deliver(items), two.deliver(items))
+    world.clock.advance(FRESH)  # what is left is anyone's to send
     while await one.flush() + await two.flush():
         pass
     assert [m.text for m in transport.shown["77"]] == ["first", "second", "third"]

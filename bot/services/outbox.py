@@ -46,8 +46,11 @@ MAX_BACKOFF = 600.0
 #: it sends it; one that dies meanwhile leaves it to another after that (sent again, as after
 #: any crash).
 CLAIM_LEASE = timedelta(seconds=60)
-#: ... and a process whose claim failed looks at the outbox again after this many seconds.
+#: ... and a process whose claim failed looks at the outbox again after this many seconds;
 CLAIM_RETRY = 0.2
+#: ... where items younger than this are left to the process that wrote them (it sends them
+#: at once): taking them too only makes the two race for them.
+FRESH = timedelta(seconds=1)
 
 Shown = Question | Notice
 
@@ -269,6 +272,7 @@ class OutboxSender:
         #: Other processes deliver from the same outbox: each item is claimed before it is
         #: sent, and a chat's screen is read afresh (another process may have changed it).
         self.shared = shared
+        self._retrying = False
         self._uow = uow
         self._transport = transport
         self._clock = clock
@@ -314,8 +318,9 @@ class OutboxSender:
 
     async def flush(self, limit: int = 100) -> int:
         """One pass over the due head of every lane; how many items were delivered."""
+        now = self._clock() - FRESH if self.shared else self._clock()
         async with self._uow() as uow:
-            heads = await uow.outbox.due_heads(self.channel, self._clock(), limit)
+            heads = await uow.outbox.due_heads(self.channel, now, limit)
         busy = {lane for lane, lock in self._lanes.items() if lock.locked()}
         heads = [h for h in heads if h.lane not in busy and h.id not in self._recent]
         results = await asyncio.gather(*(self.deliver([h]) for h in heads))
@@ -475,7 +480,11 @@ class OutboxSender:
         if self.shared and not await self._claim(item, now, shows):
             # Another process has it, or an earlier item of its chat is pending there: look
             # again soon (that process does not know this item waits behind its own).
-            asyncio.get_running_loop().call_later(CLAIM_RETRY, self._wake.set)
+            if not self._retrying:
+                self._retrying = True
+                asyncio.get_running_loop().call_later(
+                    CLAIM_RETRY + FRESH.total_seconds(), self._retry
+                )
             return False
         due, tag = self._deadline(now, payload), str(payload.get("tag", ""))
         before = await self._screen(item.lane) if shows else []
@@ -554,6 +563,10 @@ class OutboxSender:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+
+    def _retry(self) -> None:
+        self._retrying = False
+        self._wake.set()
 
     async def _claim(self, item: OutboxEntry, now: datetime, screen: bool) -> bool:
         """Take the item for this process, and read its chat's screen as it stands."""
