@@ -57,11 +57,10 @@ class SqlQueue:
         query = select(QueueItem).where(QueueItem.queue == self._name)
         if now is not None:
             query = query.where(QueueItem.next_attempt_at <= now)
-        rows = (
-            await self._session.execute(
-                query.order_by(QueueItem.created_at, QueueItem.id).limit(limit)
-            )
-        ).scalars()
+        # SKIP LOCKED: an item another process is handling right now (its turn holds the row)
+        # is that process's; the seen-update claim catches any other overlap.
+        query = query.order_by(QueueItem.created_at, QueueItem.id).limit(limit)
+        rows = (await self._session.execute(query.with_for_update(skip_locked=True))).scalars()
         items = []
         for row in rows:
             dek = self._cipher.row_dek(self.table, row)
