@@ -68,7 +68,13 @@ async def test_receiver_role_moves_when_its_holder_dies(tmp_path: Path) -> None:
 
             crew.kill(holder)
             killed = time.monotonic()
-            # Written while nobody receives: they wait in signal-cli for the new receiver.
+            dead = crew.procs[holder]
+            assert dead is not None
+            await dead.wait()
+            # signal-cli hands a batch to a receive whose client has just died: no program can
+            # save those (the kill harness never kills there); give the fake a moment to see
+            # the connection gone. Written while nobody receives: they wait for the new one.
+            await asyncio.sleep(0.3)
             for who in people[4:]:
                 await fake.deliver(fake.envelope(who, "help", f"+99450{people.index(who):07d}"))
             assert await _poll(lambda: TAKEN in crew.log(other), TAKEOVER_LIMIT), (
