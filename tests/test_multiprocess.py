@@ -108,7 +108,6 @@ async def test_three_processes_share_one_database(tmp_path: Path) -> None:
         lawyers = [TelegramScreen(fake, 880_000_001), TelegramScreen(fake, 880_000_002)]
         await asyncio.gather(*(_lawyer(crew, s, f"Lawyer {i}") for i, s in enumerate(lawyers)))
 
-        print("ready+lawyers", time.monotonic())
         proxy.duplicate = 0.2
         reporters = [TelegramScreen(fake, 730_000_000 + 7 * i) for i in range(REPORTERS)]
         strays = set(rng.sample(range(REPORTERS), REVERSED))
@@ -116,7 +115,6 @@ async def test_three_processes_share_one_database(tmp_path: Path) -> None:
             *(_walk(crew, screen, i in strays) for i, screen in enumerate(reporters))
         )
         proxy.duplicate = 0.0
-        print("reports", time.monotonic())
         assert proxy.duplicated > 0 and proxy.reversed == REVERSED
 
         # Exactly one receipt per reporter, one case each, no number twice.
@@ -181,7 +179,6 @@ async def test_three_processes_share_one_database(tmp_path: Path) -> None:
             (listed,) = _values(screen, "staff.digest", "numbers")
             assert listed == ", ".join(f"#{n}" for n in digested)
 
-        print("jobs", time.monotonic())
         code, out, err = await crew.cli("audit", "verify")
         assert code == 0, f"the audit chain is broken: {out}{err}"
         logs = crew.logs()
