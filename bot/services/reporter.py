@@ -175,8 +175,30 @@ class ReporterService:
             out.dismiss(at.channel, at.chat, [READING])
         elif act.action == READ:
             await self.read(uow, out, at, now)
-        elif act.action in (WITHDRAW_YES, WITHDRAW_NO):
-            await self._confirm(uow, out, at, act, now, prompt)
+        if act.action not in (WITHDRAW_YES, WITHDRAW_NO):
+            return
+        # A withdrawal's confirmation: valid only for this chat's newest question, once.
+        if prompt is None:
+            prompt = await self.notes.prompt(uow, at.channel, at.chat, now)
+        valid = (
+            prompt is not None
+            and prompt.case_id is not None
+            and WITHDRAW_YES in prompt.actions
+            and hmac.compare_digest(prompt.nonce.encode(), act.nonce.encode())
+        )
+        out.dismiss(at.channel, at.chat, [CONFIRM])
+        if act.action == WITHDRAW_NO:
+            if valid:
+                await self.notes.drop_prompt(uow, at.channel, at.chat)
+            self.show(out, at, [Notice(self._t(at.language, "ui.withdraw_kept"))])
+            return
+        if not valid or prompt is None or prompt.case_id is None:
+            self.show(out, at, [Notice(self._t(at.language, "ui.withdraw_expired"))])
+            return
+        await self.notes.drop_prompt(uow, at.channel, at.chat)
+        withdrawn = await self.withdraw_case(uow, out, prompt.case_id, now)
+        key = "ui.withdrawn" if withdrawn else "status.unknown"
+        self.show(out, at, [Notice(self._t(at.language, key))])
 
     # ---- lawyer messages, read once ------------------------------------------------------
 
@@ -294,37 +316,6 @@ class ReporterService:
         notice = Notice(self._t(at.language, "ui.withdraw_confirm"), actions)
         out.dismiss(at.channel, at.chat, [CONFIRM])
         self.show(out, at, [notice], tag=CONFIRM, keep=self.policy.confirm)
-
-    async def _confirm(
-        self,
-        uow: StaffUnitOfWork,
-        out: Outgoing,
-        at: Where,
-        act: Act,
-        now: datetime,
-        prompt: Prompt | None,
-    ) -> None:
-        if prompt is None:
-            prompt = await self.notes.prompt(uow, at.channel, at.chat, now)
-        valid = (
-            prompt is not None
-            and prompt.case_id is not None
-            and WITHDRAW_YES in prompt.actions
-            and hmac.compare_digest(prompt.nonce.encode(), act.nonce.encode())
-        )
-        out.dismiss(at.channel, at.chat, [CONFIRM])
-        if act.action == WITHDRAW_NO:
-            if valid:
-                await self.notes.drop_prompt(uow, at.channel, at.chat)
-            self.show(out, at, [Notice(self._t(at.language, "ui.withdraw_kept"))])
-            return
-        if not valid or prompt is None or prompt.case_id is None:
-            self.show(out, at, [Notice(self._t(at.language, "ui.withdraw_expired"))])
-            return
-        await self.notes.drop_prompt(uow, at.channel, at.chat)
-        withdrawn = await self.withdraw_case(uow, out, prompt.case_id, now)
-        key = "ui.withdrawn" if withdrawn else "status.unknown"
-        self.show(out, at, [Notice(self._t(at.language, key))])
 
     async def withdraw_case(
         self, uow: StaffUnitOfWork, out: Outgoing, case_id: str, now: datetime
