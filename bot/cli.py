@@ -119,8 +119,7 @@ def lawyers_invite(
 @lawyers_app.command("list")
 def lawyers_list() -> None:
     """Lawyers and admins: id, name, role, status, languages, regions, on call, open cases."""
-    settings = _settings()
-    roster = _run(_with_runtime(settings, lambda rt: rt.roster.roster()))
+    roster = _admin(lambda rt: rt.roster.roster())
     rows = [
         (
             x.id,
@@ -135,7 +134,7 @@ def lawyers_list() -> None:
         for x in roster
     ]
     header = ["id", "name", "role", "status", "languages", "regions", "on call", "open"]
-    typer.echo(_table(header, rows) if rows else "tipline: no lawyers yet")
+    _listing(header, rows, "tipline: no lawyers yet")
 
 
 def _read_secret_line(prompt: str) -> str:
@@ -163,16 +162,14 @@ def lawyers_verify(
 @lawyers_app.command("revoke")
 def lawyers_revoke(lawyer_id: int = typer.Argument(..., help="The lawyer's id.")) -> None:
     """Revoke at once; their open cases go back to routing."""
-    settings = _settings()
-    moved = _run(_with_runtime(settings, lambda rt: rt.roster.revoke(lawyer_id)))
+    moved = _admin(lambda rt: rt.roster.revoke(lawyer_id))
     typer.echo(f"tipline: lawyer {lawyer_id} revoked; {moved} open cases re-routed")
 
 
 @cases_app.command("list")
 def cases_list() -> None:
     """Open cases: number, priority, status, lawyer, dates. Never content."""
-    settings = _settings()
-    cases = _run(_with_runtime(settings, lambda rt: rt.roster.cases()))
+    cases = _admin(lambda rt: rt.roster.cases())
     rows = [
         (
             f"#{c.number}",
@@ -185,7 +182,7 @@ def cases_list() -> None:
         for c in cases
     ]
     header = ["case", "priority", "status", "lawyer", "created", "expires (UTC)"]
-    typer.echo(_table(header, rows) if rows else "tipline: no open cases")
+    _listing(header, rows, "tipline: no open cases")
 
 
 def _casework(runtime: Runtime) -> Casework:
@@ -263,8 +260,7 @@ async def _public_key(runtime: Runtime) -> bytes:
 @events_app.command("list")
 def events_list() -> None:
     """Events: number, city, dates, linked cases, people (small counts suppressed)."""
-    settings = _settings()
-    summaries = _run(_with_runtime(settings, lambda rt: _casework(rt).list_events()))
+    summaries = _admin(lambda rt: _casework(rt).list_events())
     rows = [
         (
             s.event.number,
@@ -283,8 +279,7 @@ def events_list() -> None:
 @events_app.command("show")
 def events_show(number: int = typer.Argument(..., help="The event number.")) -> None:
     """One event's counts (small counts suppressed) and the cases linked to it now."""
-    settings = _settings()
-    summary = _run(_with_runtime(settings, lambda rt: _casework(rt).event_summary(number)))
+    summary = _admin(lambda rt: _casework(rt).event_summary(number))
     event = summary.event
     typer.echo(
         f"event {event.number}: {event.city}, {event.start.isoformat()} to {event.end.isoformat()}"
@@ -300,8 +295,7 @@ def events_link(
     case: int = typer.Argument(..., help="The case number."),
 ) -> None:
     """Link a case to an event; its counts are added to the event's (audited)."""
-    settings = _settings()
-    done = _run(_with_runtime(settings, lambda rt: _casework(rt).link(number, case)))
+    done = _admin(lambda rt: _casework(rt).link(number, case))
     typer.echo(f"tipline: {done}")
 
 
@@ -342,6 +336,15 @@ async def _with_runtime(settings: Settings, action: Callable[[Runtime], Awaitabl
         await runtime.close()
 
 
+def _admin(action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run one admin use case on a runtime opened for it (the passphrase asked if need be)."""
+    return _run(_with_runtime(_settings(), action))
+
+
+def _listing(header: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> None:
+    typer.echo(_table(header, rows) if rows else empty)
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     body = [[str(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
@@ -353,8 +356,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 @keys_app.command("status")
 def keys_status() -> None:
     """Key versions, how many records each wraps, and when each was made (no secret)."""
-    settings = _settings()
-    usage, public = _run(_with_runtime(settings, _key_status))
+    usage, public = _admin(_key_status)
     tables = sorted({t for k in usage for t in k.records})
     rows = [
         (
@@ -414,8 +416,7 @@ def purge(
     ),
 ) -> None:
     """Delete expired drafts and cases, then ratchet the KEK (crypto-erase)."""
-    settings = _settings()
-    report = _run(_with_runtime(settings, lambda rt: rt.admin.purge(dry_run=dry_run)))
+    report = _admin(lambda rt: rt.admin.purge(dry_run=dry_run))
     counts = ", ".join(
         f"{n} {table}"
         for table, n in report.expired.items()
@@ -481,8 +482,7 @@ async def _delete_every_row(settings: Settings) -> None:
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain and name the first broken entry."""
-    settings = _settings()
-    count, problem = _run(_with_runtime(settings, lambda rt: rt.admin.verify_audit()))
+    count, problem = _admin(lambda rt: rt.admin.verify_audit())
     if problem is not None:
         _fail(f"audit log broken at entry {problem.entry_id}: it {problem.reason}")
     typer.echo(f"tipline: audit log intact ({count} entries)")
