@@ -16,12 +16,14 @@ database-only attacker can neither forge an entry nor change, remove or reorder 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.ports import AuditProblem
@@ -57,6 +59,27 @@ async def lock_chain(connection: AsyncConnection) -> None:
         await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
 
 
+class ChainEntry(Protocol):
+    """An audit entry as read: a mapped row, or the columns of one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def case_token(self) -> str | None: ...
+    @property
+    def prev_mac(self) -> str: ...
+    @property
+    def mac(self) -> str: ...
+    @property
+    def kek_id(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
     """What an entry's MAC covers."""
@@ -87,7 +110,7 @@ class Link:
         return keyring.audit_mac(message)
 
 
-def _mac_holds(keyring: Keyring, entry: AuditEntry) -> bool:
+def _mac_holds(keyring: Keyring, entry: ChainEntry) -> bool:
     link = Link(entry.prev_mac, entry.at, entry.actor, entry.action, entry.case_token)
     try:
         if entry.kek_id is None:
@@ -113,7 +136,7 @@ class _Walk:
     _seen: int = 0
     _flagged: bool = False
 
-    def step(self, entry: AuditEntry) -> None:
+    def step(self, entry: ChainEntry) -> None:
         """Check the next entry."""
         index, self._seen = self._seen, self._seen + 1
         if self.problem is None:
@@ -130,7 +153,7 @@ class _Walk:
         self._flagged = entry.action == BROKEN
         self.prev = entry.mac
 
-    def _check(self, entry: AuditEntry, first: bool) -> str | None:
+    def _check(self, entry: ChainEntry, first: bool) -> str | None:
         opens = first and entry.action == CHECKPOINT
         if not opens and entry.prev_mac != self.prev:
             return "does not follow the entry before it"
@@ -166,6 +189,34 @@ class RechainReport:
     problem: AuditProblem | None
 
 
+#: Entries read, and written back, per statement when the chain is re-made: each page is a
+#: short stretch of work for the event loop, whatever the length of the chain.
+PAGE = 2_000
+_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.at,
+    AuditEntry.actor,
+    AuditEntry.action,
+    AuditEntry.case_token,
+    AuditEntry.prev_mac,
+    AuditEntry.mac,
+    AuditEntry.kek_id,
+)
+
+
+async def _read_chain(session: AsyncSession, page: int) -> list[Any]:
+    """Every entry in order, read a page at a time (keyset on the id)."""
+    rows: list[Any] = []
+    last = 0
+    while True:
+        query = select(*_COLUMNS).where(AuditEntry.id > last).order_by(AuditEntry.id).limit(page)
+        found = (await session.execute(query)).all()
+        rows.extend(found)
+        if len(found) < page:
+            return rows
+        last = found[-1].id
+
+
 async def rechain(
     session: AsyncSession,
     keyring: Keyring,
@@ -173,22 +224,41 @@ async def rechain(
     *,
     drop_tokens: Iterable[str] = (),
     case_tokens: Mapping[str, str] | None = None,
+    page: int = PAGE,
 ) -> RechainReport:
     """Write the chain anew under the current KEK, without the entries of ``drop_tokens``.
 
     ``case_tokens`` maps case ids to tokens for entries from before tokens; an id not in it
-    (its case already gone) gets a fresh token of its own. Runs in the caller's transaction.
+    (its case already gone) gets a fresh token of its own. Runs in the caller's transaction;
+    the MACs are checked and made in a worker thread, so a long chain does not stall the loop.
     """
     await lock_chain(await session.connection())
-    rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars())
+    rows = await _read_chain(session, page)
     if not rows:
         return RechainReport(0, 0, None)
+    values, report = await asyncio.to_thread(
+        _rechained, keyring, rows, now, set(drop_tokens), dict(case_tokens or {})
+    )
+    await session.execute(delete(AuditEntry))
+    connection = await session.connection()
+    table = cast(Table, AuditEntry.__table__)
+    for start in range(0, len(values), page):
+        await connection.execute(insert(table), values[start : start + page])
+    return report
+
+
+def _rechained(
+    keyring: Keyring,
+    rows: Sequence[Any],
+    now: datetime,
+    dropped: set[str],
+    converted: dict[str, str],
+) -> tuple[list[dict[str, object]], RechainReport]:
+    """The column values of the new chain, and what re-chaining found and pruned."""
     walk = _Walk(keyring)
     for row in rows:
         walk.step(row)
     problem = walk.finish()
-    dropped = set(drop_tokens)
-    converted = dict(case_tokens or {})
     links: list[Link] = []
     opening: Link | None = None
     pruned = 0
@@ -208,9 +278,7 @@ async def rechain(
     if pruned:
         # The checkpoint carries the MAC of the chain's head before pruning: the pruned prefix.
         opening = Link(rows[-1].mac, floor_hour(now), SYSTEM, CHECKPOINT, None)
-    await session.execute(delete(AuditEntry))
-    await session.execute(insert(AuditEntry), _chained(keyring, links, opening))
-    return RechainReport(len(rows), pruned, problem)
+    return _chained(keyring, links, opening), RechainReport(len(rows), pruned, problem)
 
 
 def _chained(keyring: Keyring, links: list[Link], opening: Link | None) -> list[dict[str, object]]:

@@ -41,6 +41,7 @@ class Lookup:
 
 DRAFT_CHAT = Lookup("chat_pseudonym", "chat", binary=False)
 CASE_RECEIPT = Lookup("receipt_hash", "receipt", binary=True)
+CASE_REPLY = Lookup("reply_lookup", "reply", binary=False)
 LAWYER_INVITE = Lookup("invite_hash", "invite", binary=True)
 LAWYER_PHRASE = Lookup("phrase_hash", "phrase", binary=True)
 LAWYER_CONTACT = Lookup("contact_pseudonym", "contact", binary=False)
@@ -49,11 +50,18 @@ LANE = Lookup("lane", "lane", binary=False)
 #: Every table with lookup columns and a DEK per row, with its lookups.
 INDEXED: dict[Any, tuple[Lookup, ...]] = {
     Draft: (DRAFT_CHAT,),
-    Case: (CASE_RECEIPT,),
+    Case: (CASE_RECEIPT, CASE_REPLY),
     Lawyer: (LAWYER_INVITE, LAWYER_PHRASE, LAWYER_CONTACT),
     OutboxItem: (LANE,),
     Screen: (LANE,),
 }
+
+
+def reply_inner(keyring: Keyring, address: str) -> bytes:
+    """The inner hash behind a case's reply lookup: the chat's pseudonym under a label of its
+    own, so a case cannot be matched to the chat's draft, notes or outbox lane."""
+    channel, _, chat = address.partition(":")
+    return bytes.fromhex(keyring.pseudonym(f"reply:{channel}", chat))
 
 
 def seal_index(

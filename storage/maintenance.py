@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -16,7 +17,16 @@ from bot.services.ports import AuditProblem, KekUsage, PurgeReport, RotationRepo
 from storage.audit import INDEX_AUDIT, TOKEN_HEX, new_audit_token, rechain
 from storage.crypto import DecryptionError, RecordCipher
 from storage.db import make_session_factory
-from storage.index import INDEXED, LANE, open_index, rekeyed, seal_index
+from storage.index import (
+    CASE_REPLY,
+    INDEXED,
+    LANE,
+    Lookup,
+    open_index,
+    rekeyed,
+    reply_inner,
+    seal_index,
+)
 from storage.keyring import Keyring, KeyVault
 from storage.locks import exclusive
 from storage.models import (
@@ -241,20 +251,9 @@ class Maintenance:
                 .with_for_update(skip_locked=True)
             )
             rows = (await session.execute(query)).all()
-            updates: list[dict[str, Any]] = []
-            unreadable: list[Any] = []
-            for row in rows:
-                try:
-                    dek = cipher.row_dek(table, row)
-                    values = {"id": row.id, "kek_id": current}
-                    values["wrapped_dek"] = cipher.wrap(dek, table, str(row.id)).wrapped
-                    if lookups and row.index_ct is not None:
-                        inner = open_index(cipher, dek, table, str(row.id), row.index_ct)
-                        values.update(rekeyed(self.keyring, lookups, inner, current))
-                except DecryptionError:
-                    unreadable.append(row.id)
-                    continue
-                updates.append(values)
+            updates, unreadable = await asyncio.to_thread(
+                _rewrapped, self.keyring, cipher, table, lookups, rows, current
+            )
             if updates:
                 await session.execute(update(model), updates)
             if unreadable:
@@ -275,23 +274,10 @@ class Maintenance:
                 .with_for_update(skip_locked=True)
             )
             rows = (await session.execute(query)).all()
-            updates: list[dict[str, Any]] = []
-            unreadable: list[str] = []
-            for row in rows:
-                try:
-                    inner = self.keyring.open_inner(table, row.inner_ct, row.kek_id)
-                except DecryptionError:
-                    unreadable.append(row.key)
-                    continue
-                updates.append(
-                    {
-                        "old": row.key,
-                        "key": self.keyring.lookup(inner, current).hex(),
-                        "kek_id": current,
-                        "inner_ct": self.keyring.seal_inner(table, inner, current),
-                    }
-                )
-            if updates:
+            seen_updates, unreadable = await asyncio.to_thread(
+                _rekeyed_seen, self.keyring, table, rows, current
+            )
+            if seen_updates:
                 seen = cast(Table, SeenUpdate.__table__)
                 statement = (
                     update(seen)
@@ -302,10 +288,10 @@ class Maintenance:
                         inner_ct=bindparam("inner_ct"),
                     )
                 )
-                await session.execute(statement, updates)
+                await session.execute(statement, seen_updates)
             if unreadable:
                 await session.execute(delete(SeenUpdate).where(SeenUpdate.key.in_(unreadable)))
-        return len(updates), len(unreadable)
+        return len(seen_updates), len(unreadable)
 
     async def _relane(self, cipher: RecordCipher) -> None:
         """Every outbox and screen lane under the current index key, in one transaction, so a
@@ -365,6 +351,10 @@ class Maintenance:
         for model, lookups in INDEXED.items():
             while done := await self._upgrade_batch(model, lookups, cipher):
                 changed += done
+        last: str | None = ""
+        while last is not None:
+            done, last = await self._upgrade_reply_batch(cipher, last)
+            changed += done
         while done := await self._upgrade_seen_batch():
             changed += done
         async with self._sessions() as session, session.begin():
@@ -414,6 +404,28 @@ class Maintenance:
                 row.index_ct = seal_index(cipher, dek, table, str(row.id), inner)
                 done += 1
         return done
+
+    async def _upgrade_reply_batch(self, cipher: RecordCipher, last: str) -> tuple[int, str | None]:
+        """Give a batch of cases written before migration 0010 their reply lookup; how many,
+        and the id to go on after (None at the end)."""
+        async with self._sessions() as session, session.begin():
+            query = (
+                select(Case.id, Case.kek_id, Case.wrapped_dek, Case.reply_address_ct, Case.index_ct)
+                .where(
+                    Case.reply_address_ct.is_not(None),
+                    Case.reply_lookup.is_(None),
+                    Case.index_ct.is_not(None),
+                    Case.id > last,
+                )
+                .order_by(Case.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.execute(query)).all()
+            updates = await asyncio.to_thread(_reply_indexed, self.keyring, cipher, rows)
+            if updates:
+                await session.execute(update(Case), updates)
+        return len(updates), rows[-1].id if len(rows) == self.batch_size else None
 
     async def _upgrade_seen_batch(self) -> int:
         table = SeenUpdate.__tablename__
@@ -482,9 +494,10 @@ class Maintenance:
         cipher = RecordCipher(self.keyring)
         async with self._sessions() as session, session.begin():
             gone = await self._tokens_of_expiring(session, cipher, now)
-            if gone:
+            for start in range(0, len(gone), self.batch_size):
+                chunk = gone[start : start + self.batch_size]
                 await session.execute(
-                    insert(GoneCase), [{"token": t, "gone_on": now.date()} for t in gone]
+                    insert(GoneCase), [{"token": t, "gone_on": now.date()} for t in chunk]
                 )
             for model in EXPIRING:
                 result = await session.execute(delete(model).where(model.expires_at <= now))
@@ -496,19 +509,20 @@ class Maintenance:
     async def _tokens_of_expiring(
         self, session: AsyncSession, cipher: RecordCipher, now: datetime
     ) -> list[str]:
-        query = select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct).where(
-            Case.expires_at <= now, Case.index_ct.is_not(None)
-        )
         tokens: list[str] = []
-        for row in (await session.execute(query)).all():
-            try:
-                dek = cipher.row_dek("cases", row)
-                token = open_index(cipher, dek, "cases", row.id, row.index_ct).get(INDEX_AUDIT)
-            except DecryptionError:
-                continue  # the fallback in prune_audit covers a case that went unread
-            if token is not None:
-                tokens.append(token)
-        return tokens
+        last = ""
+        while True:
+            query = (
+                select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct)
+                .where(Case.expires_at <= now, Case.index_ct.is_not(None), Case.id > last)
+                .order_by(Case.id)
+                .limit(self.batch_size)
+            )
+            rows = (await session.execute(query)).all()
+            tokens += await asyncio.to_thread(_audit_tokens, cipher, rows)
+            if len(rows) < self.batch_size:
+                return tokens
+            last = rows[-1].id
 
     async def prune_audit(self, now: datetime) -> int:
         """Prune the audit entries of every case gone ``audit_retention`` ago (and of any token
@@ -588,10 +602,96 @@ class Maintenance:
     async def stat_rows(self) -> Sequence[StatRow]:
         """Every advocacy counter, by week, region and category."""
         async with self._sessions() as session:
-            query = select(StatCounter).order_by(
-                StatCounter.week, StatCounter.region, StatCounter.category
-            )
-            return [
-                StatRow(r.week, r.region, r.category, r.count)
-                for r in (await session.execute(query)).scalars()
-            ]
+            query = select(
+                StatCounter.week, StatCounter.region, StatCounter.category, StatCounter.count
+            ).order_by(StatCounter.week, StatCounter.region, StatCounter.category)
+            return [StatRow(*r) for r in (await session.execute(query)).all()]
+
+
+def _rewrapped(
+    keyring: Keyring,
+    cipher: RecordCipher,
+    table: str,
+    lookups: tuple[Lookup, ...],
+    rows: Sequence[Any],
+    current: int,
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """A batch's DEKs re-wrapped and lookups re-keyed under ``current``, and the ids of rows
+    nobody can read (run in a worker thread: the crypto of a batch is too long for the loop)."""
+    updates: list[dict[str, Any]] = []
+    unreadable: list[Any] = []
+    for row in rows:
+        try:
+            dek = cipher.row_dek(table, row)
+            values = {"id": row.id, "kek_id": current}
+            values["wrapped_dek"] = cipher.wrap(dek, table, str(row.id)).wrapped
+            if lookups and row.index_ct is not None:
+                inner = open_index(cipher, dek, table, str(row.id), row.index_ct)
+                values.update(rekeyed(keyring, lookups, inner, current))
+        except DecryptionError:
+            unreadable.append(row.id)
+            continue
+        updates.append(values)
+    return updates, unreadable
+
+
+def _rekeyed_seen(
+    keyring: Keyring, table: str, rows: Sequence[Any], current: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """A batch of handled updates re-keyed under ``current`` (in a worker thread)."""
+    updates: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    for row in rows:
+        try:
+            inner = keyring.open_inner(table, row.inner_ct, row.kek_id)
+        except DecryptionError:
+            unreadable.append(row.key)
+            continue
+        updates.append(
+            {
+                "old": row.key,
+                "key": keyring.lookup(inner, current).hex(),
+                "kek_id": current,
+                "inner_ct": keyring.seal_inner(table, inner, current),
+            }
+        )
+    return updates, unreadable
+
+
+def _audit_tokens(cipher: RecordCipher, rows: Sequence[Any]) -> list[str]:
+    """The audit tokens inside a page of cases' ``index_ct`` (in a worker thread)."""
+    tokens: list[str] = []
+    for row in rows:
+        try:
+            dek = cipher.row_dek("cases", row)
+            token = open_index(cipher, dek, "cases", row.id, row.index_ct).get(INDEX_AUDIT)
+        except DecryptionError:
+            continue  # the fallback in prune_audit covers a case that went unread
+        if token is not None:
+            tokens.append(token)
+    return tokens
+
+
+def _reply_indexed(
+    keyring: Keyring, cipher: RecordCipher, rows: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Reply lookups for a batch of cases that have none, under each row's KEK, with the inner
+    hash sealed into ``index_ct`` (in a worker thread)."""
+    updates: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            dek = cipher.row_dek("cases", row)
+            address = cipher.decrypt(dek, "cases", row.id, "reply_address", row.reply_address_ct)
+            index = open_index(cipher, dek, "cases", row.id, row.index_ct)
+        except DecryptionError:
+            continue  # unreadable: the next ratchet removes it
+        inner = reply_inner(keyring, address.decode())
+        index[CASE_REPLY.name] = inner.hex()
+        updates.append(
+            {
+                "id": row.id,
+                "reply_lookup": CASE_REPLY.value(keyring, inner, row.kek_id),
+                "index_ct": seal_index(cipher, dek, "cases", row.id, index),
+            }
+        )
+    return updates

@@ -114,6 +114,8 @@ class Case(Indexed, Base):
     answers_ct: Mapped[bytes] = mapped_column(LargeBinary)
     meta_ct: Mapped[bytes] = mapped_column(LargeBinary)
     reply_address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: The reply chat's lookup (storage/index.py), so /forget finds its cases by index.
+    reply_lookup: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     number: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
     assigned_lawyer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     #: The hour of the offer; the precise moment (escalation windows) is in ``assigned_ct``.

@@ -37,7 +37,7 @@ from storage.audit import (
 from storage.casework import SqlCaseworkStore
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher
-from storage.index import CASE_RECEIPT, DRAFT_CHAT, open_index, seal_index
+from storage.index import CASE_RECEIPT, CASE_REPLY, DRAFT_CHAT, open_index, reply_inner, seal_index
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.locks import wait_xact_lock
@@ -189,6 +189,41 @@ class SqlDraftStore:
         return bool(getattr(result, "rowcount", 0))
 
 
+def case_values(
+    keyring: Keyring, cipher: RecordCipher, case_id: str, number: int | None, case: NewCase
+) -> dict[str, Any]:
+    """The column values of a new case, encrypted under a fresh DEK (also the bulk path)."""
+    table = "cases"
+    dek, wrapped = cipher.new_dek(table, case_id)
+    enc = cipher.encrypt
+    inner = keyring.receipt_hash(case.receipt)
+    index = {"receipt": inner.hex(), INDEX_AUDIT: new_audit_token()}
+    reply_address = case.reply_address
+    reply = None if reply_address is None else reply_inner(keyring, reply_address)
+    if reply is not None:
+        index[CASE_REPLY.name] = reply.hex()
+    return {
+        "id": case_id,
+        "number": number,
+        "created_on": case.created_on,
+        "priority": case.priority,
+        "status": case.status,
+        "expires_at": _hour_up(case.expires_at),
+        "kek_id": wrapped.kek_id,
+        "wrapped_dek": wrapped.wrapped,
+        "receipt_hash": CASE_RECEIPT.value(keyring, inner),
+        "index_ct": seal_index(cipher, dek, table, case_id, index),
+        "answers_ct": enc(dek, table, case_id, "answers", _dumps(case.answers)),
+        "meta_ct": enc(dek, table, case_id, "meta", _dumps(case.meta)),
+        "reply_address_ct": (
+            None
+            if reply_address is None
+            else enc(dek, table, case_id, "reply_address", reply_address.encode())
+        ),
+        "reply_lookup": None if reply is None else CASE_REPLY.value(keyring, reply),
+    }
+
+
 class SqlCaseStore:
     """Submitted cases: answers, routing metadata and reply address each encrypted."""
 
@@ -228,31 +263,10 @@ class SqlCaseStore:
     async def add(self, case: NewCase) -> str:
         """Encrypt and store a case; returns its id."""
         case_id = new_id()
-        dek, wrapped = self._cipher.new_dek(self.table, case_id)
-        enc = self._cipher.encrypt
-        inner = self._keyring.receipt_hash(case.receipt)
-        index = {"receipt": inner.hex(), INDEX_AUDIT: new_audit_token()}
-        reply_address = case.reply_address
-        row = Case(
-            id=case_id,
-            number=await self._number(case.created_on),
-            created_on=case.created_on,
-            priority=case.priority,
-            status=case.status,
-            expires_at=_hour_up(case.expires_at),
-            kek_id=wrapped.kek_id,
-            wrapped_dek=wrapped.wrapped,
-            receipt_hash=CASE_RECEIPT.value(self._keyring, inner),
-            index_ct=seal_index(self._cipher, dek, self.table, case_id, index),
-            answers_ct=enc(dek, self.table, case_id, "answers", _dumps(case.answers)),
-            meta_ct=enc(dek, self.table, case_id, "meta", _dumps(case.meta)),
-            reply_address_ct=(
-                None
-                if reply_address is None
-                else enc(dek, self.table, case_id, "reply_address", reply_address.encode())
-            ),
+        values = case_values(
+            self._keyring, self._cipher, case_id, await self._number(case.created_on), case
         )
-        self._session.add(row)
+        self._session.add(Case(**values))
         return case_id
 
     async def status_by_receipt(self, receipt: str) -> str | None:
@@ -271,28 +285,38 @@ class SqlCaseStore:
         return (await self._session.execute(query)).scalar_one_or_none()
 
     async def shred_reply_address(self, address: str) -> int:
-        """Forget a chat address in every case that holds it (the reporter's /forget)."""
+        """Forget a chat address in every case that holds it (the reporter's /forget): found by
+        its lookup, never by decrypting other cases; the inner hash goes from ``index_ct`` too."""
+        inner = reply_inner(self._keyring, address)
         result = await self._session.execute(
-            select(Case.id, Case.kek_id, Case.wrapped_dek, Case.reply_address_ct).where(
-                Case.reply_address_ct.is_not(None)
-            )
+            select(
+                Case.id, Case.kek_id, Case.wrapped_dek, Case.reply_address_ct, Case.index_ct
+            ).where(Case.reply_lookup.in_(CASE_REPLY.candidates(self._keyring, inner)))
         )
-        matches = []
+        shredded = []
         for row in result.all():
             try:
                 dek = self._cipher.row_dek(self.table, row)
                 found = self._cipher.decrypt(
                     dek, self.table, row.id, "reply_address", row.reply_address_ct
                 )
+                index = (
+                    None
+                    if row.index_ct is None
+                    else open_index(self._cipher, dek, self.table, row.id, row.index_ct)
+                )
             except DecryptionError:
                 continue
-            if hmac.compare_digest(found, address.encode()):
-                matches.append(row.id)
-        if matches:
-            await self._session.execute(
-                update(Case).where(Case.id.in_(matches)).values(reply_address_ct=None)
-            )
-        return len(matches)
+            if not hmac.compare_digest(found, address.encode()):
+                continue  # a lookup collision: not this chat
+            values: dict[str, Any] = {"id": row.id, "reply_address_ct": None, "reply_lookup": None}
+            if index is not None:
+                index.pop(CASE_REPLY.name, None)
+                values["index_ct"] = seal_index(self._cipher, dek, self.table, row.id, index)
+            shredded.append(values)
+        if shredded:
+            await self._session.execute(update(Case), shredded)
+        return len(shredded)
 
     async def get(self, case_id: str) -> CaseContent | None:
         """Decrypt one case."""

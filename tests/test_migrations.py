@@ -66,10 +66,16 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "UPDATE audit_log SET kek_id = 1, case_token = 'aa' WHERE case_token IS NULL",
         "UPDATE seen_updates SET kek_id = 1, inner_ct = :b",
     ],
+    "0010": [
+        "INSERT INTO cases (id, created_on, priority, status, expires_at, kek_id, wrapped_dek, "
+        "receipt_hash, answers_ct, meta_ct, reply_address_ct, reply_lookup, number) VALUES "
+        "('c2', :d, 1, 'new', :t, 1, :b, :c, :b, :b, :b, 'r1', 2)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
     "b": b"\x00\x01",
+    "c": b"\x00\x02",
     "d": date(2026, 11, 2),
 }
 
@@ -102,7 +108,7 @@ async def test_upgrade_and_downgrade_step_by_step_with_data(db_url: str) -> None
             async with engine.begin() as conn:
                 for statement in SAMPLE_ROWS[rev]:
                     await conn.execute(text(statement), PARAMS)
-        assert await _count(engine, "cases") == 1
+        assert await _count(engine, "cases") == 2
         assert await _count(engine, "stat_counters") == 1
         assert await _count(engine, "drafts") == 1
         assert await _count(engine, "key_state") == 1

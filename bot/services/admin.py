@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -115,5 +116,6 @@ class AdminService:
 
     async def statistics(self, threshold: int) -> list[Cell]:
         """Counters by week, region and category, small cells suppressed."""
-        rows = await self._store.stat_rows()
-        return cells(((r.week, r.region, r.category, r.count) for r in rows), threshold)
+        rows = [(r.week, r.region, r.category, r.count) for r in await self._store.stat_rows()]
+        # Suppression over every week and region is CPU work: off the event loop.
+        return await asyncio.to_thread(cells, rows, threshold)
