@@ -198,6 +198,9 @@ class Supervisor:
             self.throttle.succeeded()
             await self._stop_placeholder()
             self._runtime = runtime
+            # The runtime lives until the lock: out of the collector's full passes too, or each
+            # stalls every chat for as long as it takes to walk catalogs, mappers and clients.
+            gc.freeze()
             await self._audit(runtime, "unlock")
             self._stop_serving = asyncio.Event()
             self.run_state.channels.clear()
@@ -296,8 +299,11 @@ class Supervisor:
         self._runtime = self._serving = self._stop_serving = None
         del runtime, serving, stop
         # The runtime's objects refer to each other: free them now, not at some later pass
-        # (nothing else runs while locked, so the pause stalls no chat).
+        # (nothing else runs while locked, so the pause stalls no chat). It was frozen at
+        # unlock: back under the collector first, and start-up's objects frozen again after.
+        gc.unfreeze()
         gc.collect()
+        gc.freeze()
         for name in self.run_state.channels:
             self.run_state.channels[name] = "down"
         await self._start_placeholder()

@@ -16,17 +16,17 @@ database-only attacker can neither forge an entry nor change, remove or reorder 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Table, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.ports import AuditProblem
+from storage import slices
 from storage.crypto import DecryptionError, associated_data
 from storage.keyring import Keyring
 from storage.models import AuditEntry
@@ -189,9 +189,9 @@ class RechainReport:
     problem: AuditProblem | None
 
 
-#: Entries read, and written back, per statement when the chain is re-made: each page is a
-#: short stretch of work for the event loop, whatever the length of the chain.
-PAGE = 2_000
+#: Entries read per statement when the chain is re-made: each page is a short stretch of work
+#: for the event loop, whatever the length of the chain.
+PAGE = 1_000
 _COLUMNS = (
     AuditEntry.id,
     AuditEntry.at,
@@ -204,14 +204,33 @@ _COLUMNS = (
 )
 
 
-async def _read_chain(session: AsyncSession, page: int) -> list[Any]:
-    """Every entry in order, read a page at a time (keyset on the id)."""
-    rows: list[Any] = []
+class _Entry(NamedTuple):
+    """An entry's columns, as :data:`_COLUMNS` reads them."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    case_token: str | None
+    prev_mac: str
+    mac: str
+    kek_id: int | None
+
+
+#: What re-chaining keeps of an entry: (at, actor, action, token). Plain tuples of strings and
+#: times, which the cyclic collector stops tracking: a long chain held in memory does not make
+#: its full passes longer.
+_Kept = tuple[datetime, str, str, str | None]
+
+
+async def _read_chain(session: AsyncSession, page: int) -> list[tuple[Any, ...]]:
+    """Every entry in order as plain tuples, read a page at a time (keyset on the id)."""
+    rows: list[tuple[Any, ...]] = []
     last = 0
     while True:
         query = select(*_COLUMNS).where(AuditEntry.id > last).order_by(AuditEntry.id).limit(page)
         found = (await session.execute(query)).all()
-        rows.extend(found)
+        rows.extend(tuple(row) for row in found)
         if len(found) < page:
             return rows
         last = found[-1].id
@@ -230,39 +249,44 @@ async def rechain(
 
     ``case_tokens`` maps case ids to tokens for entries from before tokens; an id not in it
     (its case already gone) gets a fresh token of its own. Runs in the caller's transaction;
-    the MACs are checked and made in a worker thread, so a long chain does not stall the loop.
+    the MACs are checked and made in slices, so a long chain does not stall the event loop.
     """
     await lock_chain(await session.connection())
     rows = await _read_chain(session, page)
     if not rows:
         return RechainReport(0, 0, None)
-    values, report = await asyncio.to_thread(
-        _rechained, keyring, rows, now, set(drop_tokens), dict(case_tokens or {})
+    values, report = await slices.run(
+        _rechained(keyring, rows, now, set(drop_tokens), dict(case_tokens or {}))
     )
     await session.execute(delete(AuditEntry))
     connection = await session.connection()
     table = cast(Table, AuditEntry.__table__)
-    for start in range(0, len(values), page):
-        await connection.execute(insert(table), values[start : start + page])
+    for start in range(0, len(values), slices.ROWS_PER_STATEMENT):
+        await connection.execute(insert(table), values[start : start + slices.ROWS_PER_STATEMENT])
     return report
 
 
 def _rechained(
     keyring: Keyring,
-    rows: Sequence[Any],
+    rows: Sequence[tuple[Any, ...]],
     now: datetime,
     dropped: set[str],
     converted: dict[str, str],
-) -> tuple[list[dict[str, object]], RechainReport]:
+) -> slices.Sliced[tuple[list[dict[str, object]], RechainReport]]:
     """The column values of the new chain, and what re-chaining found and pruned."""
     walk = _Walk(keyring)
-    for row in rows:
-        walk.step(row)
+    for index, raw in enumerate(rows):
+        walk.step(_Entry._make(raw))
+        if slices.due(index):
+            yield
     problem = walk.finish()
-    links: list[Link] = []
+    kept: list[_Kept] = []
     opening: Link | None = None
     pruned = 0
-    for index, row in enumerate(rows):
+    for index, raw in enumerate(rows):
+        if slices.due(index):
+            yield
+        row = _Entry._make(raw)
         token = row.case_token
         if row.kek_id is None and token is not None and len(token) != TOKEN_HEX:
             token = converted.setdefault(token, new_audit_token())
@@ -273,36 +297,40 @@ def _rechained(
             pruned += 1
             continue
         if index == walk.at_index and not walk.known:
-            links.append(Link("", floor_hour(now), SYSTEM, BROKEN, None))
-        links.append(Link("", floor_hour(row.at), row.actor, row.action, token))
+            kept.append((floor_hour(now), SYSTEM, BROKEN, None))
+        kept.append((floor_hour(row.at), row.actor, row.action, token))
     if pruned:
         # The checkpoint carries the MAC of the chain's head before pruning: the pruned prefix.
-        opening = Link(rows[-1].mac, floor_hour(now), SYSTEM, CHECKPOINT, None)
-    return _chained(keyring, links, opening), RechainReport(len(rows), pruned, problem)
+        opening = Link(_Entry._make(rows[-1]).mac, floor_hour(now), SYSTEM, CHECKPOINT, None)
+    values = yield from _chained(keyring, kept, opening)
+    return values, RechainReport(len(rows), pruned, problem)
 
 
-def _chained(keyring: Keyring, links: list[Link], opening: Link | None) -> list[dict[str, object]]:
-    """Column values of ``links`` chained in order under the current KEK."""
+def _chained(
+    keyring: Keyring, kept: list[_Kept], opening: Link | None
+) -> slices.Sliced[list[dict[str, object]]]:
+    """Column values of the entries ``kept`` chained in order under the current KEK, after the
+    ``opening`` checkpoint if there is one."""
     kek_id = keyring.current_kek_id
     out: list[dict[str, object]] = []
     prev = GENESIS_MAC
     if opening is not None:
-        links = [opening, *links]
-    for index, link in enumerate(links):
-        if index == 0 and opening is not None:
-            prev = opening.prev
-        link = Link(prev, link.at, link.actor, link.action, link.token)
-        mac = link.mac(keyring, kek_id)
+        kept = [(opening.at, opening.actor, opening.action, opening.token), *kept]
+        prev = opening.prev
+    for index, (at, actor, action, token) in enumerate(kept):
+        mac = Link(prev, at, actor, action, token).mac(keyring, kek_id)
         out.append(
             {
-                "at": link.at,
-                "actor": link.actor,
-                "action": link.action,
-                "case_token": link.token,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "case_token": token,
                 "prev_mac": prev,
                 "mac": mac,
                 "kek_id": kek_id,
             }
         )
         prev = mac
+        if slices.due(index):
+            yield
     return out

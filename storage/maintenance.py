@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -14,6 +13,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.services.ports import AuditProblem, KekUsage, PurgeReport, RotationReport, StatRow
+from storage import slices
 from storage.audit import INDEX_AUDIT, TOKEN_HEX, new_audit_token, rechain
 from storage.crypto import DecryptionError, RecordCipher
 from storage.db import make_session_factory
@@ -251,11 +251,10 @@ class Maintenance:
                 .with_for_update(skip_locked=True)
             )
             rows = (await session.execute(query)).all()
-            updates, unreadable = await asyncio.to_thread(
-                _rewrapped, self.keyring, cipher, table, lookups, rows, current
+            updates, unreadable = await slices.run(
+                _rewrapped(self.keyring, cipher, table, lookups, rows, current)
             )
-            if updates:
-                await session.execute(update(model), updates)
+            await _update_by_id(session, model, updates)
             if unreadable:
                 # Nobody can ever read these; keeping them would keep their KEK alive.
                 log.warning("rotation removed %d unreadable records", len(unreadable))
@@ -274,8 +273,8 @@ class Maintenance:
                 .with_for_update(skip_locked=True)
             )
             rows = (await session.execute(query)).all()
-            seen_updates, unreadable = await asyncio.to_thread(
-                _rekeyed_seen, self.keyring, table, rows, current
+            seen_updates, unreadable = await slices.run(
+                _rekeyed_seen(self.keyring, table, rows, current)
             )
             if seen_updates:
                 seen = cast(Table, SeenUpdate.__table__)
@@ -288,7 +287,9 @@ class Maintenance:
                         inner_ct=bindparam("inner_ct"),
                     )
                 )
-                await session.execute(statement, seen_updates)
+                for start in range(0, len(seen_updates), slices.ROWS_PER_STATEMENT):
+                    chunk = seen_updates[start : start + slices.ROWS_PER_STATEMENT]
+                    await session.execute(statement, chunk)
             if unreadable:
                 await session.execute(delete(SeenUpdate).where(SeenUpdate.key.in_(unreadable)))
         return len(seen_updates), len(unreadable)
@@ -422,9 +423,8 @@ class Maintenance:
                 .with_for_update(skip_locked=True)
             )
             rows = (await session.execute(query)).all()
-            updates = await asyncio.to_thread(_reply_indexed, self.keyring, cipher, rows)
-            if updates:
-                await session.execute(update(Case), updates)
+            updates = await slices.run(_reply_indexed(self.keyring, cipher, rows))
+            await _update_by_id(session, Case, updates)
         return len(updates), rows[-1].id if len(rows) == self.batch_size else None
 
     async def _upgrade_seen_batch(self) -> int:
@@ -494,8 +494,8 @@ class Maintenance:
         cipher = RecordCipher(self.keyring)
         async with self._sessions() as session, session.begin():
             gone = await self._tokens_of_expiring(session, cipher, now)
-            for start in range(0, len(gone), self.batch_size):
-                chunk = gone[start : start + self.batch_size]
+            for start in range(0, len(gone), slices.ROWS_PER_STATEMENT):
+                chunk = gone[start : start + slices.ROWS_PER_STATEMENT]
                 await session.execute(
                     insert(GoneCase), [{"token": t, "gone_on": now.date()} for t in chunk]
                 )
@@ -519,7 +519,7 @@ class Maintenance:
                 .limit(self.batch_size)
             )
             rows = (await session.execute(query)).all()
-            tokens += await asyncio.to_thread(_audit_tokens, cipher, rows)
+            tokens += await slices.run(_audit_tokens(cipher, rows))
             if len(rows) < self.batch_size:
                 return tokens
             last = rows[-1].id
@@ -615,12 +615,14 @@ def _rewrapped(
     lookups: tuple[Lookup, ...],
     rows: Sequence[Any],
     current: int,
-) -> tuple[list[dict[str, Any]], list[Any]]:
+) -> slices.Sliced[tuple[list[dict[str, Any]], list[Any]]]:
     """A batch's DEKs re-wrapped and lookups re-keyed under ``current``, and the ids of rows
-    nobody can read (run in a worker thread: the crypto of a batch is too long for the loop)."""
+    nobody can read."""
     updates: list[dict[str, Any]] = []
     unreadable: list[Any] = []
-    for row in rows:
+    for index, row in enumerate(rows):
+        if slices.due(index):
+            yield
         try:
             dek = cipher.row_dek(table, row)
             values = {"id": row.id, "kek_id": current}
@@ -637,11 +639,13 @@ def _rewrapped(
 
 def _rekeyed_seen(
     keyring: Keyring, table: str, rows: Sequence[Any], current: int
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """A batch of handled updates re-keyed under ``current`` (in a worker thread)."""
+) -> slices.Sliced[tuple[list[dict[str, Any]], list[str]]]:
+    """A batch of handled updates re-keyed under ``current``."""
     updates: list[dict[str, Any]] = []
     unreadable: list[str] = []
-    for row in rows:
+    for index, row in enumerate(rows):
+        if slices.due(index):
+            yield
         try:
             inner = keyring.open_inner(table, row.inner_ct, row.kek_id)
         except DecryptionError:
@@ -658,10 +662,12 @@ def _rekeyed_seen(
     return updates, unreadable
 
 
-def _audit_tokens(cipher: RecordCipher, rows: Sequence[Any]) -> list[str]:
-    """The audit tokens inside a page of cases' ``index_ct`` (in a worker thread)."""
+def _audit_tokens(cipher: RecordCipher, rows: Sequence[Any]) -> slices.Sliced[list[str]]:
+    """The audit tokens inside a page of cases' ``index_ct``."""
     tokens: list[str] = []
-    for row in rows:
+    for index, row in enumerate(rows):
+        if slices.due(index):
+            yield
         try:
             dek = cipher.row_dek("cases", row)
             token = open_index(cipher, dek, "cases", row.id, row.index_ct).get(INDEX_AUDIT)
@@ -674,11 +680,13 @@ def _audit_tokens(cipher: RecordCipher, rows: Sequence[Any]) -> list[str]:
 
 def _reply_indexed(
     keyring: Keyring, cipher: RecordCipher, rows: Sequence[Any]
-) -> list[dict[str, Any]]:
+) -> slices.Sliced[list[dict[str, Any]]]:
     """Reply lookups for a batch of cases that have none, under each row's KEK, with the inner
-    hash sealed into ``index_ct`` (in a worker thread)."""
+    hash sealed into ``index_ct``."""
     updates: list[dict[str, Any]] = []
-    for row in rows:
+    for position, row in enumerate(rows):
+        if slices.due(position):
+            yield
         try:
             dek = cipher.row_dek("cases", row)
             address = cipher.decrypt(dek, "cases", row.id, "reply_address", row.reply_address_ct)
@@ -695,3 +703,21 @@ def _reply_indexed(
             }
         )
     return updates
+
+
+async def _update_by_id(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Update rows by primary key with Core statements of a bounded size (the ORM's bulk update
+    costs the event loop several times as much per row)."""
+    table = cast(Table, model.__table__)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for keys, group in groups.items():
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("key_id"))
+            .values({k: bindparam(f"new_{k}") for k in keys if k != "id"})
+        )
+        params = [{f"new_{k}" if k != "id" else "key_id": v for k, v in r.items()} for r in group]
+        for start in range(0, len(params), slices.ROWS_PER_STATEMENT):
+            await session.execute(statement, params[start : start + slices.ROWS_PER_STATEMENT])
