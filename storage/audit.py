@@ -17,7 +17,8 @@ database-only attacker can neither forge an entry nor change, remove or reorder 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, cast
@@ -223,16 +224,17 @@ class _Entry(NamedTuple):
 _Kept = tuple[datetime, str, str, str | None]
 
 
-async def _read_chain(session: AsyncSession, page: int) -> list[tuple[Any, ...]]:
-    """Every entry in order as plain tuples, read a page at a time (keyset on the id)."""
-    rows: list[tuple[Any, ...]] = []
+async def _read_chain(session: AsyncSession, page: int) -> list[list[tuple[Any, ...]]]:
+    """Every entry in order as plain tuples, in pages read one statement each (keyset on id)."""
+    pages: list[list[tuple[Any, ...]]] = []
     last = 0
     while True:
         query = select(*_COLUMNS).where(AuditEntry.id > last).order_by(AuditEntry.id).limit(page)
         found = (await session.execute(query)).all()
-        rows.extend(tuple(row) for row in found)
+        if found:
+            pages.append([tuple(row) for row in found])
         if len(found) < page:
-            return rows
+            return pages
         last = found[-1].id
 
 
@@ -249,77 +251,90 @@ async def rechain(
 
     ``case_tokens`` maps case ids to tokens for entries from before tokens; an id not in it
     (its case already gone) gets a fresh token of its own. Runs in the caller's transaction;
-    the MACs are checked and made in slices, so a long chain does not stall the event loop.
+    the MACs are checked and made in slices, and what is read is let go page by page, so a
+    long chain does not stall the event loop (freeing it at once took as long as making it).
     """
     await lock_chain(await session.connection())
-    rows = await _read_chain(session, page)
-    if not rows:
+    pages = await _read_chain(session, page)
+    if not pages:
         return RechainReport(0, 0, None)
-    values, report = await slices.run(
-        _rechained(keyring, rows, now, set(drop_tokens), dict(case_tokens or {}))
+    chunks, report = await slices.run(
+        _rechained(keyring, pages, now, set(drop_tokens), dict(case_tokens or {}))
     )
     await session.execute(delete(AuditEntry))
     connection = await session.connection()
     table = cast(Table, AuditEntry.__table__)
-    for start in range(0, len(values), slices.ROWS_PER_STATEMENT):
-        await connection.execute(insert(table), values[start : start + slices.ROWS_PER_STATEMENT])
+    while chunks:
+        await connection.execute(insert(table), chunks.popleft())
     return report
 
 
 def _rechained(
     keyring: Keyring,
-    rows: Sequence[tuple[Any, ...]],
+    pages: list[list[tuple[Any, ...]]],
     now: datetime,
     dropped: set[str],
     converted: dict[str, str],
-) -> slices.Sliced[tuple[list[dict[str, object]], RechainReport]]:
-    """The column values of the new chain, and what re-chaining found and pruned."""
+) -> slices.Sliced[tuple[deque[list[dict[str, object]]], RechainReport]]:
+    """The new chain in statements' worth of column values, and what re-chaining found and
+    pruned; empties ``pages`` as it goes."""
     walk = _Walk(keyring)
-    for index, raw in enumerate(rows):
-        walk.step(_Entry._make(raw))
-        if slices.due(index):
-            yield
+    count = 0
+    for rows in pages:
+        for raw in rows:
+            walk.step(_Entry._make(raw))
+            if slices.due(count):
+                yield
+            count += 1
     problem = walk.finish()
-    kept: list[_Kept] = []
+    head_mac = _Entry._make(pages[-1][-1]).mac
+    kept: deque[_Kept] = deque()
     opening: Link | None = None
     pruned = 0
-    for index, raw in enumerate(rows):
-        if slices.due(index):
-            yield
-        row = _Entry._make(raw)
-        token = row.case_token
-        if row.kek_id is None and token is not None and len(token) != TOKEN_HEX:
-            token = converted.setdefault(token, new_audit_token())
-        if index == 0 and row.action == CHECKPOINT:
-            opening = Link(row.prev_mac, row.at, SYSTEM, CHECKPOINT, None)
-            continue
-        if token is not None and token in dropped:
-            pruned += 1
-            continue
-        if index == walk.at_index and not walk.known:
-            kept.append((floor_hour(now), SYSTEM, BROKEN, None))
-        kept.append((floor_hour(row.at), row.actor, row.action, token))
+    index = 0
+    for number, rows in enumerate(pages):
+        for raw in rows:
+            if slices.due(index):
+                yield
+            row = _Entry._make(raw)
+            token = row.case_token
+            if row.kek_id is None and token is not None and len(token) != TOKEN_HEX:
+                token = converted.setdefault(token, new_audit_token())
+            if index == 0 and row.action == CHECKPOINT:
+                opening = Link(row.prev_mac, row.at, SYSTEM, CHECKPOINT, None)
+            elif token is not None and token in dropped:
+                pruned += 1
+            else:
+                if index == walk.at_index and not walk.known:
+                    kept.append((floor_hour(now), SYSTEM, BROKEN, None))
+                kept.append((floor_hour(row.at), row.actor, row.action, token))
+            index += 1
+        pages[number] = []
     if pruned:
         # The checkpoint carries the MAC of the chain's head before pruning: the pruned prefix.
-        opening = Link(_Entry._make(rows[-1]).mac, floor_hour(now), SYSTEM, CHECKPOINT, None)
-    values = yield from _chained(keyring, kept, opening)
-    return values, RechainReport(len(rows), pruned, problem)
+        opening = Link(head_mac, floor_hour(now), SYSTEM, CHECKPOINT, None)
+    chunks = yield from _chained(keyring, kept, opening)
+    return chunks, RechainReport(count, pruned, problem)
 
 
 def _chained(
-    keyring: Keyring, kept: list[_Kept], opening: Link | None
-) -> slices.Sliced[list[dict[str, object]]]:
+    keyring: Keyring, kept: deque[_Kept], opening: Link | None
+) -> slices.Sliced[deque[list[dict[str, object]]]]:
     """Column values of the entries ``kept`` chained in order under the current KEK, after the
-    ``opening`` checkpoint if there is one."""
+    ``opening`` checkpoint if there is one, a statement's worth at a time; empties ``kept``."""
     kek_id = keyring.current_kek_id
-    out: list[dict[str, object]] = []
+    chunks: deque[list[dict[str, object]]] = deque()
     prev = GENESIS_MAC
     if opening is not None:
-        kept = [(opening.at, opening.actor, opening.action, opening.token), *kept]
+        kept.appendleft((opening.at, opening.actor, opening.action, opening.token))
         prev = opening.prev
-    for index, (at, actor, action, token) in enumerate(kept):
+    index = 0
+    while kept:
+        at, actor, action, token = kept.popleft()
         mac = Link(prev, at, actor, action, token).mac(keyring, kek_id)
-        out.append(
+        if index % slices.ROWS_PER_STATEMENT == 0:
+            chunks.append([])
+        chunks[-1].append(
             {
                 "at": at,
                 "actor": actor,
@@ -333,4 +348,5 @@ def _chained(
         prev = mac
         if slices.due(index):
             yield
-    return out
+        index += 1
+    return chunks
