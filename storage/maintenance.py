@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -146,6 +147,11 @@ class Maintenance:
         """Whether the database is SQLite (checkpoints apply)."""
         return self.engine.dialect.name == "sqlite"
 
+    async def _persist(self) -> None:
+        """Write the keyring file; its fsyncs wait on a disk the purge keeps busy, so in a
+        worker thread rather than on the event loop."""
+        await asyncio.to_thread(self.vault.persist)
+
     # ---- key status ----------------------------------------------------------------------
 
     async def key_status(self) -> list[KekUsage]:
@@ -194,7 +200,7 @@ class Maintenance:
         if len(self.keyring.keks) == 1:
             self.keyring.add_kek(now)
             # The file first: if we crash now, the unused KEK is adopted by the rerun.
-            self.vault.persist()
+            await self._persist()
         async with self._sessions() as session, session.begin():
             await self._publish(session)
         current = self.keyring.current_kek_id
@@ -337,7 +343,7 @@ class Maintenance:
             doomed = tuple(k for k in old if k not in referenced)
             if doomed:
                 self.keyring.destroy(doomed)
-                self.vault.persist()
+                await self._persist()
             return doomed, not referenced
 
     # ---- rows from before lookups ratcheted (migration 0009) ---------------------------------
