@@ -198,9 +198,6 @@ class Supervisor:
             self.throttle.succeeded()
             await self._stop_placeholder()
             self._runtime = runtime
-            # The runtime lives until the lock: out of the collector's full passes too, or each
-            # stalls every chat for as long as it takes to walk catalogs, mappers and clients.
-            gc.freeze()
             await self._audit(runtime, "unlock")
             self._stop_serving = asyncio.Event()
             self.run_state.channels.clear()
@@ -299,11 +296,8 @@ class Supervisor:
         self._runtime = self._serving = self._stop_serving = None
         del runtime, serving, stop
         # The runtime's objects refer to each other: free them now, not at some later pass
-        # (nothing else runs while locked, so the pause stalls no chat). It was frozen at
-        # unlock: back under the collector first, and start-up's objects frozen again after.
-        gc.unfreeze()
+        # (nothing else runs while locked, so the pause stalls no chat).
         gc.collect()
-        gc.freeze()
         for name in self.run_state.channels:
             self.run_state.channels[name] = "down"
         await self._start_placeholder()
