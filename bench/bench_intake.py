@@ -42,7 +42,7 @@ from bot.i18n import load_texts
 from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound, InboundService
 from bot.services.intake import IntakeService
-from bot.services.ports import OutboxEntry
+from bot.services.ports import NewCase, OutboxEntry
 from bot.services.routing import Routing
 from bot.services.staff import StaffCommands
 from storage import migrate
@@ -170,19 +170,19 @@ class PlainUnitOfWork:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    async def add(self, *, receipt: str, **fields: Any) -> str:
+    async def add(self, case: NewCase) -> str:
         case_id = new_id()
         await self.session.execute(
             insert(plain_cases).values(
                 id=case_id,
-                receipt=receipt,
-                priority=fields["priority"],
-                status=fields["status"],
-                created_on=fields["created_on"],
-                expires_at=fields["expires_at"].isoformat(),
-                answers=json.dumps(fields["answers"]),
-                meta=json.dumps(fields["meta"]),
-                reply_address=fields["reply_address"],
+                receipt=case.receipt,
+                priority=case.priority,
+                status=case.status,
+                created_on=case.created_on,
+                expires_at=case.expires_at.isoformat(),
+                answers=json.dumps(case.answers),
+                meta=json.dumps(case.meta),
+                reply_address=case.reply_address,
             )
         )
         return case_id

@@ -515,20 +515,13 @@ class Maintenance:
     async def _tokens_of_expiring(
         self, session: AsyncSession, cipher: RecordCipher, now: datetime
     ) -> list[str]:
-        tokens: list[str] = []
-        last = ""
-        while True:
-            query = (
-                select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct)
-                .where(Case.expires_at <= now, Case.index_ct.is_not(None), Case.id > last)
-                .order_by(Case.id)
-                .limit(self.batch_size)
-            )
-            rows = (await session.execute(query)).all()
-            tokens += await slices.run(_audit_tokens(cipher, rows))
-            if len(rows) < self.batch_size:
-                return tokens
-            last = rows[-1].id
+        # One statement (the driver hands its rows over in chunks); paging by id made SQLite
+        # sort every expiring case again for each page.
+        query = select(Case.id, Case.kek_id, Case.wrapped_dek, Case.index_ct).where(
+            Case.expires_at <= now, Case.index_ct.is_not(None)
+        )
+        rows = (await session.execute(query)).all()
+        return await slices.run(_audit_tokens(cipher, rows))
 
     async def prune_audit(self, now: datetime) -> int:
         """Prune the audit entries of every case gone ``audit_retention`` ago (and of any token
