@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -129,6 +130,22 @@ class Maintenance:
     def __post_init__(self) -> None:
         self._sessions = make_session_factory(self.engine)
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """A maintenance transaction; on SQLite its statements run in the driver's thread (a
+        purge's DELETE or a ratchet's scan would hold the event loop for as long as they take)."""
+        async with self._sessions() as session, session.begin():
+            driver: Any = None
+            if self.is_sqlite:
+                raw = await (await session.connection()).get_raw_connection()
+                driver = raw.driver_connection
+                driver.offload = True
+            try:
+                yield session
+            finally:
+                if driver is not None:
+                    driver.offload = False
+
     @property
     def keyring(self) -> Keyring:
         """The unlocked keyring."""
@@ -201,7 +218,7 @@ class Maintenance:
             self.keyring.add_kek(now)
             # The file first: if we crash now, the unused KEK is adopted by the rerun.
             await self._persist()
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             await self._publish(session)
         current = self.keyring.current_kek_id
         cipher = RecordCipher(self.keyring)
@@ -228,7 +245,7 @@ class Maintenance:
             removed += dropped  # re-keyed, not re-wrapped: a handled update has no DEK
             batch_done()
         await self._relane(cipher)
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             await rechain(session, self.keyring, now)
         destroyed, complete = await self._destroy_unreferenced()
         report = RotationReport(current, rewrapped, destroyed, removed, complete)
@@ -248,7 +265,7 @@ class Maintenance:
         columns = [model.id, model.kek_id, model.wrapped_dek]
         if lookups:
             columns.append(model.index_ct)
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             query = (
                 select(*columns)
                 .where(model.kek_id != current)
@@ -270,7 +287,7 @@ class Maintenance:
     async def _rekey_seen_batch(self, current: int) -> tuple[int, int]:
         """Re-key a batch of handled updates (their key is their primary key)."""
         table = SeenUpdate.__tablename__
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             query = (
                 select(SeenUpdate.key, SeenUpdate.kek_id, SeenUpdate.inner_ct)
                 .where(SeenUpdate.kek_id != current)
@@ -303,7 +320,7 @@ class Maintenance:
     async def _relane(self, cipher: RecordCipher) -> None:
         """Every outbox and screen lane under the current index key, in one transaction, so a
         chat's waiting messages never sit in two lanes (they are few: only what waits)."""
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             for model in _RELANED:
                 table = model.__tablename__
                 rows = (
@@ -329,7 +346,7 @@ class Maintenance:
                     await session.execute(update(model), updates)
 
     async def _destroy_unreferenced(self) -> tuple[tuple[int, ...], bool]:
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             # Writing the key state row first takes the lock every writer shares: no record
             # can be written under an old KEK between this check and the destruction.
             await self._publish(session)
@@ -364,7 +381,7 @@ class Maintenance:
             changed += done
         while done := await self._upgrade_seen_batch():
             changed += done
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             legacy = select(AuditEntry.id).where(AuditEntry.kek_id.is_(None)).limit(1)
             if (await session.execute(legacy)).first() is not None:
                 ids = (
@@ -375,7 +392,7 @@ class Maintenance:
                     )
                 ).scalars()
                 tokens = await self._case_tokens(
-                    session, cipher, [i for i in ids if len(i) != TOKEN_HEX]
+                    session, cipher, [i for i in ids if i is not None and len(i) != TOKEN_HEX]
                 )
                 report = await rechain(session, self.keyring, now, case_tokens=tokens)
                 changed += report.entries
@@ -383,7 +400,7 @@ class Maintenance:
 
     async def _upgrade_batch(self, model: Any, lookups: Any, cipher: RecordCipher) -> int:
         table = model.__tablename__
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             query = (
                 select(model)
                 .where(model.index_ct.is_(None), model.kek_id != 0)
@@ -415,7 +432,7 @@ class Maintenance:
     async def _upgrade_reply_batch(self, cipher: RecordCipher, last: str) -> tuple[int, str | None]:
         """Give a batch of cases written before migration 0010 their reply lookup; how many,
         and the id to go on after (None at the end)."""
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             query = (
                 select(Case.id, Case.kek_id, Case.wrapped_dek, Case.reply_address_ct, Case.index_ct)
                 .where(
@@ -436,7 +453,7 @@ class Maintenance:
     async def _upgrade_seen_batch(self) -> int:
         table = SeenUpdate.__tablename__
         current = self.keyring.current_kek_id
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             query = (
                 select(SeenUpdate.key)
                 .where(SeenUpdate.kek_id.is_(None))
@@ -498,7 +515,7 @@ class Maintenance:
         deleted case's audit token is noted as gone, for the audit log's pruning."""
         deleted: dict[str, int] = {}
         cipher = RecordCipher(self.keyring)
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             gone = await self._tokens_of_expiring(session, cipher, now)
             for start in range(0, len(gone), slices.ROWS_PER_STATEMENT):
                 chunk = gone[start : start + slices.ROWS_PER_STATEMENT]
@@ -528,7 +545,7 @@ class Maintenance:
         silent for longer than a case can live), behind a checkpoint; how many went."""
         cutoff = now.date() - self.audit_retention
         silent = now - self.audit_retention - self.max_retention
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             gone = set(
                 (
                     await session.execute(select(GoneCase.token).where(GoneCase.gone_on <= cutoff))
@@ -540,7 +557,7 @@ class Maintenance:
                 .group_by(AuditEntry.case_token)
                 .having(func.max(AuditEntry.at) <= silent)
             )
-            stale = set((await session.execute(last)).scalars())
+            stale = {t for t in (await session.execute(last)).scalars() if t is not None}
             doomed = gone | stale
             if not doomed:
                 return 0
@@ -583,7 +600,7 @@ class Maintenance:
         self.vault.persist()
         if after_destroy is not None:
             after_destroy()
-        async with self._sessions() as session, session.begin():
+        async with self._transaction() as session:
             await self._publish(session)
             for model in ALL_TABLES:
                 await session.execute(delete(model))

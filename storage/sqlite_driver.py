@@ -71,8 +71,10 @@ class Cursor:
     async def _execute(self, sql: str, parameters: Any, many: bool) -> Cursor:
         await self.close()
         outcome: _Outcome
-        if not sql.startswith("BEGIN"):
+        if not sql.startswith("BEGIN") and not self._connection.offload:
             outcome = self._run(sql, parameters, many)
+        elif not sql.startswith("BEGIN"):
+            outcome = await self._connection.call(self._run, sql, parameters, many)
         elif self._connection.begin_now(sql):
             outcome = None, None, -1, None, []
         else:
@@ -144,6 +146,11 @@ class Cursor:
 
 class Connection(aiosqlite.Connection):
     """An aiosqlite connection whose cursors run statements on the loop."""
+
+    #: Run every statement in the worker thread instead: set by maintenance for its own
+    #: transactions, whose statements (a purge's DELETE, a ratchet's scan) are too long for the
+    #: loop. The pool holds one connection, so no other transaction sees it set.
+    offload = False
 
     @property
     def raw(self) -> sqlite3.Connection:
