@@ -575,9 +575,14 @@ class Maintenance:
             # Outside any transaction (ours all begin IMMEDIATE), straight on the driver.
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
-            cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            row = await cursor.fetchone()
-            await cursor.close()
+            # It copies the whole WAL into the database: in the driver's thread, not on the loop.
+            driver.offload = True
+            try:
+                cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                row = await cursor.fetchone()
+                await cursor.close()
+            finally:
+                driver.offload = False
         return row is not None and row[0] == 0
 
     async def purge(self, now: datetime, *, dry_run: bool = False) -> PurgeReport:
