@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import insert
@@ -84,12 +83,7 @@ class LagMeter:
         await asyncio.sleep(0)  # let it take its first time
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         assert self._task is not None
         await asyncio.sleep(0)  # a wake-up due now is counted
         self._task.cancel()
