@@ -92,7 +92,9 @@ def test_missing_keyring(tmp_path: Path) -> None:
         KeyringFile(tmp_path / "nope").load(KeyFile(os.urandom(32)))
 
 
-@pytest.mark.parametrize("content", [os.urandom(32), os.urandom(32).hex().encode() + b"\n"])
+@pytest.mark.parametrize(
+    "content", [os.urandom(32), os.urandom(32).hex().encode() + b"\n"], ids=["raw", "hex"]
+)
 def test_key_file_formats(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "root.key").write_bytes(content)
     assert len(KeyFile.read(tmp_path / "root.key").key) == 32
