@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.services.ports import AuditProblem
 from storage import slices
 from storage.crypto import DecryptionError, associated_data
+from storage.index import floor_hour
 from storage.keyring import Keyring
 from storage.models import AuditEntry
 
@@ -47,11 +48,6 @@ _CHAIN_LOCK = 0x7469706C
 def new_audit_token() -> str:
     """A random opaque token naming one case in the audit log."""
     return secrets.token_hex(TOKEN_HEX // 2)
-
-
-def floor_hour(moment: datetime) -> datetime:
-    """The start of the moment's hour: audit entries record no finer time."""
-    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 async def lock_chain(connection: AsyncConnection) -> None:

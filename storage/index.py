@@ -99,6 +99,11 @@ def rekeyed(
     return values
 
 
+def floor_hour(moment: datetime) -> datetime:
+    """The start of the moment's hour: times at rest are no finer."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def hour_up(moment: datetime) -> datetime:
     """An expiry time at rest: rounded up to the hour, so nothing is deleted early."""
     floor = moment.replace(minute=0, second=0, microsecond=0)

@@ -18,6 +18,7 @@ from storage.crypto import DecryptionError, RecordCipher
 from storage.index import LANE, hour_up, seal_index
 from storage.keyring import Keyring
 from storage.models import OutboxItem, Screen
+from storage.raw import Raw, Sql
 
 _sequence = itertools.count()
 
@@ -29,6 +30,16 @@ def _item_id() -> str:
 
 
 _HEAD = aliased(OutboxItem)
+# Every answer writes its messages and, once delivered, forgets them: plain statements
+# (storage/raw.py).
+_PUT = Sql.of(
+    "INSERT INTO outbox (id, channel, lane, due_at, attempts, expires_at, kek_id, wrapped_dek, "
+    "payload_ct, index_ct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Delivered items forgotten per statement (SQLite allows 32766 parameters; few are batched).
+_DONE_AT_ONCE = 200
+
+_DONE = Sql.of("DELETE FROM outbox WHERE id IN (?...)")
 
 
 class SqlOutbox:
@@ -37,10 +48,13 @@ class SqlOutbox:
     table = "outbox"
     screen_table = "screens"
 
-    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+    def __init__(
+        self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher, raw: Raw
+    ) -> None:
         self._session = session
         self._keyring = keyring
         self._cipher = cipher
+        self._raw = raw
         self._lanes: dict[tuple[str, str], str] = {}
 
     def lane(self, channel: str, chat: str) -> str:
@@ -80,29 +94,27 @@ class SqlOutbox:
             dek, wrapped = self._cipher.new_dek(self.table, item_id)
             body = dict(payload, to=chat)
             rows.append(
-                {
-                    "id": item_id,
-                    "channel": channel,
-                    "lane": lane,
-                    "due_at": now,
-                    "attempts": 0,
-                    "expires_at": hour_up(expires_at),
-                    "kek_id": wrapped.kek_id,
-                    "wrapped_dek": wrapped.wrapped,
-                    "payload_ct": self._cipher.encrypt(
-                        dek, self.table, item_id, "payload", _dumps(body)
-                    ),
-                    "index_ct": seal_index(
+                (
+                    item_id,
+                    channel,
+                    lane,
+                    now,
+                    0,
+                    hour_up(expires_at),
+                    wrapped.kek_id,
+                    wrapped.wrapped,
+                    self._cipher.encrypt(dek, self.table, item_id, "payload", _dumps(body)),
+                    seal_index(
                         self._cipher,
                         dek,
                         self.table,
                         item_id,
                         {"lane": self._inner(channel, chat).hex()},
                     ),
-                }
+                )
             )
             entries.append(OutboxEntry(item_id, channel, lane, body, 0, now))
-        await self._session.execute(insert(OutboxItem), rows)
+        await self._raw.run_many(_PUT, rows)
         return entries
 
     async def due_heads(self, channel: str, now: datetime, limit: int = 100) -> list[OutboxEntry]:
@@ -148,8 +160,9 @@ class SqlOutbox:
 
     async def done(self, item_ids: Sequence[str]) -> None:
         """Forget delivered items."""
-        if item_ids:
-            await self._session.execute(delete(OutboxItem).where(OutboxItem.id.in_(item_ids)))
+        for start in range(0, len(item_ids), _DONE_AT_ONCE):
+            part = item_ids[start : start + _DONE_AT_ONCE]
+            await self._raw.run(_DONE.listing(len(part)), *part)
 
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
         """Try an item again later (the rest of its lane waits behind it)."""

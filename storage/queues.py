@@ -7,16 +7,23 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.ports import QueueEntry
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import RecordCipher
-from storage.index import hour_up
+from storage.index import floor_hour, hour_up
 from storage.models import QueueItem
+from storage.raw import Raw, Sql
 
 _sequence = itertools.count()
+# Every Telegram update is put and then done: plain statements (storage/raw.py).
+_PUT = Sql.of(
+    "INSERT INTO queue_items (id, queue, created_at, next_attempt_at, attempts, expires_at, "
+    "kek_id, wrapped_dek, payload_ct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DONE = Sql.of("DELETE FROM queue_items WHERE id = ?")
 
 
 class SqlQueue:
@@ -24,32 +31,29 @@ class SqlQueue:
 
     table = "queue_items"
 
-    def __init__(self, session: AsyncSession, cipher: RecordCipher, name: str) -> None:
+    def __init__(self, session: AsyncSession, cipher: RecordCipher, name: str, raw: Raw) -> None:
         self._session = session
         self._cipher = cipher
         self._name = name
+        self._raw = raw
 
     async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
         """Store an item (due at once)."""
         # Ids sort in the order items were put, so one recipient's messages keep their order.
         item_id = f"{time.time_ns():019d}{next(_sequence) % 10_000:04d}{new_id()[:9]}"
         dek, wrapped = self._cipher.new_dek(self.table, item_id)
-        self._session.add(
-            QueueItem(
-                id=item_id,
-                queue=self._name,
-                created_at=now,
-                next_attempt_at=now,
-                attempts=0,
-                expires_at=hour_up(expires_at),
-                kek_id=wrapped.kek_id,
-                wrapped_dek=wrapped.wrapped,
-                payload_ct=self._cipher.encrypt(
-                    dek, self.table, item_id, "payload", _dumps(payload)
-                ),
-            )
+        await self._raw.run(
+            _PUT,
+            item_id,
+            self._name,
+            floor_hour(now),
+            now,
+            0,
+            hour_up(expires_at),
+            wrapped.kek_id,
+            wrapped.wrapped,
+            self._cipher.encrypt(dek, self.table, item_id, "payload", _dumps(payload)),
         )
-        await self._session.flush()
         return item_id
 
     async def due(self, now: datetime | None, limit: int = 100) -> list[QueueEntry]:
@@ -72,7 +76,7 @@ class SqlQueue:
 
     async def done(self, item_id: str) -> None:
         """Remove a handled item."""
-        await self._session.execute(delete(QueueItem).where(QueueItem.id == item_id))
+        await self._raw.run(_DONE, item_id)
 
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
         """Try an item again later."""

@@ -6,11 +6,11 @@ import copy
 import hmac
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -30,17 +30,25 @@ from storage.audit import (
     INDEX_AUDIT,
     Link,
     first_problem,
-    floor_hour,
     lock_chain,
     new_audit_token,
 )
 from storage.casework import SqlCaseworkStore
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import DecryptionError, RecordCipher
-from storage.index import CASE_RECEIPT, CASE_REPLY, DRAFT_CHAT, open_index, reply_inner, seal_index
+from storage.crypto import DecryptionError, RecordCipher, WrappedKey
+from storage.index import (
+    CASE_RECEIPT,
+    CASE_REPLY,
+    DRAFT_CHAT,
+    floor_hour,
+    hour_up,
+    open_index,
+    reply_inner,
+    seal_index,
+)
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
-from storage.locks import wait_xact_lock
+from storage.locks import lock_key, wait_xact_lock
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -48,32 +56,24 @@ from storage.models import (
     Draft,
     HeldNumber,
     KeyState,
-    SeenUpdate,
     StatCounter,
 )
 from storage.numbers import CaseNumbering, free_number
 from storage.outbox import SqlOutbox
 from storage.queues import SqlQueue
+from storage.raw import Raw, Sql, as_time
 
 log = logging.getLogger(__name__)
 
 
-def _hour_up(moment: datetime) -> datetime:
-    # Expiry times at rest are whole hours, rounded up so nothing is deleted early.
-    floor = moment.replace(minute=0, second=0, microsecond=0)
-    return floor if floor == moment else floor + timedelta(hours=1)
-
-
-# Built once: every reporter message runs these two, and building a statement costs more than
-# SQLite takes to run it.
-_LOAD_DRAFT = select(
-    Draft.id, Draft.expires_at, Draft.kek_id, Draft.wrapped_dek, Draft.state_ct
-).where(Draft.chat_pseudonym.in_(bindparam("lookups", expanding=True)))
-_SAVE_DRAFT = (
-    update(Draft)
-    .where(Draft.id == bindparam("draft_id"))
-    .values(state_ct=bindparam("state_ct"), expires_at=bindparam("expires_at"))
+# Every reporter message runs these: plain statements (storage/raw.py).
+_LOAD_DRAFT = Sql.of(
+    "SELECT id, expires_at, kek_id, wrapped_dek, state_ct FROM drafts "
+    "WHERE chat_pseudonym IN (?...)"
 )
+
+_SAVE_DRAFT = Sql.of("UPDATE drafts SET state_ct = ?, expires_at = ? WHERE id = ?")
+_CHAT_LOCK = Sql.of("SELECT pg_advisory_xact_lock(?)")
 
 
 class SqlDraftStore:
@@ -85,10 +85,13 @@ class SqlDraftStore:
 
     table = "drafts"
 
-    def __init__(self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher) -> None:
+    def __init__(
+        self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher, raw: Raw
+    ) -> None:
         self._session = session
         self._keyring = keyring
         self._cipher = cipher
+        self._raw = raw
         self._known: dict[str, tuple[str, bytes]] = {}
         # A turn reads its chat's draft more than once (its language, then the state): one
         # query and one decryption per chat and transaction; saves and deletes keep it current.
@@ -108,7 +111,8 @@ class SqlDraftStore:
         """Hold the chat's lock until the transaction ends: another process's turn for the
         same chat waits for this one to commit (PostgreSQL; SQLite has one writer anyway)."""
         pseudonym, _ = self._pseudonym(channel, chat_id)
-        await wait_xact_lock(await self._session.connection(), f"chat:{pseudonym}")
+        if await self._raw.shared():
+            await self._raw.rows(_CHAT_LOCK, lock_key(f"chat:{pseudonym}"))
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
@@ -125,24 +129,25 @@ class SqlDraftStore:
     async def _read(
         self, pseudonym: str, lookups: list[str], now: datetime
     ) -> tuple[dict[str, Any], datetime] | None:
-        connection = await self._session.connection()
-        row = (await connection.execute(_LOAD_DRAFT, {"lookups": lookups})).first()
-        if row is None:
+        found = await self._raw.rows(_LOAD_DRAFT.listing(len(lookups)), *lookups)
+        if not found:
             return None
-        if row.expires_at <= now:
-            await self._session.execute(delete(Draft).where(Draft.id == row.id))
+        draft_id, expires, kek_id, wrapped_dek, state_ct = found[0]
+        expires_at = as_time(expires)
+        if expires_at <= now:
+            await self._session.execute(delete(Draft).where(Draft.id == draft_id))
             return None
         try:
-            dek = self._cipher.row_dek(self.table, row)
-            state = _loads(self._cipher.decrypt(dek, self.table, row.id, "state", row.state_ct))
+            dek = self._cipher.unwrap(self.table, draft_id, WrappedKey(kek_id, bytes(wrapped_dek)))
+            state = _loads(self._cipher.decrypt(dek, self.table, draft_id, "state", state_ct))
         except DecryptionError:
             # A draft is disposable: one that cannot be read (tampered, or its KEK destroyed)
             # is dropped and the reporter starts again, rather than being stuck.
             log.warning("unreadable draft dropped")
-            await self._session.execute(delete(Draft).where(Draft.id == row.id))
+            await self._session.execute(delete(Draft).where(Draft.id == draft_id))
             return None
-        self._known[pseudonym] = (row.id, dek)
-        return state, row.expires_at
+        self._known[pseudonym] = (draft_id, dek)
+        return state, expires_at
 
     async def save(
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
@@ -150,7 +155,7 @@ class SqlDraftStore:
         """Create or replace the draft; an existing draft keeps its DEK."""
         pseudonym, lookups = self._pseudonym(channel, chat_id)
         known = self._known.get(pseudonym)
-        expires_at = _hour_up(expires_at)
+        expires_at = hour_up(expires_at)
         if known is None:
             await self.delete(channel, chat_id)
         self._states[pseudonym] = (copy.deepcopy(dict(state)), expires_at)
@@ -175,10 +180,7 @@ class SqlDraftStore:
             return
         draft_id, dek = known
         state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
-        connection = await self._session.connection()
-        await connection.execute(
-            _SAVE_DRAFT, {"draft_id": draft_id, "state_ct": state_ct, "expires_at": expires_at}
-        )
+        await self._raw.run(_SAVE_DRAFT, state_ct, expires_at, draft_id)
 
     async def delete(self, channel: str, chat_id: str) -> bool:
         """Delete the chat's draft, if any."""
@@ -208,7 +210,7 @@ def case_values(
         "created_on": case.created_on,
         "priority": case.priority,
         "status": case.status,
-        "expires_at": _hour_up(case.expires_at),
+        "expires_at": hour_up(case.expires_at),
         "kek_id": wrapped.kek_id,
         "wrapped_dek": wrapped.wrapped,
         "receipt_hash": CASE_RECEIPT.value(keyring, inner),
@@ -360,7 +362,7 @@ class SqlAttachmentStore:
         await self._session.execute(
             insert(Attachment).values(
                 id=ref,
-                expires_at=_hour_up(file.expires_at),
+                expires_at=hour_up(file.expires_at),
                 kek_id=wrapped.kek_id,
                 wrapped_dek=wrapped.wrapped,
                 original_ct=enc(dek, self.table, ref, "original", file.original),
@@ -379,7 +381,7 @@ class SqlAttachmentStore:
             await self._session.execute(
                 update(Attachment)
                 .where(Attachment.id.in_(refs))
-                .values(expires_at=_hour_up(expires_at))
+                .values(expires_at=hour_up(expires_at))
             )
 
     async def get(self, ref: str) -> AttachmentContent | None:
@@ -406,10 +408,13 @@ class SqlAttachmentStore:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
-_CLAIM_UPDATE = {
-    "sqlite": sqlite_insert(SeenUpdate).on_conflict_do_nothing(),
-    "postgresql": postgresql_insert(SeenUpdate).on_conflict_do_nothing(),
-}
+_CLAIM_UPDATE = Sql.of(
+    'INSERT INTO seen_updates ("key", expires_at, kek_id, inner_ct) VALUES (?, ?, ?, ?) '
+    "ON CONFLICT DO NOTHING"
+)
+
+
+_SEEN_BEFORE = Sql.of('SELECT 1 FROM seen_updates WHERE "key" IN (?...) LIMIT 1')
 
 
 class SqlSeenStore:
@@ -421,8 +426,8 @@ class SqlSeenStore:
 
     table = "seen_updates"
 
-    def __init__(self, session: AsyncSession, keyring: Keyring) -> None:
-        self._session = session
+    def __init__(self, raw: Raw, keyring: Keyring) -> None:
+        self._raw = raw
         self._keyring = keyring
 
     async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
@@ -430,20 +435,17 @@ class SqlSeenStore:
         two while a rotation runs)."""
         inner = bytes.fromhex(self._keyring.pseudonym(f"update:{channel}", update_id))
         keys = [d.hex() for d in self._keyring.lookups(inner)]
-        connection = await self._session.connection()
-        if len(keys) > 1:
-            # A rotation is re-keying: the update may still be recorded under the older key.
-            older = select(SeenUpdate.key).where(SeenUpdate.key.in_(keys[1:])).limit(1)
-            if (await connection.execute(older)).first() is not None:
-                return False
-        params = {
-            "key": keys[0],
-            "expires_at": _hour_up(expires_at),
-            "kek_id": self._keyring.current_kek_id,
-            "inner_ct": self._keyring.seal_inner(self.table, inner),
-        }
-        result = await connection.execute(_CLAIM_UPDATE[connection.dialect.name], params)
-        return bool(result.rowcount == 1)
+        if len(keys) > 1 and await self._raw.rows(_SEEN_BEFORE.listing(len(keys) - 1), *keys[1:]):
+            # A rotation is re-keying: the update was recorded under the older key.
+            return False
+        claimed = await self._raw.run(
+            _CLAIM_UPDATE,
+            keys[0],
+            hour_up(expires_at),
+            self._keyring.current_kek_id,
+            self._keyring.seal_inner(self.table, inner),
+        )
+        return claimed == 1
 
 
 _UPSERT: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
@@ -590,18 +592,19 @@ class SqlUnitOfWork:
         except BaseException:
             await self.session.close()
             raise
-        self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher)
+        raw = Raw(self.session)
+        self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher, raw)
         self.cases = SqlCaseStore(self.session, self._keyring, self._cipher, self._numbering)
         self.stats = SqlStatsStore(self.session)
         self.audit = SqlAuditLog(self.session, self._keyring, self._cipher)
         self.attachments = SqlAttachmentStore(self.session, self._cipher)
-        self.seen = SqlSeenStore(self.session, self._keyring)
+        self.seen = SqlSeenStore(raw, self._keyring)
         self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)
         self.assignments = SqlAssignmentStore(self.session, self._cipher)
-        self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in")
-        self.telegram_inbox = SqlQueue(self.session, self._cipher, "telegram_in")
-        self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out")
-        self.outbox = SqlOutbox(self.session, self._keyring, self._cipher)
+        self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in", raw)
+        self.telegram_inbox = SqlQueue(self.session, self._cipher, "telegram_in", raw)
+        self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out", raw)
+        self.outbox = SqlOutbox(self.session, self._keyring, self._cipher, raw)
         self.casework = SqlCaseworkStore(self.session, self._cipher)
         return self
 

@@ -1,0 +1,157 @@
+"""The few statements every reporter answer runs, on the transaction's own driver connection.
+
+A statement through SQLAlchemy (session, compiled cache, execution context, result, a greenlet
+hop each way) costs several times what SQLite or PostgreSQL take to run it: measured, it was the
+largest part of an answer's CPU after HTTP (issue 14). These statements run as plain sqlite3
+calls on the event loop (the unit of work's BEGIN IMMEDIATE holds the write lock, so none waits)
+or as asyncpg calls with asyncpg's own prepared-statement cache, inside the transaction the unit
+of work began through SQLAlchemy, which still commits or rolls it back. Everything not on the
+answer path keeps the ORM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.sqlite_driver import Connection as SqliteConnection
+
+#: In a statement's text: a list of as many ``?`` as :meth:`Sql.listing` is given.
+_LIST = "(?...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement in each dialect's placeholder style (written with ``?``)."""
+
+    sqlite: str
+    postgresql: str
+
+    @classmethod
+    def of(cls, sql: str) -> Sql:
+        """The statement as written for SQLite, and numbered ``$n`` for asyncpg."""
+        numbers = itertools.count(1)
+        return cls(sql, re.sub(r"\?", lambda _: f"${next(numbers)}", sql))
+
+    def listing(self, count: int) -> Sql:
+        """The statement with its ``(?...)`` holding ``count`` values."""
+        return _listing(self.sqlite, count)
+
+
+@cache
+def _listing(sqlite: str, count: int) -> Sql:
+    return Sql.of(sqlite.replace(_LIST, "(" + ", ".join("?" * count) + ")"))
+
+
+def _sqlite_value(value: Any) -> Any:
+    # As SQLAlchemy's UTCDateTime stores them on SQLite: naive UTC text, always with microseconds
+    # (text compares in time order only when every value has the same form).
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value
+
+
+def as_time(value: Any) -> datetime:
+    """A time column as read back: aware UTC whichever backend stored it."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Raw:
+    """Plain statements inside one unit of work's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._sqlite: sqlite3.Connection | None = None
+        self._pg: Any = None
+        self._offload: SqliteConnection | None = None
+
+    async def _ready(self) -> None:
+        session = self._session
+        # Whatever the ORM holds back must reach the database first, in the order it was done.
+        if session.new or session.deleted or session.dirty:
+            await session.flush()
+        if self._sqlite is not None or self._pg is not None or self._offload is not None:
+            return
+        connection = await session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if isinstance(driver, SqliteConnection):
+            if driver.offload:
+                self._offload = driver
+            else:
+                self._sqlite = driver.raw
+        elif connection.dialect.name == "postgresql":
+            self._pg = driver
+        else:  # pragma: no cover - make_engine gives every SQLite engine the driver above
+            raise RuntimeError(f"no raw path for {connection.dialect.name}")
+
+    async def shared(self) -> bool:
+        """Whether other processes may share the database (PostgreSQL)."""
+        await self._ready()
+        return self._pg is not None
+
+    async def rows(self, sql: Sql, *params: Any) -> list[Sequence[Any]]:
+        """The rows a statement returns."""
+        await self._ready()
+        if self._pg is not None:
+            return list(await self._pg.fetch(sql.postgresql, *params))
+        values = tuple(_sqlite_value(p) for p in params)
+        if self._offload is not None:
+            rows: list[Sequence[Any]] = await self._offload.call(
+                _fetch, self._offload.raw, sql, values
+            )
+            return rows
+        assert self._sqlite is not None
+        return _fetch(self._sqlite, sql, values)
+
+    async def run(self, sql: Sql, *params: Any) -> int:
+        """Run a statement; the rows it changed."""
+        await self._ready()
+        if self._pg is not None:
+            status: str = await self._pg.execute(sql.postgresql, *params)
+            return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
+        values = tuple(_sqlite_value(p) for p in params)
+        if self._offload is not None:
+            changed: int = await self._offload.call(_change, self._offload.raw, sql, values)
+            return changed
+        assert self._sqlite is not None
+        return _change(self._sqlite, sql, values)
+
+    async def run_many(self, sql: Sql, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once for each row of parameters."""
+        if not rows:
+            return
+        await self._ready()
+        if self._pg is not None:
+            await self._pg.executemany(sql.postgresql, rows)
+            return
+        values = [tuple(_sqlite_value(p) for p in row) for row in rows]
+        if self._offload is not None:
+            await self._offload.call(_change_many, self._offload.raw, sql, values)
+            return
+        assert self._sqlite is not None
+        _change_many(self._sqlite, sql, values)
+
+
+def _fetch(connection: sqlite3.Connection, sql: Sql, values: tuple[Any, ...]) -> list[Any]:
+    return connection.execute(sql.sqlite, values).fetchall()
+
+
+def _change(connection: sqlite3.Connection, sql: Sql, values: tuple[Any, ...]) -> int:
+    return connection.execute(sql.sqlite, values).rowcount
+
+
+def _change_many(connection: sqlite3.Connection, sql: Sql, values: list[tuple[Any, ...]]) -> int:
+    return connection.executemany(sql.sqlite, values).rowcount
