@@ -117,7 +117,12 @@ async def serve_unlocked(
         )
     )
     tasks.append(
-        erase_job(runtime.admin, sleep=_rounds(sleep, state, "erase", runtime.clock), stop=stop)
+        erase_job(
+            runtime.admin,
+            sleep=_rounds(sleep, state, "erase", runtime.clock),
+            stop=stop,
+            inbound=runtime.inbound,
+        )
     )
     tasks.append(
         staff_job(

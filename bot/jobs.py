@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from bot.services.admin import AdminService
 from bot.services.casework import Casework
 from bot.services.erasure import ERASE_JOB_SECONDS
+from bot.services.inbound import InboundService
 from bot.services.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,15 @@ async def erase_job(
     sleep: Sleep = asyncio.sleep,
     rounds: int | None = None,
     stop: asyncio.Event | None = None,
+    inbound: InboundService | None = None,
 ) -> None:
-    """Run the ratchet that deletions wait for once it is due (it is due within the hour)."""
-    await _repeat("erase round", [admin.erase_pending], interval_seconds, sleep, rounds, stop)
+    """Run the ratchet that deletions wait for once it is due (it is due within the hour), and
+    forget the rate-limit buckets that have refilled (each keeps a precise time only that long:
+    the named short-lived exception of DESIGN.md section 4, "Times at rest")."""
+    steps: list[Callable[[], Awaitable[object]]] = [admin.erase_pending]
+    if inbound is not None:
+        steps.append(inbound.forget_full_buckets)
+    await _repeat("erase round", steps, interval_seconds, sleep, rounds, stop)
 
 
 async def staff_job(

@@ -29,7 +29,7 @@ from bot.services.clock import Clock, system_clock
 from bot.services.erasure import Erasure
 from bot.services.inbound import InboundService, Senders
 from bot.services.intake import IntakePolicy, IntakeService
-from bot.services.ratelimit import ChatRateLimiter
+from bot.services.ratelimit import RateLimit
 from bot.services.reporter import ReporterService, ScreenPolicy
 from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
@@ -284,8 +284,7 @@ async def open_runtime(
     intake.casework = casework
     intake.erasure = erasure
     roster.erasure = erasure
-    limiter = ChatRateLimiter(vault.keyring.pseudonym, clock)
-    inbound = InboundService(uow, intake, staff, engine_, clock, limiter, senders)
+    inbound = InboundService(uow, intake, staff, engine_, clock, RateLimit(), senders)
     runtime = Runtime(
         settings,
         engine,

@@ -310,8 +310,8 @@ class Keyring:
         return hmac.new(key, message, hashlib.sha256).hexdigest()
 
     def pseudonym(self, channel: str, chat_id: str) -> str:
-        """Stable keyed pseudonym of a chat (hex): the inner hash behind its lookups, and the
-        in-memory rate limiter's key. Stored only inside ciphertext."""
+        """Stable keyed pseudonym of a chat (hex): the inner hash behind its lookups. Stored only
+        inside ciphertext."""
         self._open()
         msg = associated_data(channel, chat_id)
         return hmac.new(self._pseudonym_key, msg, hashlib.sha256).hexdigest()

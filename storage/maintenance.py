@@ -37,6 +37,7 @@ from storage.models import (
     Case,
     CaseAttempt,
     CaseMessage,
+    ChatLimit,
     Deadline,
     Draft,
     Event,
@@ -102,9 +103,13 @@ ALL_TABLES: tuple[Any, ...] = (
     Screen,
     HeldNumber,
     GoneCase,
+    ChatLimit,
 )
 #: Lanes are re-keyed all at once at the end of a rotation (one chat's items keep one lane).
 _RELANED: tuple[Any, ...] = (OutboxItem, Screen)
+#: Tables with a keyed lookup that is never re-keyed: the ratchet deletes every row (a rate-limit
+#: bucket is disposable; a chat starts again with a full one).
+DISPOSABLE: tuple[Any, ...] = (ChatLimit,)
 #: Tables whose rows refer to a KEK without a wrapped DEK (sealed inner hashes, audit MACs).
 _KEYED = (SeenUpdate, AuditEntry)
 
@@ -350,6 +355,9 @@ class Maintenance:
             # Writing the key state row first takes the lock every writer shares: no record
             # can be written under an old KEK between this check and the destruction.
             await self._publish(session)
+            # No lookup under an old index key survives in a table the ratchet does not re-key.
+            for model in DISPOSABLE:
+                await session.execute(delete(model))
             old = [k for k in self.keyring.keks if k != self.keyring.current_kek_id]
             if not old:
                 return (), True

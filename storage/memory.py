@@ -21,6 +21,7 @@ from bot.services.ports import (
     OPEN,
     WAITING,
     AttachmentContent,
+    Bucket,
     CaseContent,
     CaseId,
     CaseRecord,
@@ -82,6 +83,8 @@ class MemoryState:
         default_factory=dict
     )
     queues: dict[str, dict[str, QueueEntry]] = field(default_factory=dict)
+    #: Rate-limit buckets by (channel, chat).
+    limits: dict[tuple[str, str], Bucket] = field(default_factory=dict)
 
 
 class MemoryDatabase:
@@ -237,6 +240,25 @@ class MemorySeenStore(_Stores):
             return False
         self.s.seen[(channel, update_id)] = expires_at
         return True
+
+
+class MemoryChatLimitStore(_Stores):
+    """Rate-limit buckets by (channel, chat)."""
+
+    async def get(self, channel: str, chat_id: str) -> Bucket | None:
+        """The chat's bucket, or None."""
+        return self.s.limits.get((channel, chat_id))
+
+    async def put(self, channel: str, chat_id: str, bucket: Bucket) -> None:
+        """Create or replace the chat's bucket."""
+        self.s.limits[(channel, chat_id)] = bucket
+
+    async def prune(self, before: datetime) -> int:
+        """Forget the buckets last counted at or before ``before``."""
+        gone = [key for key, bucket in self.s.limits.items() if bucket.at <= before]
+        for key in gone:
+            del self.s.limits[key]
+        return len(gone)
 
 
 class MemoryStatsStore(_Stores):
@@ -653,6 +675,7 @@ class MemoryUnitOfWork:
         self.attachments = MemoryAttachmentStore(db, state)
         self.seen = MemorySeenStore(db, state)
         self.stats = MemoryStatsStore(db, state)
+        self.limits = MemoryChatLimitStore(db, state)
         self.audit = MemoryAuditLog(db, state)
         self.lawyers = MemoryLawyerStore(db, state)
         self.assignments = MemoryAssignmentStore(db, state)

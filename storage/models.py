@@ -9,6 +9,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -194,6 +195,25 @@ class SeenUpdate(Base):
     expires_at: Mapped[datetime] = mapped_column(HourUTC(), index=True)
     kek_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     inner_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ChatLimit(Base):
+    """A chat's rate-limit token bucket, shared by every process (bot/services/ratelimit.py).
+
+    Keyed by the lookup of the chat's pseudonym under a label of its own, under the current
+    KEK's index key; never re-keyed: the ratchet deletes every row (a bucket is disposable), and
+    a job deletes a row once its bucket has refilled. ``at`` is a precise time, the named
+    short-lived exception to whole hours at rest: the row lives only until it has refilled.
+    """
+
+    __tablename__ = "chat_limits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    # No index: the prune scans what the last minutes' chats left, once a minute, while an index
+    # would be rewritten on every message.
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    warned: Mapped[bool] = mapped_column(default=False)
 
 
 class Lawyer(Indexed, Base):

@@ -48,6 +48,7 @@ from storage.index import (
 )
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
+from storage.limits import SqlChatLimitStore
 from storage.locks import lock_key, wait_xact_lock
 from storage.models import (
     Attachment,
@@ -596,6 +597,7 @@ class SqlUnitOfWork:
         self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher, raw)
         self.cases = SqlCaseStore(self.session, self._keyring, self._cipher, self._numbering)
         self.stats = SqlStatsStore(self.session)
+        self.limits = SqlChatLimitStore(self.session, self._keyring)
         self.audit = SqlAuditLog(self.session, self._keyring, self._cipher)
         self.attachments = SqlAttachmentStore(self.session, self._cipher)
         self.seen = SqlSeenStore(raw, self._keyring)

@@ -16,7 +16,7 @@ from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
 from bot.services.clock import FrozenClock
 from bot.services.queues import ChannelQueues
-from bot.services.ratelimit import ChatRateLimiter
+from bot.services.ratelimit import RateLimit
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import KeyFile, KeyringFile, KeyVault
@@ -65,9 +65,13 @@ class SignalHarness:
 
     async def start_bot(self, after_store: Any = None) -> None:
         engine = Engine(REPORT, load_texts())
-        limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=1000)
         self.world = World(
-            self.db, self.vault.keyring, engine, self.clock, limiter=limiter, uow=self.uow
+            self.db,
+            self.vault.keyring,
+            engine,
+            self.clock,
+            limits=RateLimit(limit=1000),
+            uow=self.uow,
         )
         self.lawyers = self.world.roster
         self.api = SignalApi(self.root, NUMBER)

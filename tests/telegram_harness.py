@@ -21,7 +21,7 @@ from bot.domain.questionnaire import REPORT
 from bot.i18n import load_texts
 from bot.services.clock import FrozenClock
 from bot.services.queues import ChannelQueues
-from bot.services.ratelimit import ChatRateLimiter
+from bot.services.ratelimit import RateLimit
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import KeyFile, KeyringFile, KeyVault
@@ -83,9 +83,13 @@ class TelegramHarness:
 
     async def start_bot(self, webhook: WebhookConfig | None = None) -> None:
         engine = Engine(REPORT, load_texts())
-        limiter = ChatRateLimiter(self.vault.keyring.pseudonym, self.clock, limit=self.rate_limit)
         self.world = World(
-            self.db, self.vault.keyring, engine, self.clock, limiter=limiter, uow=self.uow
+            self.db,
+            self.vault.keyring,
+            engine,
+            self.clock,
+            limits=RateLimit(limit=self.rate_limit),
+            uow=self.uow,
         )
         self.lawyers = self.world.roster
         self.channel = TelegramChannel(

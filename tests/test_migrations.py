@@ -71,6 +71,9 @@ SAMPLE_ROWS: dict[str, list[str]] = {
         "receipt_hash, answers_ct, meta_ct, reply_address_ct, reply_lookup, number) VALUES "
         "('c2', :d, 1, 'new', :t, 1, :b, :c, :b, :b, :b, 'r1', 2)",
     ],
+    "0011": [
+        "INSERT INTO chat_limits (key, tokens, at, warned) VALUES ('k1', 2.5, :t, true)",
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
@@ -114,6 +117,7 @@ async def test_upgrade_and_downgrade_step_by_step_with_data(db_url: str) -> None
         assert await _count(engine, "key_state") == 1
         assert await _count(engine, "attachments") == 1
         assert await _count(engine, "lawyers") == 1
+        assert await _count(engine, "chat_limits") == 1
         async with engine.connect() as conn:
             number = (await conn.execute(text("SELECT number FROM cases WHERE id = 'c1'"))).scalar()
         assert number == 1, "cases from before 0004 were numbered"

@@ -1,76 +1,110 @@
-"""The per-chat token bucket: calm warning once, bounded rate, constant memory per chat."""
+"""The per-chat token bucket, as pure arithmetic: calm warning once, bounded rate, a clock stepped
+back refills nothing, and a bucket untouched for a window is the same as none (so the job that
+deletes such rows changes no verdict)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.services.clock import FrozenClock
-from bot.services.ratelimit import ChatRateLimiter, Verdict
+from bot.services.ports import Bucket
+from bot.services.ratelimit import RateLimit, Verdict, step
 from tests.conftest import START
 
 WINDOW = timedelta(minutes=1)
 
 
-def limiter(clock: FrozenClock, limit: int = 5, prune_at: int = 10_000) -> ChatRateLimiter:
-    return ChatRateLimiter(
-        lambda c, i: f"{c}:{i}", clock, limit=limit, window=WINDOW, prune_at=prune_at
-    )
+class Chats:
+    """Buckets by chat, as the store keeps them, counted with :func:`step`."""
+
+    def __init__(self, limit: int = 5) -> None:
+        self.limits = RateLimit(limit=limit, window=WINDOW)
+        self.buckets: dict[str, Bucket] = {}
+
+    def check(self, chat: str, now: datetime) -> Verdict:
+        self.buckets[chat], verdict = self.limits.step(self.buckets.get(chat), now)
+        return verdict
 
 
 def test_burst_then_one_warning_then_silence_per_chat() -> None:
-    clock = FrozenClock(START)
-    limits = limiter(clock)
-    verdicts = [limits.check("telegram", "1") for _ in range(8)]
+    chats, now = Chats(), START
+    verdicts = [chats.check("telegram:1", now) for _ in range(8)]
     assert verdicts == [Verdict.OK] * 5 + [Verdict.WARN, Verdict.DROP, Verdict.DROP]
-    assert limits.check("telegram", "2") is Verdict.OK  # another chat is not affected
-    assert limits.check("signal", "1") is Verdict.OK  # nor the same id on another channel
-    clock.advance(WINDOW / 5)  # one event's worth refilled: it passes, with no second warning
-    assert [limits.check("telegram", "1") for _ in range(2)] == [Verdict.OK, Verdict.DROP]
-    clock.advance(WINDOW)
-    assert [limits.check("telegram", "1") for _ in range(5)] == [Verdict.OK] * 5
-    assert limits.check("telegram", "1") is Verdict.WARN  # a new flood, a new warning
+    assert chats.check("telegram:2", now) is Verdict.OK  # another chat has its own bucket
+    now += WINDOW / 5  # one event's worth refilled: it passes, with no second warning
+    assert [chats.check("telegram:1", now) for _ in range(2)] == [Verdict.OK, Verdict.DROP]
+    now += WINDOW
+    assert [chats.check("telegram:1", now) for _ in range(5)] == [Verdict.OK] * 5
+    assert chats.check("telegram:1", now) is Verdict.WARN  # a new flood, a new warning
 
 
-def test_a_clock_stepped_back_takes_nothing_away() -> None:
-    clock = FrozenClock(START)
-    limits = limiter(clock)
-    assert limits.check("telegram", "1") is Verdict.OK
-    clock.advance(-timedelta(hours=1))
-    assert [limits.check("telegram", "1") for _ in range(4)] == [Verdict.OK] * 4
+def test_step_is_pure_and_counts_from_a_full_bucket() -> None:
+    bucket, verdict = step(None, START, 5.0, 5 / 60)
+    assert (bucket, verdict) == (Bucket(4.0, START, False), Verdict.OK)
+    empty = Bucket(0.5, START, False)
+    assert step(empty, START, 5.0, 5 / 60) == (Bucket(0.5, START, True), Verdict.WARN)
+    assert empty == Bucket(0.5, START, False), "the bucket passed in is not changed"
+
+
+def test_a_clock_stepped_back_takes_nothing_away_and_refills_nothing() -> None:
+    chats = Chats()
+    assert chats.check("1", START) is Verdict.OK
+    earlier = START - timedelta(hours=1)
+    assert [chats.check("1", earlier) for _ in range(5)] == [Verdict.OK] * 4 + [Verdict.WARN]
+
+
+Steps = st.lists(
+    st.tuples(st.integers(0, 30_000), st.sampled_from(["a", "b"])), min_size=1, max_size=200
+)
+
+
+def bound_holds(passed: list[float], limit: int) -> bool:
+    """Every run of OK verdicts from the i-th to the j-th fits in ``limit + limit * T / window``,
+    T being the time between them."""
+    rate = limit / WINDOW.total_seconds()
+    return all(
+        j - i + 1 <= limit + rate * (passed[j] - passed[i]) + 1e-9
+        for i in range(len(passed))
+        for j in range(i, len(passed))
+    )
+
+
+@given(Steps)
+def test_no_chat_gets_more_than_the_bucket_allows(events: list[tuple[int, str]]) -> None:
+    limit, chats, now = 5, Chats(5), START
+    passed: dict[str, list[float]] = {"a": [], "b": []}
+    for step_ms, chat in events:
+        now += timedelta(milliseconds=step_ms)
+        if chats.check(chat, now) is Verdict.OK:
+            passed[chat].append(now.timestamp())
+    assert all(bound_holds(times, limit) for times in passed.values())
+
+
+@given(st.lists(st.integers(-60_000, 30_000), min_size=1, max_size=200))
+def test_a_clock_that_jumps_about_gives_no_more_than_its_forward_time(steps: list[int]) -> None:
+    """Time counts only forward: with a clock stepped back now and then, the bound holds over
+    the time the clock moved forward (for a clock that only moves forward, the span)."""
+    limit, chats, now, forward = 5, Chats(5), START, 0.0
+    passed: list[float] = []
+    for step_ms in steps:
+        now += timedelta(milliseconds=step_ms)
+        forward += max(0, step_ms) / 1000
+        if chats.check("a", now) is Verdict.OK:
+            passed.append(forward)
+    assert bound_holds(passed, limit)
 
 
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 30_000), st.sampled_from(["a", "b"])), min_size=1, max_size=200
-    )
+    tokens=st.floats(0, 5),
+    warned=st.booleans(),
+    idle_ms=st.integers(int(WINDOW.total_seconds() * 1000), 10**9),
 )
-def test_no_chat_gets_more_than_the_bucket_allows(events: list[tuple[int, str]]) -> None:
-    clock = FrozenClock(START)
-    limit = 5
-    limits = limiter(clock, limit)
-    passed: dict[str, list[float]] = {"a": [], "b": []}
-    for step_ms, chat in events:
-        clock.advance(timedelta(milliseconds=step_ms))
-        if limits.check("telegram", chat) is Verdict.OK:
-            passed[chat].append(clock().timestamp())
-    rate = limit / WINDOW.total_seconds()
-    for times in passed.values():
-        for i, first in enumerate(times):
-            for j in range(i, len(times)):
-                assert j - i + 1 <= limit + rate * (times[j] - first) + 1e-9
-
-
-def test_memory_per_chat_does_not_grow_and_idle_chats_are_forgotten() -> None:
-    clock = FrozenClock(START)
-    limits = limiter(clock, limit=1000, prune_at=10)
-    for _ in range(500):
-        limits.check("telegram", "busy")
-    assert len(limits) == 1
-    for chat in range(9):
-        limits.check("telegram", f"idle-{chat}")
-    clock.advance(WINDOW)  # every bucket has refilled: the same as never having written
-    limits.check("telegram", "newcomer")
-    assert len(limits) == 1
+def test_a_bucket_idle_for_a_window_is_the_same_as_none(
+    tokens: float, warned: bool, idle_ms: int
+) -> None:
+    """Why the job may delete a row untouched for a window: no verdict changes."""
+    limits = RateLimit(limit=5, window=WINDOW)
+    now = START + timedelta(milliseconds=idle_ms)
+    assert limits.step(Bucket(tokens, START, warned), now) == limits.step(None, now)

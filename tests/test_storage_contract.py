@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.services.ports import NewCase
+from bot.services.ports import Bucket, NewCase
 from storage.crypto import DecryptionError
 from storage.db import make_session_factory
 from storage.keyring import Keyring
-from storage.models import AuditEntry, Case, Draft, StatCounter
+from storage.models import AuditEntry, Case, ChatLimit, Draft, StatCounter
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
 
@@ -89,6 +89,24 @@ async def test_draft_columns_hold_no_chat_id_or_content(db: AsyncEngine, keyring
         values = [row.id, row.chat_pseudonym, row.state_ct, row.wrapped_dek]
     assert not any(b"987654321" in (v if isinstance(v, bytes) else v.encode()) for v in values)
     assert b"secret words" not in values[2]
+
+
+async def test_a_rate_limit_row_holds_no_chat_id_and_links_to_nothing_else(
+    db: AsyncEngine, keyring: Keyring
+) -> None:
+    async with uow(db, keyring) as u:
+        await u.drafts.save("telegram", "987654321", {"step": 1}, LATER)
+        await u.limits.put("telegram", "987654321", Bucket(3.0, START, False))
+        await u.commit()
+    async with uow(db, keyring) as u:
+        key = (await u.session.execute(select(ChatLimit.key))).scalar_one()
+        draft = (await u.session.execute(select(Draft.chat_pseudonym))).scalar_one()
+    assert "987654321" not in key
+    # The lookup of the chat's pseudonym under the limit label, under the current index key:
+    # not the draft's lookup, not the pseudonym itself.
+    inner = bytes.fromhex(keyring.pseudonym("limit:telegram", "987654321"))
+    assert key == keyring.lookup(inner).hex()
+    assert key not in {draft, keyring.pseudonym("telegram", "987654321"), inner.hex()}
 
 
 async def test_case_add_status_and_decrypt(db: AsyncEngine, keyring: Keyring) -> None:

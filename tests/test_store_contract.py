@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.services.ports import (
+    Bucket,
     CaseStatus,
     Invitation,
     LawyerStatus,
@@ -131,6 +132,35 @@ async def test_attachments_seen_updates_and_stats(uow: Factory) -> None:
         assert await u.seen.claim("telegram", "1001", LATER) is False, "claims are durable"
         found = await u.attachments.get(ref)  # type: ignore[attr-defined]
         assert found is not None and found.original == b"\x89PNG raw" and found.clean == b"jpeg"
+
+
+async def test_rate_limit_buckets_round_trip_replace_prune_and_roll_back(uow: Factory) -> None:
+    # A precise time with microseconds and a fraction of a token: both come back exactly.
+    moment = START + timedelta(seconds=7, microseconds=123456)
+    async with uow() as u:
+        assert await u.limits.get("telegram", "42") is None
+        await u.limits.put("signal", "9", Bucket(1.0, START, False))
+    async with uow() as u:
+        assert await u.limits.get("signal", "9") is None, "not committed"
+        await u.limits.put("telegram", "42", Bucket(2.75, moment, True))
+        await u.limits.put("signal", "42", Bucket(4.5, START, False))  # same id, other channel
+        await u.commit()
+    async with uow() as u:
+        assert await u.limits.get("telegram", "42") == Bucket(2.75, moment, True)
+        assert await u.limits.get("signal", "42") == Bucket(4.5, START, False)
+        assert await u.limits.get("telegram", "43") is None
+        later = Bucket(0.125, moment + timedelta(seconds=1), False)
+        await u.limits.put("telegram", "42", later)
+        assert await u.limits.get("telegram", "42") == later, "replaced in the transaction"
+        await u.commit()
+    async with uow() as u:
+        assert await u.limits.get("telegram", "42") == later
+        assert await u.limits.prune(START - timedelta(microseconds=1)) == 0
+        assert await u.limits.prune(START) == 1, "counted at or before: forgotten"
+        assert await u.limits.get("signal", "42") is None
+        assert await u.limits.get("telegram", "42") == later
+    async with uow() as u:
+        assert await u.limits.get("signal", "42") == Bucket(4.5, START, False), "rolled back"
 
 
 async def test_lawyer_lifecycle_follows_the_domain(uow: Factory) -> None:

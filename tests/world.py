@@ -19,7 +19,7 @@ from bot.services.clock import FrozenClock
 from bot.services.inbound import Inbound, InboundService, Senders
 from bot.services.intake import Attachment, IntakePolicy, IntakeService
 from bot.services.outbox import OutboxSender, OutgoingFile, Shown
-from bot.services.ratelimit import ChatRateLimiter
+from bot.services.ratelimit import RateLimit
 from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
 from bot.services.staff import StaffCommands
@@ -91,7 +91,7 @@ class World:
         intake_policy: IntakePolicy | None = None,
         choice: Callable[[list[str]], str] = secrets.choice,
         reports_per_day: int = 3,
-        limiter: ChatRateLimiter | None = None,
+        limits: RateLimit | None = None,
         casework: CaseworkPolicy | None = None,
         uow: Callable[[], Any] | None = None,
     ) -> None:
@@ -126,7 +126,7 @@ class World:
         self.staff.casework = self.casework
         self.intake.casework = self.casework
         self.inbound = InboundService(
-            self.uow, self.intake, self.staff, engine, clock, limiter, self.senders
+            self.uow, self.intake, self.staff, engine, clock, limits, self.senders
         )
         self.transports = {c: MemoryTransport(c) for c in CHANNELS}
         self.outboxes = {c: OutboxSender(c, self.uow, t, clock) for c, t in self.transports.items()}

@@ -32,7 +32,7 @@ from bot.services.clock import Clock
 from bot.services.intake import Attachment, IntakeService, Turn
 from bot.services.outbox import Outgoing, address
 from bot.services.ports import OutboxEntry, StaffUnitOfWork
-from bot.services.ratelimit import ChatRateLimiter, Verdict
+from bot.services.ratelimit import RateLimit, Verdict
 from bot.services.reporter import ReporterService, Where
 from bot.services.staff import StaffCommands, StaffContext
 
@@ -112,7 +112,7 @@ class InboundService:
         staff: StaffCommands,
         engine: Engine,
         clock: Clock,
-        limiter: ChatRateLimiter | None = None,
+        limits: RateLimit | None = None,
         senders: Senders | None = None,
         reporter: ReporterService | None = None,
     ) -> None:
@@ -123,7 +123,9 @@ class InboundService:
         self.reporter = reporter or staff.reporter
         self._engine = engine
         self._clock = clock
-        self._limiter = limiter
+        #: Each chat's bucket is in the database, counted under the chat's lock: every process
+        #: counts against the same one.
+        self._limits = limits
         self.senders = senders or Senders()
         self._languages = tuple(engine.questionnaire.languages)
 
@@ -147,6 +149,21 @@ class InboundService:
         if entries:
             self.senders.wake(sorted({e.channel for e in entries}))
         return not private
+
+    async def forget_full_buckets(self) -> int:
+        """Delete the rate-limit buckets that have refilled (the same as none); how many.
+
+        A bucket row keeps a precise time: the named short-lived exception to whole hours at
+        rest (DESIGN.md section 4, "Times at rest", like the outbox), so it must go as soon as
+        it is full again, one window after the chat's last message; the erase job runs this
+        every minute.
+        """
+        if self._limits is None:
+            return 0
+        async with self._uow() as uow:
+            count = await uow.limits.prune(self._clock() - self._limits.window)
+            await uow.commit()
+        return count
 
     async def handle(self, inbound: Inbound) -> Handled:
         """Apply one inbound message in one transaction; its answers are in the outbox."""
@@ -188,8 +205,11 @@ class InboundService:
             return False
         draft_language = await self._intake.language(uow, channel, chat, now)
         language = draft_language or self._hint(inbound) or "en"
-        if self._limiter is not None:
-            verdict = self._limiter.check(channel, chat)
+        if self._limits is not None:
+            # The chat's lock is held (``handle``): this read and write are not interleaved
+            # with another process's turn for the same chat.
+            bucket, verdict = self._limits.step(await uow.limits.get(channel, chat), now)
+            await uow.limits.put(channel, chat, bucket)
             if verdict is not Verdict.OK:
                 notice = [self._engine.notice(language, "ui.rate_limited")]
                 out.show(

@@ -278,6 +278,35 @@ class SeenStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A chat's rate-limit token bucket (bot/services/ratelimit.py does the arithmetic)."""
+
+    tokens: float
+    #: When the bucket was last counted (a precise time: the row lives only until it refills).
+    at: datetime
+    #: The reporter was told about this flood already.
+    warned: bool = False
+
+
+class ChatLimitStore(Protocol):
+    """Each chat's rate-limit bucket, shared by every process; read and written under the chat's
+    lock (``DraftStore.lock``), so a turn's read-modify-write is not interleaved."""
+
+    async def get(self, channel: str, chat_id: str) -> Bucket | None:
+        """The chat's bucket, or None (never counted, or forgotten once full)."""
+        ...
+
+    async def put(self, channel: str, chat_id: str, bucket: Bucket) -> None:
+        """Create or replace the chat's bucket."""
+        ...
+
+    async def prune(self, before: datetime) -> int:
+        """Forget buckets last counted at or before ``before`` (full again: the same as none);
+        how many."""
+        ...
+
+
 class StatsStore(Protocol):
     """Advocacy counters that hold no link to any case."""
 
@@ -378,6 +407,11 @@ class UnitOfWork(Protocol):
     @property
     def stats(self) -> StatsStore:
         """Statistics counters in this transaction."""
+        ...
+
+    @property
+    def limits(self) -> ChatLimitStore:
+        """Rate-limit buckets in this transaction."""
         ...
 
     @property
