@@ -3,7 +3,8 @@ inventory): encrypted, keyed lookup, coarse time, or plain, each with a one-line
 column fails until it is classified here.
 
 Rows that live only until they are delivered may keep a precise time: they are named in
-``DELIVERY`` (DESIGN.md section 4, "Times at rest").
+``DELIVERY`` (DESIGN.md section 4, "Times at rest"), as is the one other short-lived row, a
+chat's rate-limit bucket, which a job deletes once it has refilled.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import Date, DateTime, LargeBinary
 from sqlalchemy.dialects import sqlite
 
 from storage.index import INDEXED
+from storage.maintenance import DISPOSABLE
 from storage.models import Base, HourUTC, SeenUpdate, UTCDateTime
 
 
@@ -50,6 +52,10 @@ INVENTORY: dict[tuple[str, str], tuple[Kind, str]] = {
     ("audit_log", "prev_mac"): (P, "the chain link"),
     ("audit_log", "mac"): (P, "MAC under a KEK's audit key"),
     ("audit_log", "kek_id"): (P, "which KEK's audit key made the MAC"),
+    ("chat_limits", "key"): (L, "HMAC of the chat's own inner hash; deleted at every ratchet"),
+    ("chat_limits", "tokens"): (P, "what is left of the chat's bucket"),
+    ("chat_limits", "at"): (P, "short-lived exception: the row goes once the bucket refills"),
+    ("chat_limits", "warned"): (P, "a flag"),
     ("cases", "id"): (P, ID),
     ("cases", "created_on"): (C, "the day of submission"),
     ("cases", "priority"): (P, "routing reads it for every case"),
@@ -164,8 +170,11 @@ INVENTORY: dict[tuple[str, str], tuple[Kind, str]] = {
     ("event_counters", "count"): (P, "published only through suppression"),
 }
 
-#: Columns that may keep a precise time: rows that live only until they are delivered.
+#: Columns that may keep a precise time: rows that live only until they are delivered, and a
+#: rate-limit bucket, which lives only until it has refilled (a minute after the chat's last
+#: message; the erase job deletes it).
 DELIVERY = {
+    ("chat_limits", "at"),
     ("outbox", "due_at"),
     ("outbox", "id"),
     ("queue_items", "next_attempt_at"),
@@ -197,27 +206,30 @@ def test_the_classification_matches_the_column_types() -> None:
         if kind is Kind.COARSE:
             assert isinstance(column_type, HourUTC | Date), f"{key} must cut times to the hour"
         elif is_time:  # a precise time
-            assert key in DELIVERY and reason.startswith("delivery exception"), (
-                f"{key} keeps a precise time: only delivery rows may"
-            )
+            assert key in DELIVERY and reason.startswith(
+                ("delivery exception", "short-lived exception")
+            ), f"{key} keeps a precise time: only delivery and short-lived rows may"
         if kind is Kind.ENCRYPTED:
             assert isinstance(column_type, LargeBinary), key
     precise = {k for k in DELIVERY if isinstance(found[k].type, UTCDateTime)}  # type: ignore[attr-defined]
     assert precise == {
+        ("chat_limits", "at"),
         ("outbox", "due_at"),
         ("queue_items", "next_attempt_at"),
     }
 
 
-def test_every_keyed_lookup_is_re_keyed_by_the_ratchet() -> None:
+def test_every_keyed_lookup_is_re_keyed_or_deleted_by_the_ratchet() -> None:
     rekeyed = {
         (model.__tablename__, lookup.column)
         for model, lookups in INDEXED.items()
         for lookup in lookups
     }
     rekeyed.add((SeenUpdate.__tablename__, "key"))
+    # Or deleted by it, every row (tests/test_shared_limits.py shows none survives a ratchet).
+    deleted = {(model.__tablename__, "key") for model in DISPOSABLE}
     lookups = {k for k, (kind, _) in INVENTORY.items() if kind is Kind.LOOKUP}
-    assert lookups == rekeyed
+    assert lookups == rekeyed | deleted and not rekeyed & deleted
 
 
 def test_a_coarse_column_refuses_minutes_at_rest() -> None:

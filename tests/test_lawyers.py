@@ -16,6 +16,7 @@ from bot.domain.engine import Engine
 from bot.domain.messages import Choose, Event, Notice, Start
 from bot.domain.phrase import WORDS
 from bot.services.clock import FrozenClock
+from bot.services.ratelimit import RateLimit
 from bot.services.roster import LawyerError
 from bot.services.routing import LawyerPolicy
 from storage.keyring import Keyring
@@ -125,6 +126,7 @@ class World(BaseWorld):
         clock: FrozenClock,
         *,
         content_over_telegram: bool = False,
+        limits: RateLimit | None = None,
     ) -> None:
         words = iter(WORDS * 100)
         super().__init__(
@@ -135,6 +137,7 @@ class World(BaseWorld):
             policy=LawyerPolicy(content_over_telegram=content_over_telegram),
             choice=lambda options: next(words),
             reports_per_day=100,
+            limits=limits,
         )
         self.inbox = Inbox(self)
         self.lawyers = Lawyers(self)

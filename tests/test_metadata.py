@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.domain.engine import Engine
 from bot.services.clock import FrozenClock
 from bot.services.ports import AuditProblem
+from bot.services.ratelimit import RateLimit
 from storage.keyring import KeyFile, Keyring, KeyringFile, KeyVault
 from storage.maintenance import Maintenance
 from storage.models import AuditEntry, Base, Case
@@ -61,7 +62,8 @@ def needles(keyring: Keyring, raw: dict[str, list[str]]) -> set[bytes]:
     inner: list[bytes] = []
     for channel, ids in raw.items():
         for value in ids:
-            for label in (channel, f"update:{channel}", f"lane:{channel}", "staff", "reports"):
+            labels = (channel, f"update:{channel}", f"lane:{channel}", f"limit:{channel}")
+            for label in (*labels, "staff", "reports"):
                 inner.append(bytes.fromhex(keyring.pseudonym(label, value)))
             for prefix in ("", "invite:", "phrase:"):
                 inner.append(keyring.receipt_hash(prefix + value))
@@ -102,7 +104,12 @@ async def journey(world: World) -> tuple[str, str]:
 
 
 class MetaWorld(World):
-    """The lawyers' world, with a way to find its one case."""
+    """The lawyers' world, rate-limited as ``tipline run`` is, with a way to find its one case."""
+
+    def __init__(
+        self, db: AsyncEngine, keyring: Keyring, engine: Engine, clock: FrozenClock
+    ) -> None:
+        super().__init__(db, keyring, engine, clock, limits=RateLimit(limit=1000))
 
     async def case_row_any(self) -> Case:
         async with self.uow() as u:
@@ -121,7 +128,8 @@ async def test_an_old_copy_matches_nothing_after_the_ratchet(
         "": [code.replace("-", ""), code, invite, OTHER_LAWYER],
     }
     # today, with today's keys, the copy is linkable: the test can see a match
-    assert matches(old, needles(vault.keyring, raw)), "the attack finds the live rows"
+    found = matches(old, needles(vault.keyring, raw))
+    assert "chat_limits.key" in found, "the attack finds the live rows, rate limits too"
     report = await Maintenance(db, vault).rotate(clock())
     assert report.complete and report.destroyed
     reopened = KeyringFile(vault.file.path).load(KeyFile(bytes(vault._root)))
