@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.engine import Engine
@@ -162,3 +162,29 @@ async def test_no_bucket_row_survives_a_ratchet(
     async with db.connect() as conn:
         after = set((await conn.execute(select(ChatLimit.key))).scalars())
     assert len(after) == 1 and not after & before
+
+
+async def test_the_limit_costs_a_turn_two_short_statements(
+    db: AsyncEngine, vault: KeyVault, engine_: Engine, clock: FrozenClock
+) -> None:
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    async def cost(world: World, chat: str) -> list[str]:
+        await world.say(chat, "/help")  # a first turn makes the chat's rows
+        statements.clear()
+        event.listen(db.sync_engine, "before_cursor_execute", count)
+        try:
+            await world.inbound.handle(Inbound("telegram", chat.partition(":")[2], text="/help"))
+        finally:
+            event.remove(db.sync_engine, "before_cursor_execute", count)
+        return list(statements)
+
+    unlimited = await cost(World(db, vault.keyring, engine_, clock), "telegram:1")
+    limited = await cost(World(db, vault.keyring, engine_, clock, limits=LIMITS), "telegram:2")
+    extra = [s for s in limited if "chat_limits" in s]
+    assert len(limited) == len(unlimited) + 2 and len(extra) == 2, extra
+    assert extra[0].lstrip().upper().startswith("SELECT") and "WHERE" in extra[0].upper()
+    assert extra[1].lstrip().upper().startswith("INSERT") and "ON CONFLICT" in extra[1].upper()
