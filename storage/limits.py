@@ -8,47 +8,34 @@ writes it under the chat's lock, so two processes never interleave one chat's re
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import bindparam, delete, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.ports import Bucket
 from storage.keyring import Keyring
 from storage.models import ChatLimit
+from storage.raw import Raw, Sql, as_time
 
 LABEL = "limit"
 
 
-def _put(insert: Any) -> Any:
-    statement = insert(ChatLimit).values(
-        key=bindparam("key"),
-        tokens=bindparam("tokens"),
-        at=bindparam("at"),
-        warned=bindparam("warned"),
-    )
-    excluded = statement.excluded
-    return statement.on_conflict_do_update(
-        index_elements=[ChatLimit.key],
-        set_={"tokens": excluded.tokens, "at": excluded.at, "warned": excluded.warned},
-    )
-
-
-# Built once: every reporter message runs both.
-_GET = select(ChatLimit.tokens, ChatLimit.at, ChatLimit.warned).where(
-    ChatLimit.key == bindparam("key")
+# Every reporter message runs both: plain statements (storage/raw.py).
+_GET = Sql.of('SELECT tokens, "at", warned FROM chat_limits WHERE "key" = ?')
+_PUT = Sql.of(
+    'INSERT INTO chat_limits ("key", tokens, "at", warned) VALUES (?, ?, ?, ?) '
+    'ON CONFLICT ("key") DO UPDATE SET tokens = excluded.tokens, "at" = excluded."at", '
+    "warned = excluded.warned"
 )
-_PUT = {"sqlite": _put(sqlite_insert), "postgresql": _put(postgresql_insert)}
 
 
 class SqlChatLimitStore:
     """Each chat's bucket, one short statement to read it and one upsert to write it."""
 
-    def __init__(self, session: AsyncSession, keyring: Keyring) -> None:
+    def __init__(self, session: AsyncSession, keyring: Keyring, raw: Raw) -> None:
         self._session = session
         self._keyring = keyring
+        self._raw = raw
         self._keys: dict[tuple[str, str], str] = {}
 
     def _key(self, channel: str, chat_id: str) -> str:
@@ -62,20 +49,16 @@ class SqlChatLimitStore:
 
     async def get(self, channel: str, chat_id: str) -> Bucket | None:
         """The chat's bucket, or None."""
-        connection = await self._session.connection()
-        row = (await connection.execute(_GET, {"key": self._key(channel, chat_id)})).first()
-        return None if row is None else Bucket(row.tokens, row.at, row.warned)
+        rows = await self._raw.rows(_GET, self._key(channel, chat_id))
+        if not rows:
+            return None
+        tokens, at, warned = rows[0]
+        return Bucket(float(tokens), as_time(at), bool(warned))
 
     async def put(self, channel: str, chat_id: str, bucket: Bucket) -> None:
         """Create or replace the chat's bucket."""
-        connection = await self._session.connection()
-        params = {
-            "key": self._key(channel, chat_id),
-            "tokens": bucket.tokens,
-            "at": bucket.at,
-            "warned": bucket.warned,
-        }
-        await connection.execute(_PUT[connection.dialect.name], params)
+        key = self._key(channel, chat_id)
+        await self._raw.run(_PUT, key, bucket.tokens, bucket.at, bucket.warned)
 
     async def prune(self, before: datetime) -> int:
         """Delete the buckets last counted at or before ``before``."""

@@ -597,7 +597,7 @@ class SqlUnitOfWork:
         self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher, raw)
         self.cases = SqlCaseStore(self.session, self._keyring, self._cipher, self._numbering)
         self.stats = SqlStatsStore(self.session)
-        self.limits = SqlChatLimitStore(self.session, self._keyring)
+        self.limits = SqlChatLimitStore(self.session, self._keyring, raw)
         self.audit = SqlAuditLog(self.session, self._keyring, self._cipher)
         self.attachments = SqlAttachmentStore(self.session, self._cipher)
         self.seen = SqlSeenStore(raw, self._keyring)

@@ -25,6 +25,7 @@ from storage.db import make_engine
 from storage.keyring import KeyFile, KeyringFile, KeyVault
 from storage.maintenance import Maintenance
 from storage.models import ChatLimit
+from storage.raw import Raw, Sql
 from tests.conftest import START
 from tests.world import World
 
@@ -165,12 +166,26 @@ async def test_no_bucket_row_survives_a_ratchet(
 
 
 async def test_the_limit_costs_a_turn_two_short_statements(
-    db: AsyncEngine, vault: KeyVault, engine_: Engine, clock: FrozenClock
+    db: AsyncEngine,
+    vault: KeyVault,
+    engine_: Engine,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     statements: list[str] = []
 
     def count(*args: Any) -> None:
         statements.append(args[2])
+
+    # Hot statements bypass SQLAlchemy (storage/raw.py): count them where they are run.
+    for name in ("rows", "run", "run_many"):
+        original = getattr(Raw, name)
+
+        async def traced(self: Raw, sql: Sql, *args: Any, _original: Any = original) -> Any:
+            statements.append(sql.sqlite)
+            return await _original(self, sql, *args)
+
+        monkeypatch.setattr(Raw, name, traced)
 
     async def cost(world: World, chat: str) -> list[str]:
         await world.say(chat, "/help")  # a first turn makes the chat's rows
