@@ -1,8 +1,9 @@
 """Encrypted intake against a plaintext baseline, measured in one run on the same machine.
 
 Both sides run the same inbound path (one grammar, the intake service and questionnaire engine,
-the answers written to the outbox) with the same SQLAlchemy session pattern (one transaction per
-answer, on the same SQLite settings); the baseline's unit of work stores chat ids, answers and
+the answers written to the outbox) with the same storage pattern (one SQLAlchemy transaction per
+answer on the same SQLite settings, the statements every answer runs as plain sqlite3 calls as
+storage/raw.py runs ours); the baseline's unit of work stores chat ids, answers and
 outbox items as plaintext rows, ours encrypts them. Delivery is not measured (bench_telegram
 does that). Run: python bench/bench_intake.py
 """
@@ -29,10 +30,8 @@ from sqlalchemy import (
     Text,
     delete,
     insert,
-    select,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.domain.engine import Engine
@@ -48,6 +47,7 @@ from bot.services.staff import StaffCommands
 from storage import migrate
 from storage.db import make_engine, make_session_factory
 from storage.keyring import Keyring
+from storage.raw import Raw, Sql
 from storage.repositories import SqlUnitOfWork, new_id
 
 ANSWERS = {
@@ -114,6 +114,14 @@ plain_stats = Table(
     Column("count", Integer),
 )
 
+# The statements every answer runs, plain on both sides as ours are (storage/raw.py).
+_LOAD = Sql.of("SELECT state, expires_at FROM plain_drafts WHERE chat = ?")
+_SAVE = Sql.of("UPDATE plain_drafts SET state = ?, expires_at = ? WHERE chat = ?")
+_CLAIM = Sql.of('INSERT INTO plain_seen ("key", expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING')
+_PUT = Sql.of(
+    "INSERT INTO plain_outbox (id, channel, chat, due_at, payload) VALUES (?, ?, ?, ?, ?)"
+)
+
 
 class PlainUnitOfWork:
     """The baseline: the same repository calls, plaintext rows, no keys."""
@@ -123,6 +131,8 @@ class PlainUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
+        await self.session.connection()  # begins, as ours does with its key check
+        self.raw = Raw(self.session)
         self.drafts = self
         self.cases = self
         self.stats = self
@@ -139,29 +149,22 @@ class PlainUnitOfWork:
     async def commit(self) -> None:
         await self.session.commit()
 
+    async def lock(self, channel: str, chat_id: str) -> None:
+        return None  # SQLite: one writer, as ours
+
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
-        row = (
-            await self.session.execute(
-                select(plain_drafts.c.state, plain_drafts.c.expires_at).where(
-                    plain_drafts.c.chat == f"{channel}:{chat_id}"
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return dict(json.loads(row.state))
+        rows = await self.raw.rows(_LOAD, f"{channel}:{chat_id}")
+        return dict(json.loads(rows[0][0])) if rows else None
 
     async def save(
         self, channel: str, chat_id: str, state: Mapping[str, Any], expires_at: datetime
     ) -> None:
-        chat = f"{channel}:{chat_id}"
-        values = {"state": json.dumps(state), "expires_at": expires_at.isoformat()}
-        result = await self.session.execute(
-            update(plain_drafts).where(plain_drafts.c.chat == chat).values(**values)
-        )
-        if not getattr(result, "rowcount", 0):
+        chat, values = f"{channel}:{chat_id}", (json.dumps(state), expires_at.isoformat())
+        if not await self.raw.run(_SAVE, *values, chat):
             await self.session.execute(
-                insert(plain_drafts).values(id=new_id(), chat=chat, **values)
+                insert(plain_drafts).values(
+                    id=new_id(), chat=chat, state=values[0], expires_at=values[1]
+                )
             )
 
     async def delete(self, channel: str, chat_id: str) -> bool:
@@ -209,12 +212,7 @@ class PlainUnitOfWork:
         return None
 
     async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
-        result = await self.session.execute(
-            sqlite_insert(plain_seen)
-            .values(key=f"{channel}:{update_id}", expires_at=expires_at.isoformat())
-            .on_conflict_do_nothing()
-        )
-        return bool(getattr(result, "rowcount", 0))
+        return await self.raw.run(_CLAIM, f"{channel}:{update_id}", expires_at.isoformat()) == 1
 
     async def put_many(
         self,
@@ -222,20 +220,13 @@ class PlainUnitOfWork:
         now: datetime,
         expires_at: datetime,
     ) -> list[OutboxEntry]:
-        entries = []
+        entries, rows = [], []
         for channel, chat, payload in items:
             item_id = new_id()
             body = dict(payload, to=chat)
-            await self.session.execute(
-                insert(plain_outbox).values(
-                    id=item_id,
-                    channel=channel,
-                    chat=chat,
-                    due_at=now.isoformat(),
-                    payload=json.dumps(body),
-                )
-            )
+            rows.append((item_id, channel, chat, now.isoformat(), json.dumps(body)))
             entries.append(OutboxEntry(item_id, channel, chat, body, 0, now))
+        await self.raw.run_many(_PUT, rows)
         return entries
 
 
