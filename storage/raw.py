@@ -16,7 +16,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
@@ -58,6 +58,8 @@ def _sqlite_value(value: Any) -> Any:
         if value.tzinfo is None:
             raise ValueError("naive datetime")
         return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if isinstance(value, date):
+        return value.isoformat()  # as SQLAlchemy's Date: YYYY-MM-DD
     return value
 
 
