@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.sqlite_driver import Connection as SqliteConnection
 
@@ -74,8 +74,9 @@ def as_time(value: Any) -> datetime:
 class Raw:
     """Plain statements inside one unit of work's transaction."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, connection: AsyncConnection | None = None) -> None:
         self._session = session
+        self._connection = connection
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
         self._offload: SqliteConnection | None = None
@@ -87,7 +88,7 @@ class Raw:
             await session.flush()
         if self._sqlite is not None or self._pg is not None or self._offload is not None:
             return
-        connection = await session.connection()
+        connection = self._connection or await session.connection()
         driver: Any = (await connection.get_raw_connection()).driver_connection
         if isinstance(driver, SqliteConnection):
             if driver.offload:

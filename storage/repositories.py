@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bot.services.ports import (
@@ -54,7 +54,6 @@ from storage.models import (
     Attachment,
     AuditEntry,
     Case,
-    Draft,
     HeldNumber,
     KeyState,
     StatCounter,
@@ -74,22 +73,25 @@ _LOAD_DRAFT = Sql.of(
 )
 
 _SAVE_DRAFT = Sql.of("UPDATE drafts SET state_ct = ?, expires_at = ? WHERE id = ?")
+_NEW_DRAFT = Sql.of(
+    "INSERT INTO drafts (id, chat_pseudonym, expires_at, kek_id, wrapped_dek, state_ct, index_ct) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DROP_DRAFT = Sql.of("DELETE FROM drafts WHERE id = ?")
+_DROP_CHAT_DRAFT = Sql.of("DELETE FROM drafts WHERE chat_pseudonym IN (?...)")
 _CHAT_LOCK = Sql.of("SELECT pg_advisory_xact_lock(?)")
 
 
 class SqlDraftStore:
     """Drafts found by the lookup of a keyed pseudonym of (channel, chat id).
 
-    Every reporter message loads and saves its draft, so this path uses Core statements and
+    Every reporter message loads and saves its draft, so this path uses plain statements and
     remembers the DEK it unwrapped for the save that follows within the same transaction.
     """
 
     table = "drafts"
 
-    def __init__(
-        self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher, raw: Raw
-    ) -> None:
-        self._session = session
+    def __init__(self, keyring: Keyring, cipher: RecordCipher, raw: Raw) -> None:
         self._keyring = keyring
         self._cipher = cipher
         self._raw = raw
@@ -136,7 +138,7 @@ class SqlDraftStore:
         draft_id, expires, kek_id, wrapped_dek, state_ct = found[0]
         expires_at = as_time(expires)
         if expires_at <= now:
-            await self._session.execute(delete(Draft).where(Draft.id == draft_id))
+            await self._raw.run(_DROP_DRAFT, draft_id)
             return None
         try:
             dek = self._cipher.unwrap(self.table, draft_id, WrappedKey(kek_id, bytes(wrapped_dek)))
@@ -145,7 +147,7 @@ class SqlDraftStore:
             # A draft is disposable: one that cannot be read (tampered, or its KEK destroyed)
             # is dropped and the reporter starts again, rather than being stuck.
             log.warning("unreadable draft dropped")
-            await self._session.execute(delete(Draft).where(Draft.id == draft_id))
+            await self._raw.run(_DROP_DRAFT, draft_id)
             return None
         self._known[pseudonym] = (draft_id, dek)
         return state, expires_at
@@ -164,18 +166,16 @@ class SqlDraftStore:
             draft_id = new_id()
             dek, wrapped = self._cipher.new_dek(self.table, draft_id)
             state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
-            await self._session.execute(
-                insert(Draft).values(
-                    id=draft_id,
-                    chat_pseudonym=lookups[0],
-                    expires_at=expires_at,
-                    kek_id=wrapped.kek_id,
-                    wrapped_dek=wrapped.wrapped,
-                    state_ct=state_ct,
-                    index_ct=seal_index(
-                        self._cipher, dek, self.table, draft_id, {"chat": pseudonym}
-                    ),
-                )
+            index_ct = seal_index(self._cipher, dek, self.table, draft_id, {"chat": pseudonym})
+            await self._raw.run(
+                _NEW_DRAFT,
+                draft_id,
+                lookups[0],
+                expires_at,
+                wrapped.kek_id,
+                wrapped.wrapped,
+                state_ct,
+                index_ct,
             )
             self._known[pseudonym] = (draft_id, dek)
             return
@@ -188,8 +188,7 @@ class SqlDraftStore:
         pseudonym, lookups = self._pseudonym(channel, chat_id)
         self._known.pop(pseudonym, None)
         self._states[pseudonym] = None
-        result = await self._session.execute(delete(Draft).where(Draft.chat_pseudonym.in_(lookups)))
-        return bool(getattr(result, "rowcount", 0))
+        return bool(await self._raw.run(_DROP_CHAT_DRAFT.listing(len(lookups)), *lookups))
 
 
 def case_values(
@@ -544,11 +543,12 @@ class KeyringOutOfDate(KeyringError):
     """The database was written under a newer KEK than this keyring holds."""
 
 
-async def read_key_state(session: AsyncSession) -> int | None:
+_KEY_STATE = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_update(read=True)
+
+
+async def read_key_state(connection: AsyncConnection) -> int | None:
     """The KEK version new records must use, under a shared row lock (PostgreSQL)."""
-    query = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_update(read=True)
-    result = await session.execute(query)
-    return result.scalar_one_or_none()
+    return (await connection.execute(_KEY_STATE)).scalar_one_or_none()
 
 
 class SqlUnitOfWork:
@@ -558,6 +558,10 @@ class SqlUnitOfWork:
     SQLite: the keyring file, under the database write lock): if another process rotated the
     keyring, this one reloads it before wrapping any new DEK, so that no record is written
     under a KEK that a rotation is about to destroy.
+
+    The transaction is a Core connection's; the ORM session joins it only when a repository
+    uses the ORM. An answer's turn uses none (its statements are plain: storage/raw.py), and the
+    session's own begin and commit were most of what SQLAlchemy still cost an answer.
     """
 
     def __init__(
@@ -574,44 +578,53 @@ class SqlUnitOfWork:
         self._numbering = numbering
 
     async def __aenter__(self) -> Self:
-        """Open a session, check the key state, and build the repositories over it.
+        """Begin, check the key state, and build the repositories over the transaction.
 
         The key check is the transaction's first statement: a pooled connection the server
         dropped (a restart) fails there, before anything was done, and the check is tried once
         more on a fresh connection. That is what a pre-ping bought, without its round trip on
         every transaction.
         """
-        self.session = self._sessions()
+        engine: AsyncEngine = self._sessions.kw["bind"]
         try:
-            try:
-                await self._check_keys()
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
-                await self.session.close()  # the pool has dropped that connection
-                await self._check_keys()
-        except BaseException:
-            await self.session.close()
-            raise
-        raw = Raw(self.session)
-        self.drafts = SqlDraftStore(self.session, self._keyring, self._cipher, raw)
-        self.cases = SqlCaseStore(self.session, self._keyring, self._cipher, self._numbering)
-        self.stats = SqlStatsStore(self.session)
-        self.limits = SqlChatLimitStore(self.session, self._keyring, raw)
-        self.audit = SqlAuditLog(self.session, self._keyring, self._cipher)
-        self.attachments = SqlAttachmentStore(self.session, self._cipher)
+            await self._begin(engine)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            await self._begin(engine)  # the pool has dropped that connection
+        connection = self._connection
+        # "rollback_only": the session's commit flushes and leaves the transaction to ours.
+        self.session = session = self._sessions(
+            bind=connection, join_transaction_mode="rollback_only"
+        )
+        raw = Raw(session, connection)
+        self.drafts = SqlDraftStore(self._keyring, self._cipher, raw)
+        self.cases = SqlCaseStore(session, self._keyring, self._cipher, self._numbering)
+        self.stats = SqlStatsStore(session)
+        self.limits = SqlChatLimitStore(session, self._keyring, raw)
+        self.audit = SqlAuditLog(session, self._keyring, self._cipher)
+        self.attachments = SqlAttachmentStore(session, self._cipher)
         self.seen = SqlSeenStore(raw, self._keyring)
-        self.lawyers = SqlLawyerStore(self.session, self._keyring, self._cipher)
-        self.assignments = SqlAssignmentStore(self.session, self._cipher)
-        self.signal_inbox = SqlQueue(self.session, self._cipher, "signal_in", raw)
-        self.telegram_inbox = SqlQueue(self.session, self._cipher, "telegram_in", raw)
-        self.signal_outbox = SqlQueue(self.session, self._cipher, "signal_out", raw)
-        self.outbox = SqlOutbox(self.session, self._keyring, self._cipher, raw)
-        self.casework = SqlCaseworkStore(self.session, self._cipher)
+        self.lawyers = SqlLawyerStore(session, self._keyring, self._cipher)
+        self.assignments = SqlAssignmentStore(session, self._cipher)
+        self.signal_inbox = SqlQueue(session, self._cipher, "signal_in", raw)
+        self.telegram_inbox = SqlQueue(session, self._cipher, "telegram_in", raw)
+        self.signal_outbox = SqlQueue(session, self._cipher, "signal_out", raw)
+        self.outbox = SqlOutbox(session, self._keyring, self._cipher, raw)
+        self.casework = SqlCaseworkStore(session, self._cipher)
         return self
 
+    async def _begin(self, engine: AsyncEngine) -> None:
+        self._connection = await engine.connect()
+        try:
+            await self._connection.begin()
+            await self._check_keys()
+        except BaseException:
+            await self._connection.close()
+            raise
+
     async def _check_keys(self) -> None:
-        connection = await self.session.connection()  # begins the transaction
+        connection = self._connection
         if connection.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the database's single write lock, so a rotation cannot
             # destroy a KEK while this transaction runs; it rewrites the keyring file before it
@@ -619,7 +632,7 @@ class SqlUnitOfWork:
             if self._vault is not None and self._vault.changed_on_disk():
                 self._vault.reload()
             return
-        published = await read_key_state(self.session)
+        published = await read_key_state(connection)
         if published is None or published <= self._keyring.current_kek_id:
             return
         if self._vault is not None:
@@ -635,9 +648,15 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Roll back whatever was not committed (closing a session rolls back its transaction)."""
-        await self.session.close()
+        """Roll back whatever was not committed (closing the connection rolls it back)."""
+        try:
+            if self.session.in_transaction():
+                await self.session.close()
+        finally:
+            await self._connection.close()
 
     async def commit(self) -> None:
-        """Commit the transaction."""
-        await self.session.commit()
+        """Commit the transaction (with whatever the ORM holds back)."""
+        if self.session.in_transaction():
+            await self.session.commit()
+        await self._connection.commit()
