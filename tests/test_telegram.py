@@ -384,9 +384,9 @@ def test_every_keyboard_offers_stop_and_fits_callback_limits(engine_: Engine) ->
     seen = set()
     while state is not None:
         question = engine_.question(state)
-        rows = keyboard(question).inline_keyboard
-        assert rows[-1][0].callback_data == "x"
-        assert all(len((b.callback_data or "").encode()) <= 64 for row in rows for b in row)
+        rows = keyboard(question)["inline_keyboard"]
+        assert rows[-1][0]["callback_data"] == "x"
+        assert all(len(b["callback_data"].encode()) <= 64 for row in rows for b in row)
         seen.add(question.step)
         event = DETAINED_NOW[question.step]
         if isinstance(event, ChooseMany):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from telegram import Update
 from telegram.error import NetworkError
 
-from bot.channels.telegram import DurableUpdates
+from bot.channels.telegram import DurableUpdates, stored_form
 from bot.services.clock import FrozenClock
 from bot.services.queues import ChannelQueues
 from storage.memory import MemoryDatabase
@@ -80,3 +81,62 @@ async def test_webhook_deliveries_are_answered_once_stored_and_share_a_batch() -
     await asyncio.gather(*(queue.put(update(n)) for n in range(1, 9)))
     assert sum(inbox.batches) == 8 and len(inbox.batches) < 8
     assert queue.qsize() == 8  # every put returned only once its update was stored and queued
+
+
+FULL = {
+    "update_id": 41,
+    "message": {
+        "message_id": 9,
+        "date": 1_790_000_000,
+        "chat": {"id": 7, "type": "private", "first_name": "Leyla", "username": "leyla_baku"},
+        "from": {
+            "id": 7,
+            "is_bot": False,
+            "first_name": "Leyla",
+            "last_name": "Mammadova",
+            "username": "leyla_baku",
+            "language_code": "az",
+        },
+        "caption": "the summons",
+        "photo": [
+            {"file_id": "small", "file_unique_id": "s", "width": 90, "height": 90},
+            {"file_id": "big", "file_unique_id": "b", "width": 900, "height": 900, "file_size": 5},
+        ],
+    },
+}
+PRESS = {
+    "update_id": 42,
+    "callback_query": {
+        "id": "q1",
+        "chat_instance": "ci",
+        "data": "c:agree",
+        "from": {"id": 7, "is_bot": False, "first_name": "Leyla", "username": "leyla_baku"},
+        "message": {
+            "message_id": 10,
+            "date": 1_790_000_001,
+            "chat": {"id": 7, "type": "private", "first_name": "Leyla"},
+            "text": "Do you agree?",
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("raw", [FULL, PRESS], ids=["photo", "press"])
+def test_the_inbox_keeps_what_the_channel_reads_and_no_name(raw: dict[str, Any]) -> None:
+    received = Update.de_json(raw, None)
+    kept = stored_form(received)
+    assert not {"Leyla", "Mammadova", "leyla_baku"} & set(json.dumps(kept).split('"'))
+    again = Update.de_json(kept, None)
+    assert again.update_id == received.update_id
+    assert again.effective_chat is not None and received.effective_chat is not None
+    assert (again.effective_chat.id, again.effective_chat.type) == (7, "private")
+    user, was = again.effective_user, received.effective_user
+    assert user is not None and was is not None and user.language_code == was.language_code
+    if received.callback_query is not None:
+        assert again.callback_query is not None
+        assert (again.callback_query.id, again.callback_query.data) == ("q1", "c:agree")
+        return
+    message, original = again.message, received.message
+    assert message is not None and original is not None
+    assert (message.message_id, message.caption) == (original.message_id, "the summons")
+    assert message.photo[-1].file_id == "big" and message.photo[-1].file_size == 5

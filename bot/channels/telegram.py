@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -20,11 +21,12 @@ from urllib.parse import urlsplit
 
 from telegram import (
     CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     InputFile,
+    MaybeInaccessibleMessage,
     Message,
+    PhotoSize,
     Update,
+    User,
 )
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
@@ -136,33 +138,44 @@ def callback_event(data: str | None) -> Event:
     return simple.get(data, Invalid())
 
 
-def keyboard(question: Question) -> InlineKeyboardMarkup:
+#: An inline keyboard as the Bot API takes it (``reply_markup``), built as JSON-ready rows: PTB's
+#: keyboard objects were built and then turned back into dicts for every message sent.
+Markup = dict[str, list[list[dict[str, str]]]]
+
+
+def _button(label: str, data: str) -> dict[str, str]:
+    return {"text": label, "callback_data": data}
+
+
+def keyboard(question: Question) -> Markup:
     """Buttons for a question: options (toggles with ✓ on multi-select), then Done, Skip, Stop."""
     labels = question.labels
-    rows: list[list[InlineKeyboardButton]] = []
+    rows: list[list[dict[str, str]]] = []
     if not question.free_text and labels.get("kind") != "attachments":
         for option in question.options:
             if question.multi:
                 mark = "✓ " if option.selected else ""
-                rows.append(
-                    [InlineKeyboardButton(mark + option.label, callback_data=f"t:{option.id}")]
-                )
+                rows.append([_button(mark + option.label, f"t:{option.id}")])
             else:
-                rows.append([InlineKeyboardButton(option.label, callback_data=f"c:{option.id}")])
+                rows.append([_button(option.label, f"c:{option.id}")])
     if question.multi or labels.get("kind") == "attachments":
-        rows.append([InlineKeyboardButton(labels["done"], callback_data="d")])
+        rows.append([_button(labels["done"], "d")])
     if question.can_skip and labels.get("kind") != "attachments":
-        rows.append([InlineKeyboardButton(labels["skip"], callback_data="s")])
-    rows.append([InlineKeyboardButton(labels["stop"], callback_data="x")])
-    return InlineKeyboardMarkup(rows)
+        rows.append([_button(labels["skip"], "s")])
+    rows.append([_button(labels["stop"], "x")])
+    return {"inline_keyboard": rows}
 
 
-def notice_keyboard(notice: Notice) -> InlineKeyboardMarkup | None:
+def notice_keyboard(notice: Notice) -> Markup | None:
     """Buttons for a notice's actions (written down, read, done, confirm), one per row."""
     if not notice.actions:
         return None
-    rows = [[InlineKeyboardButton(a.label, callback_data=a.id)] for a in notice.actions]
-    return InlineKeyboardMarkup(rows)
+    return {"inline_keyboard": [[_button(a.label, a.id)] for a in notice.actions]}
+
+
+def _markup(markup: Markup | None) -> str | None:
+    # Form-encoded, a nested value is a JSON string (DESIGN.md section 5).
+    return None if markup is None else json.dumps(markup)
 
 
 def _length(text: str) -> int:
@@ -247,7 +260,7 @@ class TelegramTransport:
         """Send each message (notices before a question joined to it); their message ids."""
         refs = []
         for message in combine(list(messages)):
-            markup: InlineKeyboardMarkup | None
+            markup: Markup | None
             if isinstance(message, Question):
                 text, markup = message.text, keyboard(message)
             elif isinstance(message, Notice):
@@ -257,7 +270,7 @@ class TelegramTransport:
             refs.append(await self._send(chat, text, markup))
         return refs
 
-    async def _send(self, chat: str, text: str, markup: InlineKeyboardMarkup | None) -> str:
+    async def _send(self, chat: str, text: str, markup: Markup | None) -> str:
         bot = self._application.bot
         for _ in range(SEND_ATTEMPTS):
             try:
@@ -266,7 +279,7 @@ class TelegramTransport:
                     {
                         "chat_id": int(chat),
                         "text": text,
-                        "reply_markup": markup,
+                        "reply_markup": _markup(markup),
                         "protect_content": True,
                     },
                 )
@@ -315,7 +328,7 @@ class TelegramTransport:
                         "chat_id": int(chat),
                         "message_id": int(ref),
                         "text": question.text,
-                        "reply_markup": keyboard(question),
+                        "reply_markup": _markup(keyboard(question)),
                     },
                 )
                 return True
@@ -339,6 +352,60 @@ class TelegramTransport:
                 await self._sleep(_seconds(exc.retry_after))
             except (TelegramError, ValueError):
                 return
+
+
+def _user(user: User | None) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    # The Bot API requires a first name; the reporter's is never kept (DESIGN.md section 5).
+    kept: dict[str, Any] = {"id": user.id, "is_bot": user.is_bot, "first_name": "-"}
+    if user.language_code:
+        kept["language_code"] = user.language_code
+    return kept
+
+
+def _message(message: MaybeInaccessibleMessage | None) -> dict[str, Any] | None:
+    if message is None:
+        return None
+    kept: dict[str, Any] = {
+        "message_id": message.message_id,
+        "date": int(message.date.timestamp()),
+        "chat": {"id": message.chat.id, "type": message.chat.type},
+    }
+    if not isinstance(message, Message):
+        return kept  # inaccessible: its date is 0, as the Bot API sends it
+    for name in ("text", "caption"):
+        if (value := getattr(message, name)) is not None:
+            kept[name] = value
+    files = [("document", message.document)] + [("photo", p) for p in message.photo[-1:]]
+    for name, file in files:
+        if file is not None:
+            sent: dict[str, Any] = {"file_id": file.file_id, "file_unique_id": file.file_unique_id}
+            if file.file_size is not None:
+                sent["file_size"] = file.file_size
+            if isinstance(file, PhotoSize):
+                sent |= {"width": file.width, "height": file.height}
+            kept[name] = [sent] if name == "photo" else sent
+    return kept
+
+
+def stored_form(update: Update) -> dict[str, Any]:
+    """What the inbox keeps of an update: what the channel reads, in the Bot API's shape (so
+    ``Update.de_json`` reads it back), without names or usernames. Built field by field: PTB's
+    ``to_dict`` walked every attribute of every object, a measurable share of an answer."""
+    kept: dict[str, Any] = {"update_id": update.update_id}
+    for name in ("message", "edited_message"):
+        if (message := _message(getattr(update, name))) is not None:
+            kept[name] = message | {"from": _user(getattr(update, name).from_user)}
+    if (query := update.callback_query) is not None:
+        kept["callback_query"] = {
+            "id": query.id,
+            "from": _user(query.from_user),
+            "chat_instance": query.chat_instance,
+            "data": query.data,
+            "message": _message(query.message),
+        }
+    return kept
 
 
 class DurableUpdates(asyncio.Queue[object]):
@@ -387,7 +454,7 @@ class DurableUpdates(asyncio.Queue[object]):
             batch, stored = self._pending, self._stored
             self._pending, self._stored = [], None
             try:
-                ids = await self._inbox.received([u.to_dict() for u in batch])
+                ids = await self._inbox.received([stored_form(u) for u in batch])
             except Exception as exc:
                 if stored is not None and not stored.done():
                     stored.set_exception(exc)
