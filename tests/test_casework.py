@@ -10,7 +10,6 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,31 +23,29 @@ from bot.deadline_table import SHIPPED, load_deadline_table
 from bot.domain.commands import Answer, Command, Name, parse
 from bot.domain.deadlines import DeadlineTableError, add_months, parse_table
 from bot.domain.engine import Engine
-from bot.domain.messages import Choose, ChooseMany, Event, Notice, Start
-from bot.domain.phrase import WORDS
+from bot.domain.messages import Choose, ChooseMany, Start
 from bot.services.casework import CaseworkPolicy
 from bot.services.clock import FrozenClock
 from bot.services.evidence import verify_package
 from bot.services.intake import Attachment
-from bot.services.routing import LawyerPolicy
 from storage.keyring import KeyFile, KeyringFile, KeyVault
 from storage.maintenance import Maintenance
 from storage.models import Attachment as AttachmentRow
 from storage.models import Case, Deadline, EventCase, EventCounter
 from tests.conftest import START
 from tests.helpers import CANARY, DETAINED_NOW
-from tests.test_lawyers import Inbox, Lawyers
-from tests.world import World as BaseWorld
-from tests.world import last_question
+from tests.world import StaffWorld
 
-CODE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b")
 GENERIC = "This command is not available."
 A, B, ADMIN = "signal:lawyer-a", "signal:lawyer-b", "signal:admin"
 RU_DETAINED = DETAINED_NOW | {"language": Choose("ru")}
 
 
-class World(BaseWorld):
+class World(StaffWorld):
     """Every service over one database, with reporters, lawyers and an admin to drive."""
+
+    regions = ("all",)
+    languages = ("en",)
 
     def __init__(
         self,
@@ -60,60 +57,15 @@ class World(BaseWorld):
         content_over_telegram: bool = False,
         casework: CaseworkPolicy | None = None,
     ) -> None:
-        words = iter(WORDS * 100)
         super().__init__(
             db,
             vault.keyring,
             engine,
             clock,
-            policy=LawyerPolicy(content_over_telegram=content_over_telegram),
-            choice=lambda options: next(words),
-            reports_per_day=100,
+            content_over_telegram=content_over_telegram,
             casework=casework or CaseworkPolicy(content_over_telegram=content_over_telegram),
         )
         self.vault = vault
-        self.inbox = Inbox(self)
-        self.lawyers = Lawyers(self)
-        self._chats = 0
-
-    async def report(
-        self,
-        script: dict[str, Event],
-        hint: str = "en",
-        attachment: Attachment | None = None,
-    ) -> str:
-        self._chats += 1
-        address = f"telegram:reporter-{self._chats}"
-        shown = await self.say(address, event=Start(hint))
-        for _ in range(40):
-            question = last_question(shown)
-            if question.step == "documents" and attachment is not None:
-                await self.say(address, attachment=attachment)
-            shown = await self.say(address, event=script[question.step])
-            for message in shown:
-                if isinstance(message, Notice) and (found := CODE.search(message.text)):
-                    return found.group(0)
-        raise AssertionError("no receipt")
-
-    async def lawyer(
-        self, name: str, address: str, *, languages: Iterable[str] = ("en",), role: str = "lawyer"
-    ) -> int:
-        lawyer_id, code = await self.roster.invite(
-            name=name, languages=list(languages), regions=["all"], role=role
-        )
-        phrase = (await self.lawyers.command(address, f"/register {code}"))[0].split("\n\n")[1]
-        await self.roster.verify(lawyer_id, phrase)
-        return lawyer_id
-
-    async def say_text(self, address: str, text: str) -> str:
-        return "\n".join(await self.lawyers.command(address, text))
-
-    async def case_row(self, number: int) -> Case:
-        async with self.uow() as u:
-            found: Case = (
-                await u.session.execute(select(Case).where(Case.number == number))
-            ).scalar_one()
-            return found
 
     async def new_event(self, address: str, text: str = "Baku 2026-11-01 2026-11-02") -> int:
         answer = await self.say_text(address, f"/event new {text}")

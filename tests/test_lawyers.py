@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import timedelta
 
 import pytest
@@ -13,19 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.engine import Engine
-from bot.domain.messages import Choose, Event, Notice, Start
-from bot.domain.phrase import WORDS
+from bot.domain.messages import Choose
 from bot.services.clock import FrozenClock
-from bot.services.ratelimit import RateLimit
 from bot.services.roster import LawyerError
-from bot.services.routing import LawyerPolicy
 from storage.keyring import Keyring
-from storage.models import AuditEntry, Case
+from storage.models import AuditEntry
 from tests.helpers import DETAINED_NOW, DOCUMENTING
-from tests.world import World as BaseWorld
-from tests.world import last_question
+from tests.world import StaffWorld as World
 
-CODE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b")
 COMMANDS = [
     "/cases",
     "/case 1",
@@ -35,148 +29,6 @@ COMMANDS = [
     "/close 1 done",
     "/extend 1 10",
 ]
-
-
-class Inbox:
-    """What each address was shown, read from the in-memory messengers."""
-
-    def __init__(self, world: World) -> None:
-        self._world = world
-
-    @property
-    def sent(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for channel, transport in self._world.transports.items():
-            for chat, shown in transport.shown.items():
-                out[f"{channel}:{chat}"] = [m.text for m in shown]
-        return out
-
-    def last(self, address: str) -> str:
-        return self._world.sent(address)[-1]
-
-
-class Lawyers:
-    """The lawyer use cases as the tests drive them: CLI, jobs, and messenger commands."""
-
-    def __init__(self, world: World) -> None:
-        self._w = world
-        self._replies = 0
-
-    async def _then_deliver(self, result: object) -> object:
-        await self._w.deliver()
-        return result
-
-    async def invite(self, **kwargs: object) -> tuple[int, str]:
-        return await self._w.roster.invite(**kwargs)  # type: ignore[arg-type]
-
-    async def verify(self, lawyer_id: int, phrase: str) -> None:
-        await self._w.roster.verify(lawyer_id, phrase)
-
-    async def revoke(self, lawyer_id: int) -> int:
-        moved = await self._w.roster.revoke(lawyer_id)
-        await self._w.deliver()
-        return moved
-
-    async def renew(self, lawyer_id: int) -> str:
-        code = await self._w.roster.renew(lawyer_id)
-        await self._w.deliver()
-        return code
-
-    async def identity_changed(self, address: str) -> None:
-        await self._w.roster.identity_changed(address)
-        await self._w.deliver()
-
-    async def escalate(self) -> int:
-        moved = await self._w.routing.escalate()
-        await self._w.deliver()
-        return moved
-
-    async def digest(self) -> bool:
-        sent = await self._w.routing.digest()
-        await self._w.deliver()
-        return sent
-
-    async def warn_expiring(self) -> int:
-        sent = await self._w.routing.warn_expiring()
-        await self._w.deliver()
-        return sent
-
-    async def command(self, address: str, text: str) -> list[str]:
-        return [m.text for m in await self._w.say(address, text)]
-
-    async def reporter_reply(self, code: str, text: str, language: str) -> str:
-        self._replies += 1
-        chat = f"telegram:someone-{self._replies}"
-        return await self._w.said(chat, f"/reply {code} {text}", hint=language)
-
-    async def reporter_messages(self, code: str, language: str) -> list[str]:
-        self._replies += 1
-        chat = f"telegram:someone-{self._replies}"
-        return [m.text for m in await self._w.say(chat, f"/status {code}", hint=language)][1:]
-
-
-class World(BaseWorld):
-    """Every service over one database, with a reporter and lawyers to drive."""
-
-    def __init__(
-        self,
-        db: AsyncEngine,
-        keyring: Keyring,
-        engine: Engine,
-        clock: FrozenClock,
-        *,
-        content_over_telegram: bool = False,
-        limits: RateLimit | None = None,
-    ) -> None:
-        words = iter(WORDS * 100)
-        super().__init__(
-            db,
-            keyring,
-            engine,
-            clock,
-            policy=LawyerPolicy(content_over_telegram=content_over_telegram),
-            choice=lambda options: next(words),
-            reports_per_day=100,
-            limits=limits,
-        )
-        self.inbox = Inbox(self)
-        self.lawyers = Lawyers(self)
-
-    async def report(self, script: dict[str, Event], chat: str, hint: str = "en") -> str:
-        address = f"telegram:{chat}"
-        shown = await self.say(address, event=Start(hint))
-        for _ in range(40):
-            question = last_question(shown)
-            shown = await self.say(address, event=script[question.step])
-            for message in shown:
-                if isinstance(message, Notice) and (found := CODE.search(message.text)):
-                    return found.group(0)
-        raise AssertionError("no receipt")
-
-    async def lawyer(
-        self,
-        name: str,
-        address: str,
-        *,
-        regions: Iterable[str] = ("baku",),
-        on_call: bool = False,
-        languages: Iterable[str] = ("en", "az"),
-    ) -> int:
-        lawyer_id, code = await self.lawyers.invite(
-            name=name, languages=list(languages), regions=list(regions), on_call=on_call
-        )
-        answer = await self.lawyers.command(address, f"/register {code}")
-        phrase = answer[0].split("\n\n")[1]
-        await self.lawyers.verify(lawyer_id, phrase.upper())  # spacing and case are forgiven
-        return lawyer_id
-
-    async def say_text(self, address: str, text: str) -> str:
-        return "\n".join(await self.lawyers.command(address, text))
-
-    async def case_row(self, number: int) -> Case:
-        async with self.uow() as u:
-            row = (await u.session.execute(select(Case).where(Case.number == number))).scalar_one()
-            return row
 
 
 @pytest.fixture

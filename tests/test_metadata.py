@@ -31,7 +31,7 @@ from storage.models import AuditEntry, Base, Case
 from tests.conftest import START
 from tests.helpers import DETAINED_NOW
 from tests.test_inventory import DELIVERY, INVENTORY, Kind
-from tests.test_lawyers import World
+from tests.world import StaffWorld as World
 
 UUID = "signal:0b6d7a58-4c4c-4b8e-9c1e-5f2e0f6b9a11"
 CHAT = "4815162342"

@@ -8,10 +8,12 @@ The issue's outage lasts 30 s; PTB's polling loop sleeps on the wall clock betwe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -90,15 +92,26 @@ def test_one_line_when_an_outage_starts_and_one_when_it_ends(
 # ---- Telegram: the polling loop --------------------------------------------------------------
 
 
-@pytest.fixture
-async def tg(tmp_path: Path) -> AsyncIterator[tuple[TelegramHarness, NetSwitch]]:
-    harness = TelegramHarness(tmp_path)
+H = TypeVar("H", TelegramHarness, SignalHarness)
+
+
+@contextlib.asynccontextmanager
+async def switched(harness: H) -> AsyncIterator[tuple[H, NetSwitch]]:
+    """The harness running, with a switch between it and its fake messenger."""
     switch = NetSwitch()
     switch.in_front_of(harness.fake)
     await harness.start_all()
-    yield harness, switch
-    await harness.stop_all()
-    await switch.stop()
+    try:
+        yield harness, switch
+    finally:
+        await harness.stop_all()
+        await switch.stop()
+
+
+@pytest.fixture
+async def tg(tmp_path: Path) -> AsyncIterator[tuple[TelegramHarness, NetSwitch]]:
+    async with switched(TelegramHarness(tmp_path)) as running:
+        yield running
 
 
 async def test_telegram_outage_leaves_two_lines_and_the_conversation_resumes(
@@ -144,13 +157,8 @@ async def test_telegram_outage_leaves_two_lines_and_the_conversation_resumes(
 
 @pytest.fixture
 async def sig(tmp_path: Path) -> AsyncIterator[tuple[SignalHarness, NetSwitch]]:
-    harness = SignalHarness(tmp_path)
-    switch = NetSwitch()
-    switch.in_front_of(harness.fake)
-    await harness.start_all()
-    yield harness, switch
-    await harness.stop_all()
-    await switch.stop()
+    async with switched(SignalHarness(tmp_path)) as running:
+        yield running
 
 
 async def test_signal_outage_leaves_two_lines_and_messages_are_answered_after(

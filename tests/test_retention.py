@@ -11,16 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.engine import Engine
-from bot.domain.phrase import WORDS
 from bot.domain.retention import ceiling, extend, round_up_to_hour
 from bot.services.clock import FrozenClock
 from bot.services.routing import LawyerPolicy
 from storage.keyring import Keyring
 from storage.models import AuditEntry, Case
 from tests.helpers import DETAINED_NOW
-from tests.test_lawyers import Inbox, Lawyers
-from tests.test_lawyers import World as LawyerWorld
-from tests.world import World as BaseWorld
+from tests.world import StaffWorld as LawyerWorld
 
 A = "signal:lawyer-a"
 LIMIT = timedelta(days=60)
@@ -30,19 +27,7 @@ class World(LawyerWorld):
     """The lawyers' world with a short retention ceiling."""
 
     def __init__(self, db: AsyncEngine, keyring: Keyring, engine: Engine, clock: FrozenClock):
-        words = iter(WORDS * 100)
-        BaseWorld.__init__(
-            self,
-            db,
-            keyring,
-            engine,
-            clock,
-            policy=LawyerPolicy(max_retention=LIMIT),
-            choice=lambda options: next(words),
-            reports_per_day=100,
-        )
-        self.inbox = Inbox(self)
-        self.lawyers = Lawyers(self)
+        super().__init__(db, keyring, engine, clock, policy=LawyerPolicy(max_retention=LIMIT))
 
     async def only_case(self) -> Case:
         async with self.uow() as u:

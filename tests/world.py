@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.deadline_table import load_deadline_table
 from bot.domain.engine import Engine
-from bot.domain.messages import Event, Notice, Question
+from bot.domain.messages import Event, Notice, Question, Start
+from bot.domain.phrase import WORDS
 from bot.domain.receipt import normalize_receipt
 from bot.services.casework import Casework, CaseworkPolicy
 from bot.services.clock import FrozenClock
@@ -25,6 +28,7 @@ from bot.services.routing import LawyerPolicy, Routing
 from bot.services.staff import StaffCommands
 from storage.db import make_session_factory
 from storage.keyring import Keyring
+from storage.models import Case
 from storage.numbers import CaseNumbering, Draw
 from storage.repositories import SqlUnitOfWork
 
@@ -203,3 +207,180 @@ def last_question(shown: Sequence[Shown]) -> Question:
 def notices(shown: Sequence[Shown]) -> list[str]:
     """The texts of the notices among what a chat was shown."""
     return [m.text for m in shown if isinstance(m, Notice)]
+
+
+#: A receipt code as the chat shows it.
+CODE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){3}\b")
+
+
+class Inbox:
+    """What each address was shown, read from the in-memory messengers."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    @property
+    def sent(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for channel, transport in self._world.transports.items():
+            for chat, shown in transport.shown.items():
+                out[f"{channel}:{chat}"] = [m.text for m in shown]
+        return out
+
+    def last(self, address: str) -> str:
+        return self._world.sent(address)[-1]
+
+
+class Lawyers:
+    """The lawyer use cases as the tests drive them: CLI, jobs, and messenger commands."""
+
+    def __init__(self, world: World) -> None:
+        self._w = world
+        self._replies = 0
+
+    async def _then_deliver(self, result: object) -> object:
+        await self._w.deliver()
+        return result
+
+    async def invite(self, **kwargs: object) -> tuple[int, str]:
+        return await self._w.roster.invite(**kwargs)  # type: ignore[arg-type]
+
+    async def verify(self, lawyer_id: int, phrase: str) -> None:
+        await self._w.roster.verify(lawyer_id, phrase)
+
+    async def revoke(self, lawyer_id: int) -> int:
+        moved = await self._w.roster.revoke(lawyer_id)
+        await self._w.deliver()
+        return moved
+
+    async def renew(self, lawyer_id: int) -> str:
+        code = await self._w.roster.renew(lawyer_id)
+        await self._w.deliver()
+        return code
+
+    async def identity_changed(self, address: str) -> None:
+        await self._w.roster.identity_changed(address)
+        await self._w.deliver()
+
+    async def escalate(self) -> int:
+        moved = await self._w.routing.escalate()
+        await self._w.deliver()
+        return moved
+
+    async def digest(self) -> bool:
+        sent = await self._w.routing.digest()
+        await self._w.deliver()
+        return sent
+
+    async def warn_expiring(self) -> int:
+        sent = await self._w.routing.warn_expiring()
+        await self._w.deliver()
+        return sent
+
+    async def command(self, address: str, text: str) -> list[str]:
+        return [m.text for m in await self._w.say(address, text)]
+
+    async def reporter_reply(self, code: str, text: str, language: str) -> str:
+        self._replies += 1
+        chat = f"telegram:someone-{self._replies}"
+        return await self._w.said(chat, f"/reply {code} {text}", hint=language)
+
+    async def reporter_messages(self, code: str, language: str) -> list[str]:
+        self._replies += 1
+        chat = f"telegram:someone-{self._replies}"
+        return [m.text for m in await self._w.say(chat, f"/status {code}", hint=language)][1:]
+
+
+class StaffWorld(World):
+    """A World with lawyers to drive: verification phrases drawn in a known order, reports
+    enough for every test, and reporters who walk a script to their receipt."""
+
+    #: Where and in which languages ``lawyer`` registers a lawyer unless told.
+    regions: tuple[str, ...] = ("baku",)
+    languages: tuple[str, ...] = ("en", "az")
+
+    def __init__(
+        self,
+        db: AsyncEngine,
+        keyring: Keyring,
+        engine: Engine,
+        clock: FrozenClock,
+        *,
+        content_over_telegram: bool = False,
+        policy: LawyerPolicy | None = None,
+        limits: RateLimit | None = None,
+        casework: CaseworkPolicy | None = None,
+    ) -> None:
+        words = iter(WORDS * 100)
+        super().__init__(
+            db,
+            keyring,
+            engine,
+            clock,
+            policy=policy or LawyerPolicy(content_over_telegram=content_over_telegram),
+            choice=lambda options: next(words),
+            reports_per_day=100,
+            limits=limits,
+            casework=casework,
+        )
+        self.inbox = Inbox(self)
+        self.lawyers = Lawyers(self)
+        self._chats = 0
+
+    async def report(
+        self,
+        script: dict[str, Event],
+        chat: str | None = None,
+        hint: str = "en",
+        attachment: Attachment | None = None,
+    ) -> str:
+        """Walk a reporter through ``script`` (a new chat unless named); the receipt code."""
+        if chat is None:
+            self._chats += 1
+            chat = f"reporter-{self._chats}"
+        address = f"telegram:{chat}"
+        shown = await self.say(address, event=Start(hint))
+        for _ in range(40):
+            question = last_question(shown)
+            if question.step == "documents" and attachment is not None:
+                await self.say(address, attachment=attachment)
+            shown = await self.say(address, event=script[question.step])
+            for message in shown:
+                if isinstance(message, Notice) and (found := CODE.search(message.text)):
+                    return found.group(0)
+        raise AssertionError("no receipt")
+
+    async def lawyer(
+        self,
+        name: str,
+        address: str,
+        *,
+        regions: Iterable[str] | None = None,
+        on_call: bool = False,
+        languages: Iterable[str] | None = None,
+        role: str = "lawyer",
+    ) -> int:
+        """Invite, register and verify a lawyer at ``address``; their id."""
+        lawyer_id, code = await self.lawyers.invite(
+            name=name,
+            languages=list(languages or self.languages),
+            regions=list(regions or self.regions),
+            on_call=on_call,
+            role=role,
+        )
+        answer = await self.lawyers.command(address, f"/register {code}")
+        phrase = answer[0].split("\n\n")[1]
+        await self.lawyers.verify(lawyer_id, phrase.upper())  # spacing and case are forgiven
+        return lawyer_id
+
+    async def case_row(self, number: int) -> Case:
+        """The stored row of case ``number``."""
+        async with self.uow() as u:
+            found: Case = (
+                await u.session.execute(select(Case).where(Case.number == number))
+            ).scalar_one()
+            return found
+
+    async def say_text(self, address: str, text: str) -> str:
+        """What a lawyer's command was answered, as one text."""
+        return "\n".join(await self.lawyers.command(address, text))
