@@ -18,7 +18,16 @@ TINY = {
     "bench_routing": ["--cases", "50", "--lawyers", "10"],
     "bench_signal": ["--reporters", "2", "--rounds", "3"],
     "bench_stall": ["--cases", "60"],
-    "bench_telegram": ["--reporters", "2", "--rounds", "3", "--no-memory", "--no-breakdown"],
+    "bench_telegram": [
+        "--reporters",
+        "2",
+        "--rounds",
+        "3",
+        "--repeat",
+        "1",
+        "--no-memory",
+        "--no-breakdown",
+    ],
     "bench_telegram_http": ["--calls", "5", "--rounds", "1"],
 }
 
