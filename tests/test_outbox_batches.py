@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from bot.domain.messages import Notice
 from bot.services.clock import FrozenClock
 from bot.services.outbox import OutboxSender, Outgoing, Shown
+from bot.services.ports import OutboxEntry
 from storage.memory import MemoryDatabase, MemoryUnitOfWork
 from tests.conftest import START
 
@@ -61,3 +62,58 @@ async def test_deliveries_finishing_together_are_removed_in_few_commits() -> Non
         assert await unit.outbox.depth() == {}  # every delivered item is gone
         assert await unit.outbox.screen(entries[7].lane) != []  # each screen saved with it
     assert await sender.flush() == 0  # nothing is delivered twice
+
+
+class Gate(Screen):
+    """A messenger whose sends to one chat wait until the gate opens."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.held = held
+        self.open = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def send(self, chat: str, messages: Sequence[Shown]) -> list[str]:
+        if chat == self.held and not self.open.is_set():
+            self.waiting.set()
+            await self.open.wait()
+        return await super().send(chat, messages)
+
+
+async def test_an_item_written_to_a_busy_lane_goes_out_when_the_lane_frees() -> None:
+    """A turn delivers its own items; an item another use case writes to the same chat while
+    that delivery runs (the lawyer's "device changed" notice, written when the reporter's copy
+    of their reply is refused) was left for the outbox loop's next timed round: the round it was
+    woken for saw the lane busy and passed it over, and nothing woke it again. The Signal tests
+    run that loop hourly, and test_identity failed under load."""
+    db, clock = MemoryDatabase(), FrozenClock(START)
+    gate = Gate("lawyer")
+    sender = OutboxSender("signal", db.uow, gate, clock)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(sender.run(stop, every=3600))
+
+    async def written(text: str) -> list[OutboxEntry]:
+        out = Outgoing()
+        out.show("signal", "lawyer", [Notice(text)], clear=False, track=False)
+        async with db.uow() as unit:
+            entries = await out.write(unit, clock())
+            await unit.commit()
+        return entries
+
+    for _ in range(50):  # the loop's first round finds nothing and it waits to be woken
+        await asyncio.sleep(0)
+    first = asyncio.create_task(sender.deliver(await written("delivered")))
+    await gate.waiting.wait()  # the turn's own delivery is under way, its lane held
+    await written("device changed")
+    sender.wake()
+    for _ in range(200):  # the loop's round runs, finds the lane busy and passes it over
+        await asyncio.sleep(0)
+    gate.open.set()
+    assert await first == 1
+    for _ in range(50):
+        if len(gate.sent) == 2:
+            break
+        await asyncio.sleep(0)
+    stop.set()
+    await loop
+    assert gate.sent == [("lawyer", "delivered"), ("lawyer", "device changed")]

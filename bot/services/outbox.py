@@ -283,6 +283,8 @@ class OutboxSender:
         self._screens_cached = screens_cached
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._wake = asyncio.Event()
+        #: Lanes a round passed over because they were busy (see ``flush``).
+        self._skipped: set[str] = set()
         self._completions: list[tuple[_Completion, asyncio.Future[None]]] = []
         self._completing: asyncio.Task[None] | None = None
         #: Items delivered and items that failed for now (tests, benchmarks, status).
@@ -322,6 +324,9 @@ class OutboxSender:
         async with self._uow() as uow:
             heads = await uow.outbox.due_heads(self.channel, now, limit)
         busy = {lane for lane, lock in self._lanes.items() if lock.locked()}
+        # A lane busy now (a turn delivering its own items) is looked at again when it frees:
+        # whatever was written to it meanwhile would otherwise wait for the next round.
+        self._skipped.update(h.lane for h in heads if h.lane in busy)
         heads = [h for h in heads if h.lane not in busy and h.id not in self._recent]
         results = await asyncio.gather(*(self.deliver([h]) for h in heads))
         return sum(results)
@@ -349,6 +354,9 @@ class OutboxSender:
             self._lane_users[lane] -= 1
             if not self._lane_users[lane]:  # forget idle lanes
                 del self._lane_users[lane], self._lanes[lane]
+            if lane in self._skipped:
+                self._skipped.discard(lane)
+                self._wake.set()
 
     async def _lane(self, lane: str, items: list[OutboxEntry]) -> int:
         async with self._hold(lane):
