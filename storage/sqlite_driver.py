@@ -100,7 +100,12 @@ class Cursor:
 
     async def _refill(self) -> None:
         if not self._rows and self._open is not None:
-            self._rows, self.rowcount = self._next_chunk(self._open)
+            if self._connection.offload:  # a long scan's later rows: in the thread as well
+                self._rows, self.rowcount = await self._connection.call(
+                    self._next_chunk, self._open
+                )
+            else:
+                self._rows, self.rowcount = self._next_chunk(self._open)
             if len(self._rows) < CHUNK:
                 self._open = None
 

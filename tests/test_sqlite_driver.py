@@ -111,6 +111,27 @@ async def test_large_results_arrive_whole_in_chunks(engine: AsyncEngine) -> None
         assert changed.rowcount == count  # counted once the statement ran to its end
 
 
+async def test_an_offloaded_scan_fetches_every_chunk_in_the_thread(
+    engine: AsyncEngine, crossings: list[str]
+) -> None:
+    """Maintenance marks its transactions ``offload``: a purge streamed 100k rows a partition at
+    a time, and each chunk after the first was fetched on the loop (a 174 ms stall)."""
+    count = sqlite_driver.CHUNK * 3 + 7
+    async with engine.begin() as conn:
+        await conn.execute(insert(rows), [{"id": i, "name": f"n{i}"} for i in range(count)])
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        driver.offload = True
+        try:
+            crossings.clear()
+            stream = await conn.stream(select(rows.c.id).order_by(rows.c.id))
+            got = [r.id async for part in stream.partitions(100) for r in part]
+        finally:
+            driver.offload = False
+    assert got == list(range(count))
+    assert crossings.count("_next_chunk") == 3, crossings  # the statement's first chunk: "_run"
+
+
 async def test_errors_surface_and_leave_the_connection_usable(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(insert(rows), {"id": 1, "name": "one"})
