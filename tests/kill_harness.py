@@ -616,10 +616,15 @@ class Tipline:
         self._consuming_handover = consuming_handover
         self._handover_imminent = handover_imminent
         self._delivered = delivered
-        #: Index ranges of deliveries the fake took between a kill and the next process's first
-        #: request: sends that were on the wire when the process died.
+        #: Index ranges of deliveries the killed process may not have recorded: from the commit
+        #: before the last one it was seen to make, to the next process's first request.
         self.in_flight: list[range] = []
         self._in_flight_from: int | None = None
+        #: Deliveries the fake had taken when each of the last two commits was seen. The watch
+        #: sees a commit a moment late (its thread waits for the GIL that the fakes hold), and the
+        #: bot may have sent what that commit decided before then; a send it made after its last
+        #: commit it cannot have recorded (DESIGN: "sent again after the restart").
+        self._delivered_at_commits: deque[int] = deque([0, 0], maxlen=2)
         self._ready = asyncio.Event()
         self._killed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -741,6 +746,8 @@ class Tipline:
         if self._in_flight_from is not None:  # the first request of the new process
             self.in_flight.append(range(self._in_flight_from, self._delivered()))
             self._in_flight_from = None
+            with self._lock:
+                self._delivered_at_commits.extend([self._delivered()] * 2)
         if request == self._ready_request and not self._ready.is_set():
             self.note(f"ready ({request})")
             self.ready_at = time.monotonic()
@@ -779,6 +786,7 @@ class Tipline:
     def _on_commit(self, commits: int) -> None:  # the watch's thread
         self.note(f"commit {commits}")
         with self._lock:
+            self._delivered_at_commits.append(self._delivered())
             target = self._commit_target
             if self._deferred or (target is not None and commits >= target):
                 self._commit_target = None
@@ -815,7 +823,7 @@ class Tipline:
         self._deferred = False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        self._in_flight_from = self._delivered()
+        self._in_flight_from = min(self._delivered(), self._delivered_at_commits[0])
         self.note("SIGKILL")
         self._dead = True
         assert self._loop is not None
