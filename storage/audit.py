@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Table, delete, insert, select, text
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.ports import AuditProblem
@@ -31,6 +31,7 @@ from storage import slices
 from storage.crypto import DecryptionError, associated_data
 from storage.index import floor_hour
 from storage.keyring import Keyring
+from storage.locks import wait_xact_lock
 from storage.models import AuditEntry
 
 GENESIS_MAC = "0" * 64
@@ -41,8 +42,6 @@ BROKEN = "audit.broken"
 SYSTEM = "system"
 #: Tokens are 24 hex digits; a 32-digit value is a case id from before tokens.
 TOKEN_HEX = 24
-#: PostgreSQL advisory lock that serialises appends (DESIGN.md section 10).
-_CHAIN_LOCK = 0x7469706C
 
 
 def new_audit_token() -> str:
@@ -51,9 +50,8 @@ def new_audit_token() -> str:
 
 
 async def lock_chain(connection: AsyncConnection) -> None:
-    """Serialise writers of the chain (SQLite's write lock already does)."""
-    if connection.dialect.name == "postgresql":
-        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+    """Serialise writers of the chain (DESIGN.md section 10; SQLite's write lock already does)."""
+    await wait_xact_lock(connection, "audit-chain")
 
 
 class ChainEntry(Protocol):

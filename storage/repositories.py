@@ -49,7 +49,7 @@ from storage.index import (
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.limits import SqlChatLimitStore
-from storage.locks import lock_key, wait_xact_lock
+from storage.locks import hold_xact_lock, wait_xact_lock
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -79,7 +79,6 @@ _NEW_DRAFT = Sql.of(
 )
 _DROP_DRAFT = Sql.of("DELETE FROM drafts WHERE id = ?")
 _DROP_CHAT_DRAFT = Sql.of("DELETE FROM drafts WHERE chat_pseudonym IN (?...)")
-_CHAT_LOCK = Sql.of("SELECT pg_advisory_xact_lock(?)")
 
 
 class SqlDraftStore:
@@ -114,8 +113,7 @@ class SqlDraftStore:
         """Hold the chat's lock until the transaction ends: another process's turn for the
         same chat waits for this one to commit (PostgreSQL; SQLite has one writer anyway)."""
         pseudonym, _ = self._pseudonym(channel, chat_id)
-        if await self._raw.shared():
-            await self._raw.rows(_CHAT_LOCK, lock_key(f"chat:{pseudonym}"))
+        await hold_xact_lock(self._raw, f"chat:{pseudonym}")
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
