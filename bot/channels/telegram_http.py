@@ -8,7 +8,7 @@ else on a reporter's answer; aiohttp's client does the same work in far fewer Py
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -114,7 +114,7 @@ class AiohttpRequest(BaseRequest):
         if fields and not files:
             # Encoded here: aiohttp wraps a dict in a multipart-capable form that draws a random
             # boundary for every request, a measurable share of an answer's CPU.
-            data = request_data.url_encoded_parameters().encode() if request_data else None
+            data = urlencode(fields).encode()
             headers = _FORM
         if files:
             form = aiohttp.FormData()
