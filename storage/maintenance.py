@@ -316,8 +316,7 @@ class Maintenance:
                         inner_ct=bindparam("inner_ct"),
                     )
                 )
-                for start in range(0, len(seen_updates), slices.ROWS_PER_STATEMENT):
-                    chunk = seen_updates[start : start + slices.ROWS_PER_STATEMENT]
+                for chunk in slices.per_statement(seen_updates):
                     await session.execute(statement, chunk)
             if unreadable:
                 await session.execute(delete(SeenUpdate).where(SeenUpdate.key.in_(unreadable)))
@@ -529,8 +528,7 @@ class Maintenance:
             deleted = await self._delete_expiring(session, now)
             # Plain (storage/raw.py): through the ORM, 50k rows cost more than their DELETE.
             raw, today = Raw(session), now.date()
-            for start in range(0, len(gone), slices.ROWS_PER_STATEMENT):
-                chunk = gone[start : start + slices.ROWS_PER_STATEMENT]
+            for chunk in slices.per_statement(gone):
                 await raw.run_many(_GONE, [(token, today) for token in chunk])
         return deleted
 
@@ -760,5 +758,5 @@ async def _update_by_id(session: AsyncSession, model: Any, rows: Sequence[dict[s
             .values({k: bindparam(f"new_{k}") for k in keys if k != "id"})
         )
         params = [{f"new_{k}" if k != "id" else "key_id": v for k, v in r.items()} for r in group]
-        for start in range(0, len(params), slices.ROWS_PER_STATEMENT):
-            await session.execute(statement, params[start : start + slices.ROWS_PER_STATEMENT])
+        for chunk in slices.per_statement(params):
+            await session.execute(statement, chunk)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bot.services.ports import OutboxEntry, ScreenEntry
+from storage import slices
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher
 from storage.index import LANE, hour_up, seal_index
@@ -36,9 +37,6 @@ _PUT = Sql.of(
     "INSERT INTO outbox (id, channel, lane, due_at, attempts, expires_at, kek_id, wrapped_dek, "
     "payload_ct, index_ct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: Delivered items forgotten per statement (SQLite allows 32766 parameters; few are batched).
-_DONE_AT_ONCE = 200
-
 _DONE = Sql.of("DELETE FROM outbox WHERE id IN (?...)")
 
 
@@ -160,8 +158,7 @@ class SqlOutbox:
 
     async def done(self, item_ids: Sequence[str]) -> None:
         """Forget delivered items."""
-        for start in range(0, len(item_ids), _DONE_AT_ONCE):
-            part = item_ids[start : start + _DONE_AT_ONCE]
+        for part in slices.per_statement(item_ids):
             await self._raw.run(_DONE.listing(len(part)), *part)
 
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:

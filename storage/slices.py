@@ -10,7 +10,7 @@ MAC), so the crypto holds the GIL and the loop waits for it, longer on a loaded 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Generator, Iterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,6 +32,12 @@ async def run(work: Sliced[T]) -> T:
             result: T = done.value
             return result
         await asyncio.sleep(0)
+
+
+def per_statement(rows: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``rows`` in pieces of :data:`ROWS_PER_STATEMENT`, a statement's worth each."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        yield rows[start : start + ROWS_PER_STATEMENT]
 
 
 def due(index: int) -> bool:
