@@ -132,7 +132,7 @@ class PlainUnitOfWork:
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
         await self.session.connection()  # begins, as ours does with its key check
-        self.raw = Raw(self.session)
+        self.raw = Raw.over(self.session)
         self.drafts = self
         self.cases = self
         self.stats = self

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.ports import Bucket
 from storage.keyring import Keyring
@@ -32,8 +31,7 @@ _PUT = Sql.of(
 class SqlChatLimitStore:
     """Each chat's bucket, one short statement to read it and one upsert to write it."""
 
-    def __init__(self, session: AsyncSession, keyring: Keyring, raw: Raw) -> None:
-        self._session = session
+    def __init__(self, raw: Raw, keyring: Keyring) -> None:
         self._keyring = keyring
         self._raw = raw
         self._keys: dict[tuple[str, str], str] = {}
@@ -62,5 +60,5 @@ class SqlChatLimitStore:
 
     async def prune(self, before: datetime) -> int:
         """Delete the buckets last counted at or before ``before``."""
-        result = await self._session.execute(delete(ChatLimit).where(ChatLimit.at <= before))
+        result = await self._raw.session.execute(delete(ChatLimit).where(ChatLimit.at <= before))
         return int(getattr(result, "rowcount", 0) or 0)

@@ -527,7 +527,7 @@ class Maintenance:
             gone = await slices.run(_audit_tokens(cipher, rows))
             deleted = await self._delete_expiring(session, now)
             # Plain (storage/raw.py): through the ORM, 50k rows cost more than their DELETE.
-            raw, today = Raw(session), now.date()
+            raw, today = Raw.over(session), now.date()
             for chunk in slices.per_statement(gone):
                 await raw.run_many(_GONE, [(token, today) for token in chunk])
         return deleted

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bot.services.ports import OutboxEntry, ScreenEntry
@@ -46,10 +45,7 @@ class SqlOutbox:
     table = "outbox"
     screen_table = "screens"
 
-    def __init__(
-        self, session: AsyncSession, keyring: Keyring, cipher: RecordCipher, raw: Raw
-    ) -> None:
-        self._session = session
+    def __init__(self, raw: Raw, keyring: Keyring, cipher: RecordCipher) -> None:
         self._keyring = keyring
         self._cipher = cipher
         self._raw = raw
@@ -71,7 +67,7 @@ class SqlOutbox:
             lane = lanes[0]
             if len(lanes) > 1:
                 query = select(OutboxItem.lane).where(OutboxItem.lane.in_(lanes)).limit(1)
-                lane = (await self._session.execute(query)).scalar() or lane
+                lane = (await self._raw.session.execute(query)).scalar() or lane
             self._lanes[key] = lane
         return self._lanes[key]
 
@@ -124,13 +120,13 @@ class SqlOutbox:
             .order_by(OutboxItem.id)
             .limit(limit)
         )
-        rows = (await self._session.execute(query)).scalars().all()
+        rows = (await self._raw.session.execute(query)).scalars().all()
         return [entry for row in rows if (entry := self._entry(row)) is not None]
 
     async def lane_items(self, lane: str, limit: int = 50) -> list[OutboxEntry]:
         """A lane's items in order (what follows a head that was just delivered)."""
         query = select(OutboxItem).where(OutboxItem.lane == lane).order_by(OutboxItem.id)
-        rows = (await self._session.execute(query.limit(limit))).scalars().all()
+        rows = (await self._raw.session.execute(query.limit(limit))).scalars().all()
         return [entry for row in rows if (entry := self._entry(row)) is not None]
 
     def _entry(self, row: OutboxItem) -> OutboxEntry | None:
@@ -153,7 +149,7 @@ class SqlOutbox:
             .values(due_at=until)
             .execution_options(synchronize_session=False)
         )
-        result = await self._session.execute(statement)
+        result = await self._raw.session.execute(statement)
         return bool(getattr(result, "rowcount", 0))
 
     async def done(self, item_ids: Sequence[str]) -> None:
@@ -163,7 +159,7 @@ class SqlOutbox:
 
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
         """Try an item again later (the rest of its lane waits behind it)."""
-        await self._session.execute(
+        await self._raw.session.execute(
             update(OutboxItem)
             .where(OutboxItem.id == item_id)
             .values(due_at=when, attempts=attempts)
@@ -172,14 +168,14 @@ class SqlOutbox:
     async def depth(self) -> dict[str, int]:
         """Items waiting, by channel (no content)."""
         query = select(OutboxItem.channel, func.count()).group_by(OutboxItem.channel)
-        return {channel: int(n) for channel, n in (await self._session.execute(query)).all()}
+        return {channel: int(n) for channel, n in (await self._raw.session.execute(query)).all()}
 
     # ---- the screen -------------------------------------------------------------------------
 
     async def screen(self, lane: str) -> list[str]:
         """Refs of the bot's messages still on a chat's screen, oldest first."""
         row = (
-            await self._session.execute(select(Screen).where(Screen.lane == lane))
+            await self._raw.session.execute(select(Screen).where(Screen.lane == lane))
         ).scalar_one_or_none()
         if row is None:
             return []
@@ -203,7 +199,7 @@ class SqlOutbox:
     ) -> None:
         """Replace what a chat's screen holds (an empty list forgets the chat); the chat id is
         kept inside the ciphertext, for the deletion job."""
-        await self._session.execute(delete(Screen).where(Screen.lane == lane))
+        await self._raw.session.execute(delete(Screen).where(Screen.lane == lane))
         if not refs:
             return
         screen_id = new_id()
@@ -215,7 +211,7 @@ class SqlOutbox:
         if chat is not None and channel is not None:
             inner = {"lane": self._inner(channel, chat).hex()}
             index = seal_index(self._cipher, dek, self.screen_table, screen_id, inner)
-        await self._session.execute(
+        await self._raw.session.execute(
             insert(Screen).values(
                 id=screen_id,
                 lane=lane,
@@ -243,7 +239,7 @@ class SqlOutbox:
             .limit(limit)
         )
         found = []
-        for row in (await self._session.execute(query)).scalars():
+        for row in (await self._raw.session.execute(query)).scalars():
             try:
                 dek = self._cipher.row_dek(self.screen_table, row)
                 data = _loads(

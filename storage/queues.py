@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.ports import QueueEntry
 from storage.codec import _dumps, _loads, new_id
@@ -31,11 +30,10 @@ class SqlQueue:
 
     table = "queue_items"
 
-    def __init__(self, session: AsyncSession, cipher: RecordCipher, name: str, raw: Raw) -> None:
-        self._session = session
+    def __init__(self, raw: Raw, cipher: RecordCipher, name: str) -> None:
+        self._raw = raw
         self._cipher = cipher
         self._name = name
-        self._raw = raw
 
     async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
         """Store an item (due at once)."""
@@ -64,7 +62,7 @@ class SqlQueue:
         # SKIP LOCKED: an item another process is handling right now (its turn holds the row)
         # is that process's; the seen-update claim catches any other overlap.
         query = query.order_by(QueueItem.created_at, QueueItem.id).limit(limit)
-        rows = (await self._session.execute(query.with_for_update(skip_locked=True))).scalars()
+        rows = (await self._raw.session.execute(query.with_for_update(skip_locked=True))).scalars()
         items = []
         for row in rows:
             dek = self._cipher.row_dek(self.table, row)
@@ -80,7 +78,7 @@ class SqlQueue:
 
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
         """Try an item again later."""
-        await self._session.execute(
+        await self._raw.session.execute(
             update(QueueItem)
             .where(QueueItem.id == item_id)
             .values(next_attempt_at=when, attempts=attempts)

@@ -7,6 +7,7 @@ import hmac
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self
 
@@ -576,7 +577,7 @@ class SqlUnitOfWork:
         self._numbering = numbering
 
     async def __aenter__(self) -> Self:
-        """Begin, check the key state, and build the repositories over the transaction.
+        """Begin and check the key state; repositories are built as they are first used.
 
         The key check is the transaction's first statement: a pooled connection the server
         dropped (a restart) fails there, before anything was done, and the check is tried once
@@ -590,36 +591,106 @@ class SqlUnitOfWork:
             if not exc.connection_invalidated:
                 raise
             await self._begin(engine)  # the pool has dropped that connection
-        connection = self._connection
-        # "rollback_only": the session's commit flushes and leaves the transaction to ours.
-        self.session = session = self._sessions(
-            bind=connection, join_transaction_mode="rollback_only"
-        )
-        raw = Raw(session, connection)
-        self.drafts = SqlDraftStore(self._keyring, self._cipher, raw)
-        self.cases = SqlCaseStore(session, self._keyring, self._cipher, self._numbering)
-        self.stats = SqlStatsStore(session)
-        self.limits = SqlChatLimitStore(session, self._keyring, raw)
-        self.audit = SqlAuditLog(session, self._keyring, self._cipher)
-        self.attachments = SqlAttachmentStore(session, self._cipher)
-        self.seen = SqlSeenStore(raw, self._keyring)
-        self.lawyers = SqlLawyerStore(session, self._keyring, self._cipher)
-        self.assignments = SqlAssignmentStore(session, self._cipher)
-        self.signal_inbox = SqlQueue(session, self._cipher, "signal_in", raw)
-        self.telegram_inbox = SqlQueue(session, self._cipher, "telegram_in", raw)
-        self.signal_outbox = SqlQueue(session, self._cipher, "signal_out", raw)
-        self.outbox = SqlOutbox(session, self._keyring, self._cipher, raw)
-        self.casework = SqlCaseworkStore(session, self._cipher)
+        self._raw = Raw(self._open_session, self._connection, self._driver)
+        for name in _REPOSITORIES:  # a unit of work may be entered again: none from the last
+            self.__dict__.pop(name, None)
         return self
 
     async def _begin(self, engine: AsyncEngine) -> None:
-        self._connection = await engine.connect()
+        self._connection = connection = await engine.connect()
+        self._driver: Any = None
         try:
-            await self._connection.begin()
+            if connection.dialect.name == "sqlite":
+                # Begun on the driver, not through SQLAlchemy's transaction (its begin and
+                # commit were a third of a short unit of work's CPU); SQLAlchemy joins it when
+                # the ORM is used (storage/db.py).
+                self._driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+                await self._driver.begin_immediate()
+            else:
+                await connection.begin()
             await self._check_keys()
         except BaseException:
-            await self._connection.close()
+            await connection.close()
             raise
+
+    def _open_session(self) -> AsyncSession:
+        # "rollback_only": the session's commit flushes and leaves the transaction to ours.
+        return self._sessions(bind=self._connection, join_transaction_mode="rollback_only")
+
+    @property
+    def session(self) -> AsyncSession:
+        """The transaction's ORM session (opened on first use)."""
+        return self._raw.session
+
+    @cached_property
+    def drafts(self) -> SqlDraftStore:
+        """Drafts of conversations in progress."""
+        return SqlDraftStore(self._keyring, self._cipher, self._raw)
+
+    @cached_property
+    def cases(self) -> SqlCaseStore:
+        """Submitted cases."""
+        return SqlCaseStore(self.session, self._keyring, self._cipher, self._numbering)
+
+    @cached_property
+    def stats(self) -> SqlStatsStore:
+        """Advocacy counters."""
+        return SqlStatsStore(self.session)
+
+    @cached_property
+    def limits(self) -> SqlChatLimitStore:
+        """Each chat's rate-limit bucket."""
+        return SqlChatLimitStore(self._raw, self._keyring)
+
+    @cached_property
+    def audit(self) -> SqlAuditLog:
+        """The hash-chained audit log."""
+        return SqlAuditLog(self.session, self._keyring, self._cipher)
+
+    @cached_property
+    def attachments(self) -> SqlAttachmentStore:
+        """Attachments of drafts and cases."""
+        return SqlAttachmentStore(self.session, self._cipher)
+
+    @cached_property
+    def seen(self) -> SqlSeenStore:
+        """Claims of handled updates and daily slots."""
+        return SqlSeenStore(self._raw, self._keyring)
+
+    @cached_property
+    def lawyers(self) -> SqlLawyerStore:
+        """Lawyers and their invitations."""
+        return SqlLawyerStore(self.session, self._keyring, self._cipher)
+
+    @cached_property
+    def assignments(self) -> SqlAssignmentStore:
+        """Which lawyer holds which case."""
+        return SqlAssignmentStore(self.session, self._cipher)
+
+    @cached_property
+    def signal_inbox(self) -> SqlQueue:
+        """Signal messages received and not yet handled."""
+        return SqlQueue(self._raw, self._cipher, "signal_in")
+
+    @cached_property
+    def telegram_inbox(self) -> SqlQueue:
+        """Telegram updates received and not yet handled."""
+        return SqlQueue(self._raw, self._cipher, "telegram_in")
+
+    @cached_property
+    def signal_outbox(self) -> SqlQueue:
+        """Signal sends of the old queue (drained at start)."""
+        return SqlQueue(self._raw, self._cipher, "signal_out")
+
+    @cached_property
+    def outbox(self) -> SqlOutbox:
+        """Messages to deliver, in order per chat."""
+        return SqlOutbox(self._raw, self._keyring, self._cipher)
+
+    @cached_property
+    def casework(self) -> SqlCaseworkStore:
+        """Events, decisions and deadlines."""
+        return SqlCaseworkStore(self.session, self._cipher)
 
     async def _check_keys(self) -> None:
         connection = self._connection
@@ -648,13 +719,24 @@ class SqlUnitOfWork:
     ) -> None:
         """Roll back whatever was not committed (closing the connection rolls it back)."""
         try:
-            if self.session.in_transaction():
-                await self.session.close()
+            session = self._raw.session_opened
+            if session is not None and session.in_transaction():
+                await session.close()
         finally:
             await self._connection.close()
 
     async def commit(self) -> None:
         """Commit the transaction (with whatever the ORM holds back)."""
-        if self.session.in_transaction():
-            await self.session.commit()
-        await self._connection.commit()
+        session = self._raw.session_opened
+        if session is not None and session.in_transaction():
+            await session.commit()
+        if self._connection.in_transaction() or self._driver is None:
+            await self._connection.commit()
+        else:  # begun on the driver and never joined by SQLAlchemy
+            await self._driver.commit()
+
+
+#: The repositories a unit of work builds on first use.
+_REPOSITORIES = tuple(
+    name for name, value in vars(SqlUnitOfWork).items() if isinstance(value, cached_property)
+)
