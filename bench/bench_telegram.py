@@ -36,7 +36,7 @@ from telegram.ext import ApplicationBuilder, ContextTypes, TypeHandler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.channels.telegram import application_builder
+from bot.channels.telegram import MAX_CONCURRENT_UPDATES, application_builder
 from storage.memory import MemoryDatabase
 from tests.fake_telegram import TOKEN, until
 from tests.telegram_harness import TelegramHarness
@@ -185,7 +185,7 @@ async def echo(reporters: int, rounds: int, *, configured: bool) -> Run:
         handled += 1
 
     builder = (
-        application_builder(TOKEN, root)
+        application_builder(TOKEN, root).concurrent_updates(MAX_CONCURRENT_UPDATES)
         if configured
         else ApplicationBuilder().token(TOKEN).base_url(f"{root}/bot")
     )

@@ -15,10 +15,9 @@ import aiohttp
 import pytest
 from PIL import Image
 from sqlalchemy import select
-from telegram import Update
 
 from bot.channels.telegram import (
-    ChatOrderedProcessor,
+    ChatOrder,
     WebhookConfig,
     api_urls,
     callback_event,
@@ -419,13 +418,8 @@ async def test_tipline_run_serves_telegram_until_sigterm(tmp_path: Path) -> None
     assert str(CHAT) not in run.logs
 
 
-def _update(update_id: int, chat: int) -> Update:
-    message = {"message_id": update_id, "date": 0, "chat": {"id": chat, "type": "private"}}
-    return Update.de_json({"update_id": update_id, "message": {**message, "text": "x"}}, None)
-
-
 async def test_chats_run_concurrently_and_each_chat_in_order() -> None:
-    processor = ChatOrderedProcessor(2)
+    order = ChatOrder(2)
     events: list[str] = []
     release = asyncio.Event()
 
@@ -436,20 +430,20 @@ async def test_chats_run_concurrently_and_each_chat_in_order() -> None:
         events.append(f"end {name}")
 
     # one chat floods the bot while its first update is stuck: more waiting than workers
-    jobs = [(_update(1, CHAT), work("a1", wait=True))]
-    jobs += [(_update(n, CHAT), work(f"a{n}")) for n in range(2, 12)]
-    jobs += [(_update(20, CHAT + 1), work("b1"))]
-    tasks = [asyncio.create_task(processor.process_update(u, w)) for u, w in jobs]
+    order.start(CHAT, work("a1", wait=True))
+    for n in range(2, 12):
+        order.start(CHAT, work(f"a{n}"))
+    order.start(CHAT + 1, work("b1"))
     for _ in range(20):
         await asyncio.sleep(0)
     # the other chat went ahead while a1 waited; a2 and later wait for a1
     assert events == ["start a1", "start b1", "end b1"]
-    assert processor.chats_in_flight == 1
+    assert order.chats_in_flight == 1
     release.set()
-    await asyncio.gather(*tasks)
+    await order.join()
     expected = [step for n in range(1, 12) for step in (f"start a{n}", f"end a{n}")]
     assert [e for e in events if " a" in e] == expected
-    assert processor.chats_in_flight == 0
+    assert order.chats_in_flight == 0
 
 
 def test_notices_join_the_question_that_follows() -> None:

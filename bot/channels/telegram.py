@@ -13,29 +13,19 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from telegram import (
-    CallbackQuery,
-    InputFile,
-    MaybeInaccessibleMessage,
-    Message,
-    PhotoSize,
-    Update,
-    User,
-)
+from telegram import InputFile, Update
+from telegram._utils.defaultvalue import DEFAULT_NONE
+
+# PTB's own alias for its timeout parameters, to override get_updates with the same signature.
+from telegram._utils.types import JSONDict, ODVInput, TimePeriod
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.ext import (
-    Application,
-    ApplicationBuilder,
-    BaseUpdateProcessor,
-    ContextTypes,
-    TypeHandler,
-)
+from telegram.ext import Application, ApplicationBuilder, ExtBot
 from telegram.warnings import PTBUserWarning
 
 from bot.channels.telegram_http import AiohttpRequest
@@ -109,15 +99,14 @@ def api_urls(base: str | None) -> tuple[str, str]:
 
 
 def application_builder(token: str, base_url: str | None) -> ApplicationBuilder:  # type: ignore[type-arg]
-    """PTB as the channel runs it: API URLs, updates ordered per chat, a small connection pool
-    on aiohttp (bot/channels/telegram_http.py)."""
+    """PTB with the channel's HTTP: API URLs and a small connection pool on aiohttp
+    (bot/channels/telegram_http.py)."""
     api, files = api_urls(base_url)
     return (
         ApplicationBuilder()
         .token(token)
         .base_url(api)
         .base_file_url(files)
-        .concurrent_updates(ChatOrderedProcessor(MAX_CONCURRENT_UPDATES))
         .request(AiohttpRequest(CONNECTION_POOL_SIZE))
     )
 
@@ -201,52 +190,51 @@ def _seconds(value: int | float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class ChatOrderedProcessor(BaseUpdateProcessor):
+class ChatOrder:
     """Runs updates of different chats concurrently and each chat's updates in arrival order.
 
-    PTB starts one task per update in the order they arrive and none of them yields before
-    asking for its chat's lock; asyncio locks are granted first come, first served. At most
-    ``workers`` updates are handled at once, counted inside the chat locks: updates waiting
-    behind their own chat (one chat flooding the bot) take no place from other chats.
+    Updates are started in the order they arrive and none yields before asking for its chat's
+    lock; asyncio locks are granted first come, first served. At most ``workers`` updates are
+    handled at once, counted inside the chat locks: updates waiting behind their own chat (one
+    chat flooding the bot) take no place from other chats.
     """
 
-    #: Updates PTB may hand over at once; waiting ones cost a task each, nothing more.
-    QUEUED = 1024
-
     def __init__(self, workers: int) -> None:
-        super().__init__(self.QUEUED)
         self._workers = asyncio.Semaphore(workers)
         self._locks: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        """Await the update's handling while holding its chat's lock and a worker."""
-        chat = update.effective_chat if isinstance(update, Update) else None
+    def start(self, chat: int | None, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Handle an update in a task of its own, after its chat's earlier updates."""
+        task = asyncio.create_task(self._run(chat, coroutine))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, chat: int | None, coroutine: Coroutine[Any, Any, None]) -> None:
         if chat is None:
             async with self._workers:
                 await coroutine
             return
-        key = chat.id
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
+        lock = self._locks.setdefault(chat, asyncio.Lock())
+        self._users[chat] = self._users.get(chat, 0) + 1
         try:
             async with lock, self._workers:
                 await coroutine
         finally:
-            self._users[key] -= 1
-            if not self._users[key]:  # forget idle chats: no per-chat memory between turns
-                del self._users[key], self._locks[key]
+            self._users[chat] -= 1
+            if not self._users[chat]:  # forget idle chats: no per-chat memory between turns
+                del self._users[chat], self._locks[chat]
+
+    async def join(self) -> None:
+        """Wait for every update started so far."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
     def chats_in_flight(self) -> int:
         """Chats with an update being handled or waiting (none are remembered after)."""
         return len(self._locks)
-
-    async def initialize(self) -> None:
-        """Nothing to set up."""
-
-    async def shutdown(self) -> None:
-        """Nothing to release."""
 
 
 class TelegramTransport:
@@ -354,67 +342,154 @@ class TelegramTransport:
                 return
 
 
-def _user(user: User | None) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An update as the Bot API sent it; PTB's Updater reads nothing of it but its id."""
+
+    update_id: int
+    data: JSONDict
+
+
+class ReceivingBot(ExtBot[None]):
+    """PTB's bot, whose ``getUpdates`` hands over each update as the Bot API sent it.
+
+    PTB builds its objects from every update received (``Update.de_json``), which cost more
+    CPU than the poll's request; the channel reads a few fields of the update's stored form.
+    """
+
+    __slots__ = ("_poll_read",)
+
+    def __init__(self, *, get_updates_request: AiohttpRequest, **kwargs: Any) -> None:
+        self._poll_read = get_updates_request.read_timeout or 0
+        super().__init__(get_updates_request=get_updates_request, **kwargs)
+
+    async def get_updates(  # type: ignore[override]
+        self,
+        offset: int | None = None,
+        limit: int | None = None,
+        timeout: TimePeriod | None = None,  # noqa: ASYNC109 - PTB's signature
+        allowed_updates: Sequence[str] | None = None,
+        *,
+        read_timeout: ODVInput[float] = DEFAULT_NONE,
+        write_timeout: ODVInput[float] = DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = DEFAULT_NONE,
+        api_kwargs: JSONDict | None = None,
+    ) -> tuple[Received, ...]:
+        """The updates after ``offset``, as sent (a long poll of ``timeout`` seconds)."""
+        wait = _seconds(timeout) if timeout is not None else 0.0
+        read = read_timeout if isinstance(read_timeout, (int, float)) else self._poll_read
+        data: JSONDict = {"offset": offset, "limit": limit}
+        if timeout is not None:
+            data["timeout"] = int(wait)
+        if allowed_updates is not None:
+            data["allowed_updates"] = json.dumps(list(allowed_updates))
+        result = await self.do_api_request(
+            "getUpdates",
+            {k: v for k, v in data.items() if v is not None} | (api_kwargs or {}),
+            read_timeout=read + wait,
+            write_timeout=write_timeout,
+            connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
+        )
+        return tuple(Received(update["update_id"], update) for update in result)
+
+
+def _user(user: JSONDict | None) -> JSONDict | None:
     if user is None:
         return None
     # The Bot API requires a first name; the reporter's is never kept (DESIGN.md section 5).
-    kept: dict[str, Any] = {"id": user.id, "is_bot": user.is_bot, "first_name": "-"}
-    if user.language_code:
-        kept["language_code"] = user.language_code
+    kept: JSONDict = {"id": user["id"], "is_bot": user.get("is_bot", False), "first_name": "-"}
+    if user.get("language_code"):
+        kept["language_code"] = user["language_code"]
     return kept
 
 
-def _message(message: MaybeInaccessibleMessage | None) -> dict[str, Any] | None:
+def _file(sent: JSONDict) -> JSONDict:
+    kept: JSONDict = {name: sent[name] for name in ("file_id", "file_unique_id") if name in sent}
+    for name in ("file_size", "width", "height"):
+        if sent.get(name) is not None:
+            kept[name] = sent[name]
+    return kept
+
+
+def _message(message: JSONDict | None) -> JSONDict | None:
     if message is None:
         return None
-    kept: dict[str, Any] = {
-        "message_id": message.message_id,
-        "date": int(message.date.timestamp()),
-        "chat": {"id": message.chat.id, "type": message.chat.type},
+    chat = message["chat"]
+    kept: JSONDict = {
+        "message_id": message["message_id"],
+        "date": message.get("date", 0),
+        "chat": {"id": chat["id"], "type": chat.get("type")},
     }
-    if not isinstance(message, Message):
+    if not kept["date"]:
         return kept  # inaccessible: its date is 0, as the Bot API sends it
     for name in ("text", "caption"):
-        if (value := getattr(message, name)) is not None:
-            kept[name] = value
-    files = [("document", message.document)] + [("photo", p) for p in message.photo[-1:]]
-    for name, file in files:
-        if file is not None:
-            sent: dict[str, Any] = {"file_id": file.file_id, "file_unique_id": file.file_unique_id}
-            if file.file_size is not None:
-                sent["file_size"] = file.file_size
-            if isinstance(file, PhotoSize):
-                sent |= {"width": file.width, "height": file.height}
-            kept[name] = [sent] if name == "photo" else sent
+        if message.get(name) is not None:
+            kept[name] = message[name]
+    if message.get("document") is not None:
+        kept["document"] = _file(message["document"])
+    if message.get("photo"):
+        kept["photo"] = [_file(message["photo"][-1])]
     return kept
 
 
-def stored_form(update: Update) -> dict[str, Any]:
-    """What the inbox keeps of an update: what the channel reads, in the Bot API's shape (so
-    ``Update.de_json`` reads it back), without names or usernames. Built field by field: PTB's
-    ``to_dict`` walked every attribute of every object, a measurable share of an answer."""
-    kept: dict[str, Any] = {"update_id": update.update_id}
+def stored_form(update: JSONDict) -> JSONDict:
+    """What the inbox keeps of an update (as the Bot API sent it): what the channel reads, in
+    the Bot API's shape, without names or usernames."""
+    kept: JSONDict = {"update_id": update["update_id"]}
     for name in ("message", "edited_message"):
-        if (message := _message(getattr(update, name))) is not None:
-            kept[name] = message | {"from": _user(getattr(update, name).from_user)}
-    if (query := update.callback_query) is not None:
+        if (message := _message(update.get(name))) is not None:
+            kept[name] = message | {"from": _user(update[name].get("from"))}
+    if (query := update.get("callback_query")) is not None:
         kept["callback_query"] = {
-            "id": query.id,
-            "from": _user(query.from_user),
-            "chat_instance": query.chat_instance,
-            "data": query.data,
-            "message": _message(query.message),
+            "id": query["id"],
+            "from": _user(query.get("from")),
+            "chat_instance": query.get("chat_instance"),
+            "data": query.get("data"),
+            "message": _message(query.get("message")),
         }
     return kept
 
 
+def _sent_by(form: JSONDict) -> JSONDict | None:
+    # The message or button press an update carries (what has a chat and a sender).
+    found: JSONDict | None = (
+        form.get("message") or form.get("edited_message") or form.get("callback_query")
+    )
+    return found
+
+
+def chat_of(form: JSONDict) -> JSONDict | None:
+    """The chat an update (stored form) comes from; None for a press on an inline message."""
+    sent = _sent_by(form)
+    if sent is None:
+        return None
+    message = sent.get("message") if "callback_query" in form else sent
+    chat: JSONDict | None = message.get("chat") if message else None
+    return chat
+
+
+def language_of(form: JSONDict) -> str:
+    """The sender's language code (its first part), ``en`` when the messenger gives none."""
+    sent = _sent_by(form)
+    user = (sent or {}).get("from") or {}
+    code = user.get("language_code") or "en"
+    return str(code).split("-")[0].lower()
+
+
+#: What the channel does with an update once it is stored: its stored form and inbox item.
+Handle = Callable[[JSONDict, str], None]
+
+
 class DurableUpdates(asyncio.Queue[object]):
-    """PTB's update queue, where an update is stored (encrypted) before it is queued.
+    """PTB's update queue, where an update is stored (encrypted) before it is handled.
 
     PTB confirms updates to Telegram with the next ``getUpdates`` offset, and answers a webhook
     delivery with 200, as soon as they are queued, long before their turn commits: a crash in
-    between lost them for good. Queued here only once stored, an update survives any crash; it
-    leaves the inbox in the transaction of its own turn, and a restart handles what is left.
+    between lost them for good. Handed to the channel only once stored, an update survives any
+    crash; it leaves the inbox in the transaction of its own turn, and a restart handles what
+    is left. PTB's own dispatch never sees an update: the channel handles the stored form.
 
     Updates are stored in batches, one transaction for all that arrived while the last one
     committed: a poll's updates together, concurrent webhook deliveries together. A webhook
@@ -422,25 +497,28 @@ class DurableUpdates(asyncio.Queue[object]):
     at once, and the next poll, which confirms them, waits for :meth:`settled` first.
     """
 
-    def __init__(self, inbox: ChannelQueues, *, wait: bool = False) -> None:
+    def __init__(self, inbox: ChannelQueues, handle: Handle, *, wait: bool = False) -> None:
         super().__init__()
         self._inbox = inbox
+        self._handle = handle
         self._wait = wait
-        self._pending: list[Update] = []
+        self._pending: list[JSONDict] = []
         self._stored: asyncio.Future[None] | None = None
         self._storing: asyncio.Task[None] | None = None
-        #: The inbox item of each queued update, by update id.
-        self.items: dict[int, str] = {}
 
     async def put(self, item: object) -> None:
-        """Store an update, then queue it (anything else is queued as it is)."""
-        if not isinstance(item, Update):
+        """Store an update, then hand it to the channel (anything else is queued for PTB)."""
+        if isinstance(item, Received):
+            form = stored_form(item.data)
+        elif isinstance(item, Update):  # a webhook delivery, which PTB has parsed
+            form = stored_form(item.to_dict())
+        else:
             await super().put(item)
             return
         if self._stored is None:
             self._stored = asyncio.get_running_loop().create_future()
         stored = self._stored
-        self._pending.append(item)
+        self._pending.append(form)
         self._store_soon()
         if self._wait:
             await stored
@@ -454,7 +532,7 @@ class DurableUpdates(asyncio.Queue[object]):
             batch, stored = self._pending, self._stored
             self._pending, self._stored = [], None
             try:
-                ids = await self._inbox.received([stored_form(u) for u in batch])
+                ids = await self._inbox.received(batch)
             except Exception as exc:
                 if stored is not None and not stored.done():
                     stored.set_exception(exc)
@@ -463,9 +541,8 @@ class DurableUpdates(asyncio.Queue[object]):
                     self._pending = batch + self._pending
                     log.warning("storing received updates failed: %s", type(exc).__name__)
                 return
-            for update, item_id in zip(batch, ids, strict=True):
-                self.items[update.update_id] = item_id
-                self.put_nowait(update)
+            for form, item_id in zip(batch, ids, strict=True):
+                self._handle(form, item_id)
             if stored is not None and not stored.done():
                 stored.set_result(None)
 
@@ -483,7 +560,7 @@ class DurableUpdates(asyncio.Queue[object]):
 
 
 class TelegramChannel:
-    """Runs a PTB application whose only handler hands every update to the inbound service."""
+    """Runs PTB's updater and bot; every update goes, once stored, to the inbound service."""
 
     def __init__(
         self,
@@ -492,19 +569,18 @@ class TelegramChannel:
         inbound: InboundService,
         uow: Callable[[], UnitOfWork],
         clock: Clock,
+        inbox: ChannelQueues,
         base_url: str | None = None,
         webhook: WebhookConfig | None = None,
         sleep: Sleep = asyncio.sleep,
         poll_timeout: int = 10,
         edit_window: timedelta = timedelta(hours=23),
-        inbox: ChannelQueues | None = None,
         shared_outbox: bool = False,
     ) -> None:
         self._token = token
         self._inbox = inbox
-        self._updates = (
-            DurableUpdates(inbox, wait=webhook is not None) if inbox is not None else None
-        )
+        self._order = ChatOrder(MAX_CONCURRENT_UPDATES)
+        self._updates = DurableUpdates(inbox, self._received, wait=webhook is not None)
         self._inbound = inbound
         self._base_url = base_url
         self._webhook = webhook
@@ -523,15 +599,16 @@ class TelegramChannel:
         inbound.senders.register(CHANNEL, self.sender.wake)
 
     def _build(self) -> Application:  # type: ignore[type-arg]
-        builder = application_builder(self._token, self._base_url)
-        if self._updates is not None:
-            builder = builder.update_queue(self._updates)
-        before = self._updates.settled if self._updates is not None else None
-        polling = WatchedPollingRequest(self.outage, before=before)
-        application = builder.get_updates_request(polling).build()
-        application.add_handler(TypeHandler(Update, self._on_update))
-        application.add_error_handler(self._on_error)
-        return application
+        api, files = api_urls(self._base_url)
+        polling = WatchedPollingRequest(self.outage, before=self._updates.settled)
+        bot = ReceivingBot(
+            token=self._token,
+            base_url=api,
+            base_file_url=files,
+            request=AiohttpRequest(CONNECTION_POOL_SIZE),
+            get_updates_request=polling,
+        )
+        return ApplicationBuilder().bot(bot).update_queue(self._updates).build()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll (or serve the webhook) and deliver the outbox until ``stop`` is set."""
@@ -560,109 +637,97 @@ class TelegramChannel:
             log.info("telegram channel running (%s)", "webhook" if self._webhook else "polling")
             await stop.wait()
             await updater.stop()
+            await self._order.join()
             await app.stop()
             await sender
 
     async def drain(self) -> int:
         """Handle the updates a crash left in the inbox (stored, so confirmed to Telegram)."""
-        if self._inbox is None:
-            return 0
         items = await self._inbox.unhandled()
         for item in items:
-            update = Update.de_json(item.payload, self.application.bot)
-            await self._one(update, item.id)
+            await self._one(item.payload, item.id)
         return len(items)
 
-    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("telegram error: %s", type(context.error).__name__)
+    def _received(self, form: JSONDict, item_id: str) -> None:
+        chat = chat_of(form)
+        self._order.start(chat["id"] if chat else None, self._one(form, item_id))
 
-    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        item = self._updates.items.pop(update.update_id, None) if self._updates else None
-        await self._one(update, item)
-
-    async def _one(self, update: Update, inbox_id: str | None) -> None:
-        chat = update.effective_chat
+    async def _one(self, form: JSONDict, inbox_id: str | None) -> None:
+        chat = chat_of(form)
         try:
-            if chat is None or chat.type != "private":
-                if inbox_id is not None and self._inbox is not None:
+            if chat is None or chat.get("type") != "private":
+                if inbox_id is not None:
                     await self._inbox.handled([inbox_id])
                 return
-            chat_id = str(chat.id)
+            chat_id = str(chat["id"])
             try:
-                await self._handle(update, chat_id, inbox_id)
+                await self._handle(form, chat_id, inbox_id)
             except Exception as exc:  # the reporter gets a calm message, never a traceback
                 self.failed += 1
                 log.error("telegram update failed: %s", type(exc).__name__)
-                notice = Notice(self._inbound.notice(self._language(update), "ui.error"))
+                notice = Notice(self._inbound.notice(language_of(form), "ui.error"))
                 with contextlib.suppress(Exception):
                     await self.transport.send(chat_id, [notice])
         finally:
             self.handled += 1
 
-    @staticmethod
-    def _language(update: Update) -> str:
-        user = update.effective_user
-        code = (user.language_code if user else None) or "en"
-        return code.split("-")[0].lower()
-
-    async def _handle(self, update: Update, chat_id: str, inbox_id: str | None) -> None:
-        query = update.callback_query
+    async def _handle(self, form: JSONDict, chat_id: str, inbox_id: str | None) -> None:
+        query = form.get("callback_query")
         if query is None:
-            await self._handle_update(update, chat_id, inbox_id)
+            await self._handle_update(form, chat_id, inbox_id)
             return
         # The button's spinner stops while the press is handled, not one round trip before.
-        await asyncio.gather(self._answer(query), self._handle_update(update, chat_id, inbox_id))
+        await asyncio.gather(
+            self._answer(str(query["id"])), self._handle_update(form, chat_id, inbox_id)
+        )
 
-    @staticmethod
-    async def _answer(query: CallbackQuery) -> None:
+    async def _answer(self, query_id: str) -> None:
         try:
-            await query.answer()
+            await self.application.bot.do_api_request(
+                "answerCallbackQuery", {"callback_query_id": query_id}
+            )
         except Exception as exc:  # never ends the turn early: the press is handled beside it
             log.info("answering a button press failed: %s", type(exc).__name__)
 
-    async def _handle_update(self, update: Update, chat_id: str, inbox_id: str | None) -> None:
-        inbound = replace(await self._inbound_of(update, chat_id), inbox_id=inbox_id)
+    async def _handle_update(self, form: JSONDict, chat_id: str, inbox_id: str | None) -> None:
+        inbound = replace(await self._inbound_of(form, chat_id), inbox_id=inbox_id)
         handled = await self._inbound.handle(inbound)
         if not handled.duplicate:
             await self.sender.deliver(handled.entries)
 
-    async def _inbound_of(self, update: Update, chat_id: str) -> Inbound:
-        message = update.message or update.edited_message
+    async def _inbound_of(self, form: JSONDict, chat_id: str) -> Inbound:
+        message: JSONDict | None = form.get("message") or form.get("edited_message")
+        update_id = int(form["update_id"])
         base = Inbound(
             CHANNEL,
             chat_id,
-            update_id=str(update.update_id),
-            order=update.update_id,
-            message_ref=str(message.message_id) if message is not None else None,
-            language_hint=self._language(update),
+            update_id=str(update_id),
+            order=update_id,
+            message_ref=str(message["message_id"]) if message is not None else None,
+            language_hint=language_of(form),
         )
-        if update.edited_message is not None:
+        if form.get("edited_message") is not None:
             return replace(base, edited=True)
-        if update.callback_query is not None:
-            return replace(base, event=callback_event(update.callback_query.data))
+        if (query := form.get("callback_query")) is not None:
+            return replace(base, event=callback_event(query.get("data")))
         if message is None:
             return replace(base, event=Invalid())
-        if message.text is not None:
-            return replace(base, text=message.text)
-        if message.photo or message.document:
+        if message.get("text") is not None:
+            return replace(base, text=message["text"])
+        if message.get("photo") or message.get("document"):
             data = await self._download(message)
             if data is None:
                 return replace(base, file_refused=True)
-            return replace(base, attachment=Attachment(data, message.caption))
+            return replace(base, attachment=Attachment(data, message.get("caption")))
         return replace(base, event=Invalid())
 
-    async def _download(self, message: Message) -> bytes | None:
-        size: int | None
-        if message.photo:
-            file_id, size = message.photo[-1].file_id, message.photo[-1].file_size
-        elif message.document is not None:
-            file_id, size = message.document.file_id, message.document.file_size
-        else:
-            return None
+    async def _download(self, message: JSONDict) -> bytes | None:
+        sent: JSONDict = message["photo"][-1] if message.get("photo") else message["document"]
+        size = sent.get("file_size")
         if size is not None and size > MAX_FILE_BYTES:
             return None
         try:
-            telegram_file = await message.get_bot().get_file(file_id)
+            telegram_file = await self.application.bot.get_file(sent["file_id"])
             data = bytes(await telegram_file.download_as_bytearray())
         except TelegramError as exc:
             log.info("file download failed: %s", type(exc).__name__)
