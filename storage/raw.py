@@ -168,6 +168,9 @@ class Raw:
         """Run a statement once for each row of parameters."""
         if not rows:
             return
+        if len(rows) == 1:  # asyncpg's executemany pipeline costs more than one plain execute
+            await self.run(sql, *rows[0])
+            return
         await self._ready()
         if self._pg is not None:
             await self._pg.executemany(sql.postgresql, rows)
