@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,11 +25,11 @@ class DecryptionError(Exception):
 
 def associated_data(*parts: str | int) -> bytes:
     """Unambiguous encoding of the context an AEAD call is bound to (length-prefixed parts)."""
-    out = bytearray()
+    out: list[bytes] = []
     for part in parts:
-        raw = str(part).encode("utf-8")
-        out += struct.pack(">I", len(raw)) + raw
-    return bytes(out)
+        raw = (part if isinstance(part, str) else str(part)).encode("utf-8")
+        out += (len(raw).to_bytes(4, "big"), raw)
+    return b"".join(out)
 
 
 def seal(key: Key, plaintext: bytes, ad: bytes) -> bytes:
@@ -84,10 +83,26 @@ class WrappedKey:
 
 
 class RecordCipher:
-    """Encrypts the fields of one table's records under per-record DEKs."""
+    """Encrypts the fields of one table's records under per-record DEKs.
+
+    A cipher lives for one transaction or one maintenance pass; it keeps each KEK's AES-GCM
+    context for that life (building one cost twice the unwrap it served: a purge unwraps a DEK
+    per expiring case, all under the same KEK), and asks the keyring for the KEK at every use,
+    so a KEK destroyed meanwhile unwraps nothing more.
+    """
 
     def __init__(self, keys: KeyLookup) -> None:
         self._keys = keys
+        self._keks: dict[int, tuple[Key, AESGCM]] = {}
+
+    def _kek(self, kek_id: int) -> AESGCM:
+        kek = self._keys.kek(kek_id)  # DecryptionError once the KEK is destroyed
+        found = self._keks.get(kek_id)
+        if found is None or found[0] is not kek:
+            if len(kek) != KEY_BYTES:
+                raise DecryptionError
+            found = self._keks[kek_id] = (kek, AESGCM(kek))
+        return found[1]
 
     def new_dek(self, table: str, record_id: str) -> tuple[bytes, WrappedKey]:
         """A fresh DEK for a record and its wrapped form under the current KEK."""
@@ -98,12 +113,19 @@ class RecordCipher:
         """Wrap a DEK under the current KEK, bound to its record and KEK id."""
         kek_id = self._keys.current_kek_id
         ad = associated_data(_DEK_PURPOSE, table, record_id, kek_id)
-        return WrappedKey(kek_id, seal(self._keys.kek(kek_id), dek, ad))
+        nonce = os.urandom(NONCE_BYTES)
+        return WrappedKey(kek_id, nonce + self._kek(kek_id).encrypt(nonce, dek, ad))
 
     def unwrap(self, table: str, record_id: str, key: WrappedKey) -> bytes:
         """The DEK of a record; fails if the KEK is gone or anything was moved or relabelled."""
         ad = associated_data(_DEK_PURPOSE, table, record_id, key.kek_id)
-        return unseal(self._keys.kek(key.kek_id), key.wrapped, ad)
+        blob = key.wrapped
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise DecryptionError
+        try:
+            return self._kek(key.kek_id).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], ad)
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError from exc
 
     def row_dek(self, table: str, row: StoredRecord) -> bytes:
         """The DEK of a row that carries its own id, KEK id and wrapped DEK."""

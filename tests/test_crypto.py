@@ -93,6 +93,16 @@ def test_rewrap_then_destroy_old_kek(keyring: Keyring, cipher: RecordCipher) -> 
         cipher.unwrap("cases", "r", old)
 
 
+def test_a_cipher_that_unwrapped_before_a_lock_unwraps_nothing_after(
+    keyring: Keyring, cipher: RecordCipher
+) -> None:
+    dek, wrapped = cipher.new_dek("cases", "r")
+    assert cipher.unwrap("cases", "r", wrapped) == dek  # its KEK's AES-GCM context is kept
+    keyring.forget()  # tipline lock
+    with pytest.raises(DecryptionError):
+        cipher.unwrap("cases", "r", wrapped)
+
+
 def test_destroy_never_drops_the_current_kek(keyring: Keyring) -> None:
     keyring.destroy([keyring.current_kek_id])
     assert keyring.kek(keyring.current_kek_id)
