@@ -151,3 +151,25 @@ def test_the_inbox_keeps_what_the_channel_reads_and_no_name(raw: dict[str, Any])
     assert message is not None and original is not None
     assert (message.message_id, message.caption) == (original.message_id, "the summons")
     assert message.photo[-1].file_id == "big" and message.photo[-1].file_size == 5
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"update_id": 5, "message": {"text": "no chat, no id"}},
+        {"update_id": 6, "callback_query": {"data": "c:agree"}},
+        {"update_id": 7, "edited_message": {"chat": {"type": "private"}, "from": {}}},
+    ],
+    ids=["message", "press", "edited"],
+)
+async def test_a_malformed_update_is_stored_and_passed_over_not_fetched_for_ever(
+    raw: dict[str, Any],
+) -> None:
+    # Raising here would leave the update unconfirmed, so every poll would fetch it again.
+    inbox, handled = CountedQueues(), Handled()
+    queue = DurableUpdates(inbox, handled)
+    await queue.put(Received(raw["update_id"], raw))
+    await queue.settled()
+    assert [n for n, _ in handled] == [raw["update_id"]]
+    chat = chat_of(stored_form(raw))
+    assert chat is None or chat["id"] is None  # the channel marks it handled and answers nobody

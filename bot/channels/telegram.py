@@ -399,7 +399,7 @@ def _user(user: JSONDict | None) -> JSONDict | None:
     if user is None:
         return None
     # The Bot API requires a first name; the reporter's is never kept (DESIGN.md section 5).
-    kept: JSONDict = {"id": user["id"], "is_bot": user.get("is_bot", False), "first_name": "-"}
+    kept: JSONDict = {"id": user.get("id"), "is_bot": user.get("is_bot", False), "first_name": "-"}
     if user.get("language_code"):
         kept["language_code"] = user["language_code"]
     return kept
@@ -416,11 +416,12 @@ def _file(sent: JSONDict) -> JSONDict:
 def _message(message: JSONDict | None) -> JSONDict | None:
     if message is None:
         return None
-    chat = message["chat"]
+    # Read leniently, as PTB did: an update this cannot store would be fetched again for ever.
+    chat = message.get("chat") or {}
     kept: JSONDict = {
-        "message_id": message["message_id"],
+        "message_id": message.get("message_id"),
         "date": message.get("date", 0),
-        "chat": {"id": chat["id"], "type": chat.get("type")},
+        "chat": {"id": chat.get("id"), "type": chat.get("type")},
     }
     if not kept["date"]:
         return kept  # inaccessible: its date is 0, as the Bot API sends it
@@ -443,7 +444,7 @@ def stored_form(update: JSONDict) -> JSONDict:
             kept[name] = message | {"from": _user(update[name].get("from"))}
     if (query := update.get("callback_query")) is not None:
         kept["callback_query"] = {
-            "id": query["id"],
+            "id": query.get("id"),
             "from": _user(query.get("from")),
             "chat_instance": query.get("chat_instance"),
             "data": query.get("data"),
@@ -655,7 +656,7 @@ class TelegramChannel:
     async def _one(self, form: JSONDict, inbox_id: str | None) -> None:
         chat = chat_of(form)
         try:
-            if chat is None or chat.get("type") != "private":
+            if chat is None or chat.get("type") != "private" or chat.get("id") is None:
                 if inbox_id is not None:
                     await self._inbox.handled([inbox_id])
                 return
