@@ -118,19 +118,17 @@ class Raw:
             await session.flush()
         if self._sqlite is not None or self._pg is not None or self._offload is not None:
             return
-        driver: Any = self._driver
-        if driver is None:
-            connection = self._connection or await self.session.connection()
-            driver = (await connection.get_raw_connection()).driver_connection
+        connection = self._connection or await self.session.connection()
+        driver: Any = self._driver or (await connection.get_raw_connection()).driver_connection
         if isinstance(driver, SqliteConnection):
             if driver.offload:
                 self._offload = driver
             else:
                 self._sqlite = driver.raw
-        elif type(driver).__module__.startswith("asyncpg"):
+        elif connection.dialect.name == "postgresql":
             self._pg = driver
         else:  # pragma: no cover - make_engine gives every SQLite engine the driver above
-            raise RuntimeError(f"no raw path for {type(driver).__name__}")
+            raise RuntimeError(f"no raw path for {connection.dialect.name}")
 
     async def shared(self) -> bool:
         """Whether other processes may share the database (PostgreSQL)."""

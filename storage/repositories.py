@@ -573,7 +573,6 @@ class SqlUnitOfWork:
         self._sessions = sessions
         self._keyring = keyring
         self._vault = vault
-        self._cipher = RecordCipher(keyring)
         self._numbering = numbering
 
     async def __aenter__(self) -> Self:
@@ -592,6 +591,8 @@ class SqlUnitOfWork:
                 raise
             await self._begin(engine)  # the pool has dropped that connection
         self._raw = Raw(self._open_session, self._connection, self._driver)
+        # One cipher per transaction: it keeps KEK contexts for its life (storage/crypto.py).
+        self._cipher = RecordCipher(self._keyring)
         for name in _REPOSITORIES:  # a unit of work may be entered again: none from the last
             self.__dict__.pop(name, None)
         return self
