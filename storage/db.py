@@ -48,8 +48,6 @@ def _sqlite_begin(connection: Any) -> None:
     # later would fail at once (SQLITE_BUSY on a stale snapshot) when another connection had
     # written in between; BEGIN IMMEDIATE waits its turn under busy_timeout instead (in the
     # driver's thread: storage/sqlite_driver.py).
-    if connection.connection.driver_connection.in_transaction:
-        return  # a unit of work began it on the driver (SqlUnitOfWork): SQLAlchemy joins it
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -91,6 +91,7 @@ class Raw:
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None
         self._offload: SqliteConnection | None = None
+        self._ended = False
 
     @classmethod
     def over(cls, session: AsyncSession) -> Raw:
@@ -102,9 +103,17 @@ class Raw:
     @property
     def session(self) -> AsyncSession:
         """The transaction's ORM session (opened on first use)."""
+        if self._ended:
+            raise RuntimeError("this unit of work has committed: begin another")
         if self._session is None:
             self._session = self._open_session()
         return self._session
+
+    def end(self) -> None:
+        """Refuse every later statement, through this or through the session (committed)."""
+        self._ended = True
+        if self._session is not None:
+            self._session.sync_session.bind = None
 
     @property
     def session_opened(self) -> AsyncSession | None:
@@ -112,6 +121,8 @@ class Raw:
         return self._session
 
     async def _ready(self) -> None:
+        if self._ended:
+            raise RuntimeError("this unit of work has committed: begin another")
         session = self._session
         # Whatever the ORM holds back must reach the database first, in the order it was done.
         if session is not None and (session.new or session.deleted or session.dirty):

@@ -63,6 +63,7 @@ from storage.numbers import CaseNumbering, free_number
 from storage.outbox import SqlOutbox
 from storage.queues import SqlQueue
 from storage.raw import Raw, Sql, as_time
+from storage.writer import Member, writer_of
 
 log = logging.getLogger(__name__)
 
@@ -584,12 +585,17 @@ class SqlUnitOfWork:
         every transaction.
         """
         engine: AsyncEngine = self._sessions.kw["bind"]
-        try:
-            await self._begin(engine)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            await self._begin(engine)  # the pool has dropped that connection
+        self._member: Member | None = None
+        self._driver: Any = None
+        if engine.dialect.name == "sqlite":
+            await self._join(engine)
+        else:
+            try:
+                await self._begin(engine)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                await self._begin(engine)  # the pool has dropped that connection
         self._raw = Raw(self._open_session, self._connection, self._driver)
         # One cipher per transaction: it keeps KEK contexts for its life (storage/crypto.py).
         self._cipher = RecordCipher(self._keyring)
@@ -597,24 +603,30 @@ class SqlUnitOfWork:
             self.__dict__.pop(name, None)
         return self
 
+    async def _join(self, engine: AsyncEngine) -> None:
+        # SQLite: the process's write transaction, shared with the units of work waiting with
+        # this one, each in its own savepoint, made durable by one COMMIT (storage/writer.py).
+        self._member = member = await writer_of(engine).join()
+        self._connection, self._driver = member.connection, member.driver
+        try:
+            await self._check_keys()
+        except BaseException:
+            await member.close(failing=True)
+            raise
+
     async def _begin(self, engine: AsyncEngine) -> None:
         self._connection = connection = await engine.connect()
-        self._driver: Any = None
         try:
-            if connection.dialect.name == "sqlite":
-                # Begun on the driver, not through SQLAlchemy's transaction (its begin and
-                # commit were a third of a short unit of work's CPU); SQLAlchemy joins it when
-                # the ORM is used (storage/db.py).
-                self._driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-                await self._driver.begin_immediate()
-            else:
-                await connection.begin()
+            await connection.begin()
             await self._check_keys()
         except BaseException:
             await connection.close()
             raise
 
     def _open_session(self) -> AsyncSession:
+        if self._member is not None:
+            # In a savepoint of its own inside the group's: the group commits, not the session.
+            return self._sessions(bind=self._connection, join_transaction_mode="create_savepoint")
         # "rollback_only": the session's commit flushes and leaves the transaction to ours.
         return self._sessions(bind=self._connection, join_transaction_mode="rollback_only")
 
@@ -724,17 +736,24 @@ class SqlUnitOfWork:
             if session is not None and session.in_transaction():
                 await session.close()
         finally:
-            await self._connection.close()
+            if self._member is not None:
+                await self._member.close(failing=exc_type is not None)
+            else:
+                await self._connection.close()
 
     async def commit(self) -> None:
-        """Commit the transaction (with whatever the ORM holds back)."""
+        """Commit the transaction (with whatever the ORM holds back); on SQLite, return once
+        the group it joined is on disk."""
         session = self._raw.session_opened
         if session is not None and session.in_transaction():
             await session.commit()
-        if self._connection.in_transaction() or self._driver is None:
+        if self._member is not None:
+            # The group's connection passes to the next unit of work: nothing of this one may
+            # touch it again (one use case, one transaction).
+            self._raw.end()
+            await self._member.commit()
+        else:
             await self._connection.commit()
-        else:  # begun on the driver and never joined by SQLAlchemy
-            await self._driver.commit()
 
 
 #: The repositories a unit of work builds on first use.

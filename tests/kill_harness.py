@@ -15,12 +15,14 @@ they arrive), or d seconds after a restart, while it starts, drains and handles 
 redelivered.
 
 Two moments are never chosen, because no program could survive a kill there: between signal-cli
-handing a batch over and the bot's next commit (normal mode consumes what it hands over, so the
-messages are gone whatever tipline does), and between a send request reaching the messenger API
-and the bot's next commit (the message is out, but nothing could have recorded it yet, so it is
-sent again: neither API offers an idempotency key). A kill that falls there waits for that commit,
-and none falls while signal-cli holds a batch the bot is about to receive. A send already on the
-wire when the kill lands (the fake takes it after the kill) may likewise arrive twice, and only
+handing a batch over and the commit that records it (normal mode consumes what it hands over, so
+the messages are gone whatever tipline does), and between a send request reaching the messenger
+API and the commit that records it (the message is out, but nothing could have recorded it yet,
+so it is sent again: neither API offers an idempotency key). On SQLite the transactions waiting
+for the database commit together (storage/writer.py), so that is the second commit seen, not
+always the first: a kill that falls there waits for it, and none falls while signal-cli holds a
+batch the bot is about to receive. A send already on the wire when the kill lands (the fake takes
+it after the kill), or made in the last moment before it, may likewise arrive twice, and only
 that message is allowed to.
 """
 
@@ -76,8 +78,15 @@ QUIET_BEFORE = 0.15
 STARTED_BEFORE = 0.4
 #: Requests that deliver a new message to a person (not edits or deletions, which repeat safely).
 SENDS = frozenset({"sendMessage", "POST /v2/send"})
-#: A guarded window closes at the bot's next commit, or after this long if none comes.
+#: A guarded window closes at the bot's second commit after it opened, or after this long if
+#: none comes. On SQLite the transactions waiting for the database share one COMMIT
+#: (storage/writer.py): the commit seen next may be the group that was already committing, and
+#: the next one holds what was waiting behind it.
+GUARD_COMMITS = 2
 GUARD_MAX = 1.0
+#: A send this recent when the kill came may not be recorded yet, however many commits were
+#: seen since: its record joins the group of transactions waiting when the send returns.
+RECORD_WINDOW = 0.05
 #: Events of the bot's recent past a failure message shows.
 TRACE_LENGTH = 80
 
@@ -636,6 +645,7 @@ class Tipline:
         self._events_left: tuple[After, int] | None = None  # requests or hand-overs to go
         self._event_delay = 0.0
         self._guard: tuple[int, float] | None = None  # (commits then, when)
+        self._sends: deque[tuple[float, int]] = deque(maxlen=64)  # (when, delivery index)
         self._deferred = False
 
     # ---- processes -------------------------------------------------------------------------
@@ -757,6 +767,8 @@ class Tipline:
         self.last_activity = time.monotonic()
         self.note(f"request {request}")
         if request in SENDS:
+            with self._lock:
+                self._sends.append((time.monotonic(), self._delivered()))
             self._guard_until_commit()
         self._count(After.REQUEST)
 
@@ -812,7 +824,7 @@ class Tipline:
             guard = self._guard
             if (
                 guard is not None
-                and guard[0] == watch.commits
+                and watch.commits - guard[0] < GUARD_COMMITS
                 and time.monotonic() < guard[1] + GUARD_MAX
             ):
                 self._deferred = True  # a window no program survives: kill at the next commit
@@ -823,7 +835,9 @@ class Tipline:
         self._deferred = False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        self._in_flight_from = min(self._delivered(), self._delivered_at_commits[0])
+        now = time.monotonic()
+        recent = [index for when, index in self._sends if now - when < RECORD_WINDOW]
+        self._in_flight_from = min(self._delivered(), self._delivered_at_commits[0], *recent)
         self.note("SIGKILL")
         self._dead = True
         assert self._loop is not None

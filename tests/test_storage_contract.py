@@ -172,6 +172,7 @@ async def test_stats_counters_accumulate(db: AsyncEngine, keyring: Keyring) -> N
     async with uow(db, keyring) as u:
         await u.stats.increment(week, "ganja", ["reports"])
         await u.commit()
+    async with uow(db, keyring) as u:
         query = select(StatCounter).order_by(StatCounter.region, StatCounter.category)
         rows = [(r.region, r.category, r.count) for r in (await u.session.execute(query)).scalars()]
     assert rows == [

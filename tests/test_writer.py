@@ -1,0 +1,174 @@
+"""SQLite's group commit (storage/writer.py): units of work that come together share one COMMIT,
+and each is promised what a transaction of its own would give it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import migrate, sqlite_driver
+from storage.db import make_engine, make_session_factory
+from storage.keyring import Keyring
+from storage.repositories import SqlUnitOfWork
+from storage.writer import GROUP_MOST
+from tests.conftest import START
+
+LATER = START.replace(minute=0) + timedelta(hours=1)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'tipline.db'}")
+    await migrate.upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def uow(db: AsyncEngine, keyring: Keyring) -> SqlUnitOfWork:
+    return SqlUnitOfWork(make_session_factory(db), keyring)
+
+
+def count_commits(db: AsyncEngine) -> list[object]:
+    commits: list[object] = []
+    event.listen(db.sync_engine, "commit", lambda conn: commits.append(conn))
+    return commits
+
+
+class HeldCommit:
+    """Holds the driver's COMMIT (the WAL sync) until released, so a test can look in between."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, fail: bool = False) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        original = sqlite_driver.Connection.commit
+
+        async def commit(connection: sqlite_driver.Connection) -> None:
+            self.started.set()
+            await self.release.wait()
+            if fail:
+                raise OSError("disk I/O error")
+            await original(connection)
+
+        monkeypatch.setattr(sqlite_driver.Connection, "commit", commit)
+
+
+async def save(db: AsyncEngine, keyring: Keyring, chat: str, *, fail: bool = False) -> None:
+    async with uow(db, keyring) as u:
+        await u.drafts.save("telegram", chat, {"chat": chat}, LATER)
+        for _ in range(5):  # the units of work started with this one come to wait for it
+            await asyncio.sleep(0)
+        if fail:
+            raise ValueError("this use case fails")
+        await u.commit()
+
+
+async def stored(db: AsyncEngine, keyring: Keyring, chats: list[str]) -> set[str]:
+    found = set()
+    async with uow(db, keyring) as u:
+        for chat in chats:
+            if await u.drafts.load("telegram", chat, START) is not None:
+                found.add(chat)
+    return found
+
+
+async def test_units_of_work_waiting_together_share_one_commit(
+    db: AsyncEngine, keyring: Keyring
+) -> None:
+    commits = count_commits(db)
+    chats = [str(n) for n in range(8)]
+    await asyncio.gather(*(save(db, keyring, chat) for chat in chats))
+    assert len(commits) < len(chats), "the ones that waited joined one transaction"
+    assert await stored(db, keyring, chats) == set(chats)
+
+
+async def test_a_group_holds_at_most_group_most(db: AsyncEngine, keyring: Keyring) -> None:
+    commits = count_commits(db)
+    chats = [str(n) for n in range(3 * GROUP_MOST)]
+    await asyncio.gather(*(save(db, keyring, chat) for chat in chats))
+    assert len(commits) >= 3
+    assert await stored(db, keyring, chats) == set(chats)
+
+
+async def test_a_commit_returns_only_once_the_group_is_on_disk(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommit(monkeypatch)
+    saves = [asyncio.create_task(save(db, keyring, chat)) for chat in ("a", "b", "c")]
+    await held.started.wait()
+    for _ in range(20):  # every task has all the turns it could want
+        await asyncio.sleep(0)
+    assert not any(task.done() for task in saves), "acknowledged before the COMMIT synced"
+    held.release.set()
+    await asyncio.gather(*saves)
+    assert await stored(db, keyring, ["a", "b", "c"]) == {"a", "b", "c"}
+
+
+async def test_a_failing_member_undoes_only_its_own_work(db: AsyncEngine, keyring: Keyring) -> None:
+    commits = count_commits(db)
+    results = await asyncio.gather(
+        save(db, keyring, "a"),
+        save(db, keyring, "b", fail=True),
+        save(db, keyring, "c"),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ValueError)
+    assert len(commits) == 1, "all three were one group"
+    assert await stored(db, keyring, ["a", "b", "c"]) == {"a", "c"}
+
+
+async def test_a_reader_of_work_not_yet_on_disk_waits_for_it(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommit(monkeypatch)
+    seen: list[Any] = []
+
+    async def read() -> None:
+        async with uow(db, keyring) as u:
+            seen.append(await u.drafts.load("telegram", "a", START))
+
+    writing = asyncio.create_task(save(db, keyring, "a"))
+    reading = asyncio.create_task(read())
+    await held.started.wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seen == [{"chat": "a"}], "the reader saw the writer's work in the shared transaction"
+    assert not reading.done(), "and may not act on it before it is on disk"
+    held.release.set()
+    await asyncio.gather(writing, reading)
+
+
+async def test_a_failed_group_commit_fails_every_member_that_kept_work(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommit(monkeypatch, fail=True)
+    saves = [asyncio.create_task(save(db, keyring, chat)) for chat in ("a", "b", "c")]
+    await held.started.wait()
+    held.release.set()
+    results = await asyncio.gather(*saves, return_exceptions=True)
+    assert all(isinstance(r, OSError) for r in results), results
+    monkeypatch.undo()
+    assert await stored(db, keyring, ["a", "b", "c"]) == set()
+    await save(db, keyring, "d")  # the writer goes on after a failed group
+    assert await stored(db, keyring, ["d"]) == {"d"}
+
+
+async def test_a_unit_of_work_is_over_once_committed(db: AsyncEngine, keyring: Keyring) -> None:
+    async with uow(db, keyring) as u:
+        await u.stats.increment(START.date(), "baku", ["reports"])
+        await u.commit()
+        with pytest.raises(RuntimeError, match="committed"):
+            await u.drafts.load("telegram", "a", START)
+    async with uow(db, keyring) as u:  # the next one is unaffected
+        await u.drafts.save("telegram", "a", {"chat": "a"}, LATER)
+        await u.commit()
+    assert await stored(db, keyring, ["a"]) == {"a"}
