@@ -317,7 +317,7 @@ async def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--reporters", type=int, default=50)
+    parser.add_argument("--reporters", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=len(ROUNDS))
     parser.add_argument(
         "--database-url", default=None, help="an EMPTY PostgreSQL database (it is reset)"
