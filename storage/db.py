@@ -48,6 +48,8 @@ def _sqlite_begin(connection: Any) -> None:
     # later would fail at once (SQLITE_BUSY on a stale snapshot) when another connection had
     # written in between; BEGIN IMMEDIATE waits its turn under busy_timeout instead (in the
     # driver's thread: storage/sqlite_driver.py).
+    if connection.connection.driver_connection.in_transaction:
+        return  # the writer began it on the driver (storage/writer.py): SQLAlchemy joins it
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -63,7 +63,7 @@ from storage.numbers import CaseNumbering, free_number
 from storage.outbox import SqlOutbox
 from storage.queues import SqlQueue
 from storage.raw import Raw, Sql, as_time
-from storage.writer import Member, writer_of
+from storage.writer import Member, join_orm, writer_of
 
 log = logging.getLogger(__name__)
 
@@ -626,6 +626,7 @@ class SqlUnitOfWork:
     def _open_session(self) -> AsyncSession:
         if self._member is not None:
             # In a savepoint of its own inside the group's: the group commits, not the session.
+            join_orm(self._connection)
             return self._sessions(bind=self._connection, join_transaction_mode="create_savepoint")
         # "rollback_only": the session's commit flushes and leaves the transaction to ours.
         return self._sessions(bind=self._connection, join_transaction_mode="rollback_only")

@@ -176,6 +176,17 @@ class Connection(aiosqlite.Connection):
             raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return True
 
+    async def begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE on the loop, or in the worker thread (waiting under the busy timeout)
+        when another process holds the write lock."""
+        if not self.begin_now("BEGIN IMMEDIATE"):
+            await self.call(self._conn.execute, "BEGIN IMMEDIATE")
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on the connection."""
+        return self._conn.in_transaction
+
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` in the connection's worker thread."""
         return await self._execute(function, *args)  # type: ignore[no-untyped-call]

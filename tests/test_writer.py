@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import migrate, sqlite_driver
 from storage.db import make_engine, make_session_factory
 from storage.keyring import Keyring
 from storage.repositories import SqlUnitOfWork
-from storage.writer import GROUP_MOST
+from storage.writer import GROUP_MOST, writer_of
 from tests.conftest import START
 
 LATER = START.replace(minute=0) + timedelta(hours=1)
@@ -37,9 +36,17 @@ def uow(db: AsyncEngine, keyring: Keyring) -> SqlUnitOfWork:
     return SqlUnitOfWork(make_session_factory(db), keyring)
 
 
-def count_commits(db: AsyncEngine) -> list[object]:
+def count_commits(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """COMMITs that reach SQLite (the writer commits on the driver, SQLAlchemy sees none)."""
     commits: list[object] = []
-    event.listen(db.sync_engine, "commit", lambda conn: commits.append(conn))
+    original = sqlite_driver.Connection.commit
+
+    async def commit(connection: sqlite_driver.Connection) -> None:
+        if connection.in_transaction:
+            commits.append(connection)
+        await original(connection)
+
+    monkeypatch.setattr(sqlite_driver.Connection, "commit", commit)
     return commits
 
 
@@ -81,17 +88,19 @@ async def stored(db: AsyncEngine, keyring: Keyring, chats: list[str]) -> set[str
 
 
 async def test_units_of_work_waiting_together_share_one_commit(
-    db: AsyncEngine, keyring: Keyring
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commits = count_commits(db)
+    commits = count_commits(monkeypatch)
     chats = [str(n) for n in range(8)]
     await asyncio.gather(*(save(db, keyring, chat) for chat in chats))
     assert len(commits) < len(chats), "the ones that waited joined one transaction"
     assert await stored(db, keyring, chats) == set(chats)
 
 
-async def test_a_group_holds_at_most_group_most(db: AsyncEngine, keyring: Keyring) -> None:
-    commits = count_commits(db)
+async def test_a_group_holds_at_most_group_most(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = count_commits(monkeypatch)
     chats = [str(n) for n in range(3 * GROUP_MOST)]
     await asyncio.gather(*(save(db, keyring, chat) for chat in chats))
     assert len(commits) >= 3
@@ -112,8 +121,10 @@ async def test_a_commit_returns_only_once_the_group_is_on_disk(
     assert await stored(db, keyring, ["a", "b", "c"]) == {"a", "b", "c"}
 
 
-async def test_a_failing_member_undoes_only_its_own_work(db: AsyncEngine, keyring: Keyring) -> None:
-    commits = count_commits(db)
+async def test_a_failing_member_undoes_only_its_own_work(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = count_commits(monkeypatch)
     results = await asyncio.gather(
         save(db, keyring, "a"),
         save(db, keyring, "b", fail=True),
@@ -171,4 +182,21 @@ async def test_a_unit_of_work_is_over_once_committed(db: AsyncEngine, keyring: K
     async with uow(db, keyring) as u:  # the next one is unaffected
         await u.drafts.save("telegram", "a", {"chat": "a"}, LATER)
         await u.commit()
+    assert await stored(db, keyring, ["a"]) == {"a"}
+
+
+async def test_a_group_handed_to_a_cancelled_unit_of_work_still_ends(
+    db: AsyncEngine, keyring: Keyring
+) -> None:
+    writer = writer_of(db)
+    first = await writer.join()
+    first.driver.raw.execute("CREATE TEMP TABLE IF NOT EXISTS probe (n)")
+    waiting = asyncio.create_task(writer.join())
+    await asyncio.sleep(0)  # it waits for the database
+    committing = asyncio.create_task(first.commit())  # hands the open group to the waiting one
+    await asyncio.sleep(0)
+    waiting.cancel()  # ... which is cancelled before it takes it
+    await asyncio.wait_for(committing, 5)  # a hang guard: without it nobody ends the group
+    assert waiting.cancelled()
+    await save(db, keyring, "a")  # and the database is free for the next
     assert await stored(db, keyring, ["a"]) == {"a"}
