@@ -639,9 +639,18 @@ class MemoryQueue(_Stores):
 
     async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
         """Store an item, due at once."""
-        item_id = f"{next(self._sequence):020d}"
-        self._items[item_id] = QueueEntry(item_id, dict(payload), 0, now)
-        return item_id
+        return (await self.put_many([payload], now, expires_at))[0]
+
+    async def put_many(
+        self, payloads: Sequence[dict[str, Any]], now: datetime, expires_at: datetime
+    ) -> list[str]:
+        """Store items, due at once, in this order."""
+        ids = []
+        for payload in payloads:
+            item_id = f"{next(self._sequence):020d}"
+            self._items[item_id] = QueueEntry(item_id, dict(payload), 0, now)
+            ids.append(item_id)
+        return ids
 
     async def due(self, now: datetime | None, limit: int = 100) -> list[QueueEntry]:
         """Items due (all when ``now`` is None), oldest first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,22 +38,34 @@ class SqlQueue:
 
     async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
         """Store an item (due at once)."""
-        # Ids sort in the order items were put, so one recipient's messages keep their order.
-        item_id = f"{time.time_ns():019d}{next(_sequence) % 10_000:04d}{new_id()[:9]}"
-        dek, wrapped = self._cipher.new_dek(self.table, item_id)
-        await self._raw.run(
-            _PUT,
-            item_id,
-            self._name,
-            floor_hour(now),
-            now,
-            0,
-            hour_up(expires_at),
-            wrapped.kek_id,
-            wrapped.wrapped,
-            self._cipher.encrypt(dek, self.table, item_id, "payload", _dumps(payload)),
-        )
-        return item_id
+        return (await self.put_many([payload], now, expires_at))[0]
+
+    async def put_many(
+        self, payloads: Sequence[dict[str, Any]], now: datetime, expires_at: datetime
+    ) -> list[str]:
+        """Store items (due at once) in this order, in one statement (a round trip on
+        PostgreSQL: a poll or a receive hands over many at once)."""
+        ids, rows = [], []
+        for payload in payloads:
+            # Ids sort in the order items were put, so one recipient's messages keep their order.
+            item_id = f"{time.time_ns():019d}{next(_sequence) % 10_000:04d}{new_id()[:9]}"
+            dek, wrapped = self._cipher.new_dek(self.table, item_id)
+            ids.append(item_id)
+            rows.append(
+                (
+                    item_id,
+                    self._name,
+                    floor_hour(now),
+                    now,
+                    0,
+                    hour_up(expires_at),
+                    wrapped.kek_id,
+                    wrapped.wrapped,
+                    self._cipher.encrypt(dek, self.table, item_id, "payload", _dumps(payload)),
+                )
+            )
+        await self._raw.run_many(_PUT, rows)
+        return ids
 
     async def due(self, now: datetime | None, limit: int = 100) -> list[QueueEntry]:
         """Items whose next attempt is due (every item when ``now`` is None), oldest first."""

@@ -546,6 +546,52 @@ class KeyringOutOfDate(KeyringError):
 _KEY_STATE = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_update(read=True)
 
 
+#: BEGIN and the key check in one round trip (a simple query: no parameters, the one value is
+#: an integer of ours): the shared lock on the key state row, then whether it names a KEK newer
+#: than ours ("SELECT 1").
+_BEGIN_CHECKED = (
+    "BEGIN; SELECT 1 FROM key_state WHERE id = 1 FOR SHARE; "
+    "SELECT 1 FROM key_state WHERE id = 1 AND current_kek_id > {mine}"
+)
+
+
+class _Begun:
+    """A transaction begun on asyncpg directly, which SQLAlchemy's adapter then commits or rolls
+    back as if it had begun it (it begins its own only when it holds none)."""
+
+    def __init__(self, pg: Any) -> None:
+        self._pg = pg
+
+    async def commit(self) -> None:
+        """End the transaction, keeping its work."""
+        await self._pg.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        """End the transaction, undoing its work."""
+        await self._pg.execute("ROLLBACK")
+
+
+async def _begin_checked(connection: AsyncConnection, mine: int) -> bool:
+    """Begin on PostgreSQL with the key check; False when the database names a newer KEK.
+
+    BEGIN and the check were two round trips of the dozen an answer takes. A connection the
+    server dropped fails here, before anything was done, as SQLAlchemy's own first statement
+    would: invalidated, so that the unit of work tries once more on a fresh one.
+    """
+    fairy: Any = connection.sync_connection.connection  # type: ignore[union-attr]
+    adapter, pg = fairy.dbapi_connection, fairy.driver_connection
+    try:
+        status: str = await pg.execute(_BEGIN_CHECKED.format(mine=int(mine)))
+    except Exception as exc:
+        if not pg.is_closed():
+            raise
+        await connection.invalidate(exc)
+        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+    # SQLAlchemy's asyncpg adapter keeps its transaction here (pinned: sqlalchemy < 2.2).
+    adapter._transaction = _Begun(pg)
+    return status != "SELECT 1"
+
+
 async def read_key_state(connection: AsyncConnection) -> int | None:
     """The KEK version new records must use, under a shared row lock (PostgreSQL)."""
     return (await connection.execute(_KEY_STATE)).scalar_one_or_none()
@@ -617,8 +663,10 @@ class SqlUnitOfWork:
     async def _begin(self, engine: AsyncEngine) -> None:
         self._connection = connection = await engine.connect()
         try:
-            await connection.begin()
-            await self._check_keys()
+            await connection.begin()  # SQLAlchemy's side only: asyncpg's begins below
+            if await _begin_checked(connection, self._keyring.current_kek_id):
+                return
+            await self._check_keys()  # a rotation published a newer KEK: reload, or refuse
         except BaseException:
             await connection.close()
             raise

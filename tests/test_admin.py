@@ -22,7 +22,7 @@ from storage.db import make_engine, make_session_factory
 from storage.keyring import KeyFile, KeyringFile, KeyVault
 from storage.maintenance import Maintenance, RotationInterrupted
 from storage.models import AuditEntry, Case, Draft, KeyState
-from storage.repositories import SqlUnitOfWork
+from storage.repositories import KeyringOutOfDate, SqlUnitOfWork
 from tests.conftest import START
 from tests.helpers import CANARY, DETAINED_NOW, DOCUMENTING
 from tests.test_intake import Harness
@@ -165,6 +165,25 @@ async def test_running_bot_picks_up_a_rotation(
     assert bot_vault.keyring.current_kek_id == 2
     async with db.connect() as conn:
         assert set((await conn.execute(select(Draft.kek_id))).scalars()) == {2}
+
+
+async def test_a_bot_with_an_old_keyring_writes_nothing_after_a_rotation(
+    db: AsyncEngine, vault: KeyVault, secret: KeyFile
+) -> None:
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite: the keyring file is the published state, there is no other")
+    stale = KeyringFile(vault.file.path).open(secret).keyring  # a copy from before, no file
+    await Maintenance(db, vault).rotate(START)
+
+    async def write() -> None:
+        async with SqlUnitOfWork(make_session_factory(db), stale) as u:
+            await u.drafts.save("telegram", "late", {"b": 2}, START + timedelta(hours=1))
+            await u.commit()
+
+    with pytest.raises(KeyringOutOfDate):
+        await write()
+    async with db.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Draft))).scalar_one() == 0
 
 
 async def test_key_status_counts_records(db: AsyncEngine, vault: KeyVault) -> None:

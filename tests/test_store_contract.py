@@ -313,3 +313,17 @@ async def test_the_signal_inbox_keeps_envelopes_until_done(uow: Factory) -> None
         await u.commit()
     async with uow() as u:
         assert [i.payload for i in await u.signal_inbox.due(None)] == [{"envelope": 2}]  # type: ignore[attr-defined]
+
+
+async def test_an_inbox_takes_a_whole_poll_at_once_in_order(uow: Factory) -> None:
+    async with uow() as u:
+        ids = await u.telegram_inbox.put_many(  # type: ignore[attr-defined]
+            [{"update_id": n} for n in (5, 3, 9)], START, LATER
+        )
+        assert await u.telegram_inbox.put_many([], START, LATER) == []  # type: ignore[attr-defined]
+        await u.commit()
+    async with uow() as u:
+        items = await u.telegram_inbox.due(None)  # type: ignore[attr-defined]
+        assert [i.id for i in items] == ids
+        assert [i.payload for i in items] == [{"update_id": 5}, {"update_id": 3}, {"update_id": 9}]
+        assert await u.signal_inbox.due(None) == []  # type: ignore[attr-defined]

@@ -32,6 +32,9 @@ class QueueStore(Protocol):
     """One named queue (storage implements it)."""
 
     async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str: ...
+    async def put_many(
+        self, payloads: Sequence[dict[str, Any]], now: datetime, expires_at: datetime
+    ) -> Sequence[str]: ...
     async def due(self, now: datetime | None, limit: int = 100) -> Sequence[QueuedItem]: ...
     async def done(self, item_id: str) -> None: ...
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None: ...
@@ -71,9 +74,9 @@ class ChannelQueues:
         now = self._clock()
         async with self._uow() as uow:
             inbox = inbox_of(uow, self._channel)
-            ids = [await inbox.put(dict(m), now, now + QUEUE_TTL) for m in messages]
+            ids = await inbox.put_many([dict(m) for m in messages], now, now + QUEUE_TTL)
             await uow.commit()
-        return ids
+        return list(ids)
 
     async def handled(self, ids: Sequence[str]) -> None:
         """Forget envelopes that have been handled."""
