@@ -35,7 +35,7 @@ from bot.services.roster import RosterService
 from bot.services.routing import LawyerPolicy, Routing
 from bot.services.staff import StaffCommands
 from storage import migrate
-from storage.db import make_engine, make_session_factory
+from storage.db import dispose, make_engine, make_session_factory
 from storage.keyring import (
     Argon2Cost,
     KeyFile,
@@ -207,7 +207,7 @@ class Runtime:
 
     async def close(self) -> None:
         """Release database connections."""
-        await self.engine.dispose()
+        await dispose(self.engine)
 
 
 async def open_runtime(
@@ -227,7 +227,7 @@ async def open_runtime(
     try:
         await check_database(engine, settings.effective_database_url)
     except BaseException:
-        await engine.dispose()
+        await dispose(engine)
         vault.forget()
         raise
     sessions = make_session_factory(engine)
@@ -240,7 +240,7 @@ async def open_runtime(
         # Rows from before index keys ratcheted (migration 0009) are re-keyed first, once.
         await maintenance(settings, engine, vault).upgrade_lookups(clock())
     except BaseException:
-        await engine.dispose()
+        await dispose(engine)
         vault.forget()
         raise
     uow = units_of_work(sessions, vault, case_numbering(settings))
@@ -334,7 +334,7 @@ async def initialise(settings: Settings, *, dev: bool, clock: Clock = system_clo
             await uow.audit.append("admin", "init" if created else "init.again", None, clock())
             await uow.commit()
     finally:
-        await engine.dispose()
+        await dispose(engine)
     return "initialised" if created else "already initialised; schema is current"
 
 
@@ -353,4 +353,4 @@ async def upgrade_database(settings: Settings) -> str | None:
         await migrate.upgrade(engine)
         return await migrate.current(engine)
     finally:
-        await engine.dispose()
+        await dispose(engine)

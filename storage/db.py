@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from storage import sqlite_driver
+from storage import sqlite_driver, writer
 
 # secure_delete zeroes freed pages so deleted ciphertext does not linger in the file;
 # temp_store=MEMORY keeps sorts and temporary tables out of temp files.
@@ -82,3 +82,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the engine's connections, once the SQLite groups still committing have ended."""
+    await writer.settle(engine)
+    await engine.dispose()

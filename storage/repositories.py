@@ -563,8 +563,10 @@ class _Begun:
         self._pg = pg
 
     async def commit(self) -> None:
-        """End the transaction, keeping its work."""
-        await self._pg.execute("COMMIT")
+        """End the transaction, keeping its work (PostgreSQL answers ROLLBACK, without an
+        error, to a COMMIT of a transaction a failed statement aborted)."""
+        if await self._pg.execute("COMMIT") != "COMMIT":
+            raise RuntimeError("the transaction was rolled back, not committed")
 
     async def rollback(self) -> None:
         """End the transaction, undoing its work."""
@@ -580,15 +582,18 @@ async def _begin_checked(connection: AsyncConnection, mine: int) -> bool:
     """
     fairy: Any = connection.sync_connection.connection  # type: ignore[union-attr]
     adapter, pg = fairy.dbapi_connection, fairy.driver_connection
+    # SQLAlchemy's asyncpg adapter keeps its transaction here (pinned: sqlalchemy < 2.2). Set
+    # first: if the check fails after BEGIN (a timeout, a cancelled query), closing the
+    # connection rolls back, instead of pooling it inside an aborted transaction.
+    adapter._transaction = _Begun(pg)
     try:
         status: str = await pg.execute(_BEGIN_CHECKED.format(mine=int(mine)))
     except Exception as exc:
         if not pg.is_closed():
             raise
+        adapter._transaction = None
         await connection.invalidate(exc)
         raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
-    # SQLAlchemy's asyncpg adapter keeps its transaction here (pinned: sqlalchemy < 2.2).
-    adapter._transaction = _Begun(pg)
     return status != "SELECT 1"
 
 
@@ -656,8 +661,8 @@ class SqlUnitOfWork:
         self._connection, self._driver = member.connection, member.driver
         try:
             await self._check_keys()
-        except BaseException:
-            await member.close(failing=True)
+        except BaseException as exc:
+            await member.close(exc)
             raise
 
     async def _begin(self, engine: AsyncEngine) -> None:
@@ -786,7 +791,8 @@ class SqlUnitOfWork:
                 await session.close()
         finally:
             if self._member is not None:
-                await self._member.close(failing=exc_type is not None)
+                self._raw.end()  # the group's connection is another's from now on
+                await self._member.close(exc)
             else:
                 await self._connection.close()
 

@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 #: The most units of work one COMMIT makes durable: it bounds how long the first of them waits
 #: for the others (a few milliseconds of answers).
 GROUP_MOST = 16
+#: Seconds a unit of work waits for the database before it gives up.
+SLOT_TIMEOUT = 60.0
 
 
 class Group:
@@ -72,13 +74,19 @@ class Member:
         self._end(keep=True)
         await asyncio.shield(self.group.durable)
 
-    async def close(self, *, failing: bool) -> None:
-        """Undo whatever was not committed; a member that read others' work and is not failing
-        anyway waits for that work to be durable (it may act on what it read)."""
+    async def close(self, exc: BaseException | None) -> None:
+        """Undo whatever was not committed. A member that read others' work waits for it to be
+        durable before it returns, whether it returns or raises (what it raises may come from
+        what it read); only a cancelled one does not wait."""
         if not self._open:
             return
         self._end(keep=False)
-        if not failing and self._after:
+        if not self._after or isinstance(exc, asyncio.CancelledError):
+            return
+        if exc is None:
+            await asyncio.shield(self.group.durable)
+            return
+        with contextlib.suppress(Exception):  # the exception on its way out is the news
             await asyncio.shield(self.group.durable)
 
     def _end(self, *, keep: bool) -> None:
@@ -86,18 +94,19 @@ class Member:
             raise RuntimeError("this unit of work has ended")
         self._open = False
         group = self.group
-        if group.failed is None:
-            raw: sqlite3.Connection = group.driver.raw
-            try:
+        try:
+            if group.failed is None:
+                raw: sqlite3.Connection = group.driver.raw
                 if keep:
                     raw.execute("RELEASE uow")
                     group.kept += 1
                 else:
                     raw.execute("ROLLBACK TO uow")
                     raw.execute("RELEASE uow")
-            except sqlite3.Error as exc:  # SQLite ended the whole transaction on an error
-                group.failed = exc
-        self._writer.passed_on(group)
+        except Exception as exc:  # SQLite ended the whole transaction on an error, or worse
+            group.failed = exc
+        finally:
+            self._writer.passed_on(group)
 
 
 class SqliteWriter:
@@ -115,7 +124,10 @@ class SqliteWriter:
         """Wait for the database; begin a group or join the open one under a new savepoint."""
         self._waiting += 1
         try:
-            await self._slot.acquire()
+            # As the pool's timeout did: a unit of work begun inside another one (which waits
+            # for it) is an error, not a process that hangs.
+            async with asyncio.timeout(SLOT_TIMEOUT):
+                await self._slot.acquire()
         except BaseException:
             self._waiting -= 1
             group = self._group
@@ -142,12 +154,18 @@ class SqliteWriter:
 
     async def _begin(self) -> Group:
         connection = await self._engine.connect()
+        driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
         try:
             # On the driver, not through SQLAlchemy's begin and commit (a third of a short
             # transaction's CPU); SQLAlchemy joins when a member uses the ORM (join_orm).
-            driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
             await driver.begin_immediate()
         except BaseException:
+            # A BEGIN waiting in the driver's thread (another process held the lock) still runs
+            # when this is cancelled: let it finish and undo it, or the pooled connection would
+            # keep the write lock.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(driver.call(_nothing))
+                await driver.rollback()
             await connection.close()
             raise
         return Group(connection, driver)
@@ -159,6 +177,11 @@ class SqliteWriter:
             return
         self._group = None
         self._spawn(self._end(group))
+
+    async def settle(self) -> None:
+        """Wait for the groups that are ending."""
+        while self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -186,10 +209,8 @@ class SqliteWriter:
                 await group.driver.commit()  # syncs the WAL in the driver's thread
             group.durable.set_result(None)
         except BaseException as exc:
-            if group.kept:
-                group.durable.set_exception(exc)
-            else:  # nobody kept anything: nobody waits on it, and nothing is lost
-                group.durable.cancel()
+            # Even when nobody kept anything: a member whose RELEASE failed waits on it.
+            group.durable.set_exception(exc)
             # Closing the connection below rolls back as well.
             with contextlib.suppress(Exception):
                 await _rollback(group)
@@ -198,6 +219,18 @@ class SqliteWriter:
                 await connection.close()
             finally:
                 self._slot.release()
+
+
+def _nothing() -> None:
+    return None
+
+
+async def settle(engine: AsyncEngine) -> None:
+    """Wait until every group of this engine has ended (before the engine is disposed)."""
+    writers = engine.sync_engine.__dict__.get("tipline_writers", {})
+    writer = writers.get(asyncio.get_running_loop())
+    if writer is not None:
+        await writer.settle()
 
 
 async def _rollback(group: Group) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
@@ -36,6 +37,31 @@ async def test_a_dropped_connection_is_replaced_at_the_first_statement() -> None
         assert other != pid
         async with SqlUnitOfWork(sessions, keyring) as uow:
             assert not await uow.seen.claim("telegram", "1", START)  # committed once
+    finally:
+        await reset_postgres(engine)
+        await engine.dispose()
+
+
+async def test_a_failure_after_begin_does_not_leave_the_connection_in_a_dead_transaction() -> None:
+    assert PG_URL is not None
+    engine = make_engine(PG_URL, pool_size=1, max_overflow=0)
+    await reset_postgres(engine)
+    await migrate.upgrade(engine)
+    keyring = Keyring.generate(START)
+    sessions = make_session_factory(engine)
+    try:
+        async with engine.begin() as conn:  # the key check's table is gone: BEGIN works, it fails
+            await conn.execute(text("ALTER TABLE key_state RENAME TO key_state_away"))
+        with pytest.raises(asyncpg.UndefinedTableError):
+            async with SqlUnitOfWork(sessions, keyring):
+                pass
+        async with engine.begin() as conn:  # the one pooled connection: usable at once
+            await conn.execute(text("ALTER TABLE key_state_away RENAME TO key_state"))
+        async with SqlUnitOfWork(sessions, keyring) as uow:
+            assert await uow.seen.claim("telegram", "1", START)
+            await uow.commit()
+        async with SqlUnitOfWork(sessions, keyring) as uow:
+            assert not await uow.seen.claim("telegram", "1", START)
     finally:
         await reset_postgres(engine)
         await engine.dispose()

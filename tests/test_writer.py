@@ -4,6 +4,7 @@ and each is promised what a transaction of its own would give it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import migrate, sqlite_driver
+from storage import migrate, sqlite_driver, writer
 from storage.db import make_engine, make_session_factory
 from storage.keyring import Keyring
 from storage.repositories import SqlUnitOfWork
@@ -199,4 +200,72 @@ async def test_a_group_handed_to_a_cancelled_unit_of_work_still_ends(
     await asyncio.wait_for(committing, 5)  # a hang guard: without it nobody ends the group
     assert waiting.cancelled()
     await save(db, keyring, "a")  # and the database is free for the next
+    assert await stored(db, keyring, ["a"]) == {"a"}
+
+
+async def test_a_reader_that_fails_after_reading_unsynced_work_waits_for_it(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommit(monkeypatch)
+
+    async def read_then_fail() -> None:
+        async with uow(db, keyring) as u:
+            found = await u.drafts.load("telegram", "a", START)
+            raise LookupError(f"found {found}")  # built from what it read
+
+    writing = asyncio.create_task(save(db, keyring, "a"))
+    reading = asyncio.create_task(read_then_fail())
+    await held.started.wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not reading.done(), "its error may not leave before what it read is on disk"
+    held.release.set()
+    await writing
+    with pytest.raises(LookupError):
+        await reading
+
+
+class FailingRelease:
+    """The group's sqlite3 connection, except that RELEASE fails (as when SQLite has ended the
+    transaction on an error)."""
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._raw = raw
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("RELEASE"):
+            raise sqlite3.OperationalError("no such savepoint: uow")
+        return self._raw.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+async def test_a_failed_release_fails_that_commit_with_the_error(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = sqlite_driver.Connection.raw
+    monkeypatch.setattr(
+        sqlite_driver.Connection,
+        "raw",
+        property(lambda self: FailingRelease(original.fget(self))),  # type: ignore[attr-defined]
+    )
+    with pytest.raises(sqlite3.OperationalError, match="savepoint"):
+        await save(db, keyring, "a")  # an error it can handle, not a stray cancellation
+    monkeypatch.undo()
+    assert await stored(db, keyring, ["a"]) == set()
+    await save(db, keyring, "b")
+    assert await stored(db, keyring, ["b"]) == {"b"}
+
+
+async def test_a_unit_of_work_begun_inside_another_is_an_error_not_a_hang(
+    db: AsyncEngine, keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "SLOT_TIMEOUT", 0.05)
+    async with uow(db, keyring) as outer:
+        await outer.drafts.save("telegram", "a", {"chat": "a"}, LATER)
+        with pytest.raises(TimeoutError):
+            async with uow(db, keyring):
+                pass
+        await outer.commit()
     assert await stored(db, keyring, ["a"]) == {"a"}
