@@ -88,7 +88,7 @@ GUARD_MAX = 1.0
 #: seen since: its record joins the group of transactions waiting when the send returns.
 RECORD_WINDOW = 0.05
 #: Events of the bot's recent past a failure message shows.
-TRACE_LENGTH = 80
+TRACE_LENGTH = 300
 
 #: Catalog prompts by step id; a message shows the step whose (longest) prompt it contains.
 PROMPTS = {key.removeprefix("step."): text for key, text in EN.items() if key.startswith("step.")}
@@ -753,7 +753,10 @@ class Tipline:
 
     def saw(self, request: str) -> None:
         """A request from the bot reached a fake (``receive`` is Signal's receive)."""
-        if self._in_flight_from is not None:  # the first request of the new process
+        # The first request of the new process closes the window of what the killed one may
+        # not have recorded. One that arrives before the restart is the killed process's own,
+        # on the wire as it died: it falls inside the window, it does not close it.
+        if self._in_flight_from is not None and not self._dead:
             self.in_flight.append(range(self._in_flight_from, self._delivered()))
             self._in_flight_from = None
             with self._lock:
@@ -765,7 +768,9 @@ class Tipline:
         if request == "receive":
             return  # a long poll: waiting, not acting
         self.last_activity = time.monotonic()
-        self.note(f"request {request}")
+        # A send is numbered as the fake will number its delivery, so a failure can tell when
+        # each copy of a message went out.
+        self.note(f"request {request}" + (f" #{self._delivered()}" if request in SENDS else ""))
         if request in SENDS:
             with self._lock:
                 self._sends.append((time.monotonic(), self._delivered()))
@@ -838,7 +843,7 @@ class Tipline:
         now = time.monotonic()
         recent = [index for when, index in self._sends if now - when < RECORD_WINDOW]
         self._in_flight_from = min(self._delivered(), self._delivered_at_commits[0], *recent)
-        self.note("SIGKILL")
+        self.note(f"SIGKILL (deliveries from #{self._in_flight_from} may come twice)")
         self._dead = True
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._killed.set)
@@ -973,7 +978,21 @@ class Rig:
         copies = screen.arrivals(fragment)
         allowed = 2 if any(fragment in text for text in self.in_flight()) else 1
         if not 1 <= copies <= allowed:
-            exactly_once(f"'{fragment}' reached the person", copies, self.tipline.describe())
+            texts = (
+                [m["text"] for m in self.signal.sent]
+                if self.signal is not None
+                else [text for _, _, text in self.telegram.shown]
+                if self.telegram is not None
+                else []
+            )
+            where = [i for i, text in enumerate(texts) if fragment in text]
+            windows = ", ".join(f"#{w.start}-#{w.stop - 1}" for w in self.tipline.flight_windows())
+            exactly_once(
+                f"'{fragment}' reached the person",
+                copies,
+                f"deliveries #{where}; allowed twice: {windows or 'none'}\n"
+                + self.tipline.describe(),
+            )
 
     def check_logs(self, *more: str) -> None:
         """Logs hold no token, chat id, uuid, phone number or code, and no traceback."""
