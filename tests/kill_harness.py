@@ -960,15 +960,17 @@ class Rig:
                 self.secrets += [who, phone]
         return self.people[name]
 
+    def delivered(self) -> list[str]:
+        """Every text the fake took from the bot, in order (a delivery's number is its index)."""
+        if self.signal is not None:
+            return [m["text"] for m in self.signal.sent]
+        if self.telegram is not None:
+            return [text for _, _, text in self.telegram.shown]
+        return []
+
     def in_flight(self) -> list[str]:
         """Texts the fake took from a process as it was killed (a send already on the wire)."""
-        texts = (
-            [m["text"] for m in self.signal.sent]
-            if self.signal is not None
-            else [text for _, _, text in self.telegram.shown]
-            if self.telegram is not None
-            else []
-        )
+        texts = self.delivered()
         return [texts[i] for window in self.tipline.flight_windows() for i in window]
 
     def once(self, screen: Screen, fragment: str) -> None:
@@ -978,14 +980,7 @@ class Rig:
         copies = screen.arrivals(fragment)
         allowed = 2 if any(fragment in text for text in self.in_flight()) else 1
         if not 1 <= copies <= allowed:
-            texts = (
-                [m["text"] for m in self.signal.sent]
-                if self.signal is not None
-                else [text for _, _, text in self.telegram.shown]
-                if self.telegram is not None
-                else []
-            )
-            where = [i for i, text in enumerate(texts) if fragment in text]
+            where = [i for i, text in enumerate(self.delivered()) if fragment in text]
             windows = ", ".join(f"#{w.start}-#{w.stop - 1}" for w in self.tipline.flight_windows())
             exactly_once(
                 f"'{fragment}' reached the person",
