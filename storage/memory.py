@@ -637,10 +637,6 @@ class MemoryQueue(_Stores):
 
     _sequence = itertools.count()
 
-    async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
-        """Store an item, due at once."""
-        return (await self.put_many([payload], now, expires_at))[0]
-
     async def put_many(
         self, payloads: Sequence[dict[str, Any]], now: datetime, expires_at: datetime
     ) -> list[str]:

@@ -36,10 +36,6 @@ class SqlQueue:
         self._cipher = cipher
         self._name = name
 
-    async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str:
-        """Store an item (due at once)."""
-        return (await self.put_many([payload], now, expires_at))[0]
-
     async def put_many(
         self, payloads: Sequence[dict[str, Any]], now: datetime, expires_at: datetime
     ) -> list[str]:

@@ -667,6 +667,8 @@ class SqlUnitOfWork:
 
     async def _begin(self, engine: AsyncEngine) -> None:
         self._connection = connection = await engine.connect()
+        # asyncpg's connection, for the plain statements too (storage/raw.py): found once here.
+        self._driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
         try:
             await connection.begin()  # SQLAlchemy's side only: asyncpg's begins below
             if await _begin_checked(connection, self._keyring.current_kek_id):

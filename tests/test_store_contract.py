@@ -303,8 +303,9 @@ async def test_outbox_keeps_order_per_chat_and_waits_behind_a_retry(uow: Factory
 
 async def test_the_signal_inbox_keeps_envelopes_until_done(uow: Factory) -> None:
     async with uow() as u:
-        first = await u.signal_inbox.put({"envelope": 1}, START, LATER)  # type: ignore[attr-defined]
-        await u.signal_inbox.put({"envelope": 2}, START, LATER)  # type: ignore[attr-defined]
+        first, _ = await u.signal_inbox.put_many(  # type: ignore[attr-defined]
+            [{"envelope": 1}, {"envelope": 2}], START, LATER
+        )
         await u.commit()
     async with uow() as u:
         items = await u.signal_inbox.due(None)  # type: ignore[attr-defined]

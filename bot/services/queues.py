@@ -31,7 +31,6 @@ class QueuedItem(Protocol):
 class QueueStore(Protocol):
     """One named queue (storage implements it)."""
 
-    async def put(self, payload: dict[str, Any], now: datetime, expires_at: datetime) -> str: ...
     async def put_many(
         self, payloads: Sequence[dict[str, Any]], now: datetime, expires_at: datetime
     ) -> Sequence[str]: ...
