@@ -149,8 +149,13 @@ class PlainUnitOfWork:
     async def commit(self) -> None:
         await self.session.commit()
 
-    async def lock(self, channel: str, chat_id: str) -> None:
-        return None  # SQLite: one writer, as ours
+    async def claim_turn(
+        self, channel: str, chat_id: str, update_id: str, expires_at: datetime
+    ) -> bool:
+        return await self.claim(channel, update_id, expires_at)
+
+    def locking(self, channel: str, chat_id: str) -> Self:
+        return self  # SQLite: one writer, as ours
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         rows = await self.raw.rows(_LOAD, f"{channel}:{chat_id}")

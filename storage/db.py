@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from storage import sqlite_driver, writer
+from storage import raw, sqlite_driver, writer
 
 # secure_delete zeroes freed pages so deleted ciphertext does not linger in the file;
 # temp_store=MEMORY keeps sorts and temporary tables out of temp files.
@@ -76,7 +76,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # PostgreSQL's default of 100.
     kwargs.setdefault("pool_size", 16)
     kwargs.setdefault("max_overflow", 4)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    raw.watch(engine)
+    return engine
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -8,6 +8,7 @@ writes it under the chat's lock, so two processes never interleave one chat's re
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete
 
@@ -35,8 +36,16 @@ class SqlChatLimitStore:
         self._keyring = keyring
         self._raw = raw
         self._keys: dict[tuple[str, str], str] = {}
+        # Rows a statement of the unit of work read for this store (SqlUnitOfWork.claim_turn).
+        self._ahead: dict[str, list[Any]] = {}
 
-    def _key(self, channel: str, chat_id: str) -> str:
+    def read_ahead(self, channel: str, chat_id: str, rows: list[Any]) -> None:
+        """The chat's bucket rows as read by another statement of this transaction: the next
+        ``get`` takes them instead of asking again."""
+        self._ahead[self.key(channel, chat_id)] = rows
+
+    def key(self, channel: str, chat_id: str) -> str:
+        """The lookup a chat's bucket is kept under."""
         # Under the current index key only: a row under an older one is a bucket forgotten early
         # (the ratchet deletes it anyway), not worth a second lookup on every message.
         found = self._keys.get((channel, chat_id))
@@ -47,7 +56,10 @@ class SqlChatLimitStore:
 
     async def get(self, channel: str, chat_id: str) -> Bucket | None:
         """The chat's bucket, or None."""
-        rows = await self._raw.rows(_GET, self._key(channel, chat_id))
+        key = self.key(channel, chat_id)
+        rows = self._ahead.pop(key, None)
+        if rows is None:
+            rows = await self._raw.rows(_GET, key)
         if not rows:
             return None
         tokens, at, warned = rows[0]
@@ -55,8 +67,9 @@ class SqlChatLimitStore:
 
     async def put(self, channel: str, chat_id: str, bucket: Bucket) -> None:
         """Create or replace the chat's bucket."""
-        key = self._key(channel, chat_id)
-        await self._raw.run(_PUT, key, bucket.tokens, bucket.at, bucket.warned)
+        key = self.key(channel, chat_id)
+        self._ahead.pop(key, None)
+        await self._raw.later(_PUT, key, bucket.tokens, bucket.at, bucket.warned)
 
     async def prune(self, before: datetime) -> int:
         """Delete the buckets last counted at or before ``before``."""

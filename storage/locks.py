@@ -18,15 +18,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.raw import Raw, Sql
-
 log = logging.getLogger(__name__)
 
 _XACT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
-_XACT_LOCK_PLAIN = Sql.of("SELECT pg_advisory_xact_lock(?)")
 
 
 def lock_key(name: str) -> int:
@@ -44,12 +41,6 @@ async def wait_xact_lock(connection: AsyncConnection, name: str) -> None:
     """Hold the named lock until the transaction ends, waiting for it if need be."""
     if shared(connection):
         await connection.execute(_XACT_LOCK, {"key": lock_key(name)})
-
-
-async def hold_xact_lock(raw: Raw, name: str) -> None:
-    """:func:`wait_xact_lock` for a unit of work's plain statements (storage/raw.py)."""
-    if await raw.shared():
-        await raw.rows(_XACT_LOCK_PLAIN, lock_key(name))
 
 
 async def try_xact_lock(connection: AsyncConnection, name: str) -> bool:

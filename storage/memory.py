@@ -114,9 +114,6 @@ class _Stores:
 class MemoryDraftStore(_Stores):
     """Drafts by (channel, chat)."""
 
-    async def lock(self, channel: str, chat_id: str) -> None:
-        """One process, one transaction at a time: nothing to wait for."""
-
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The draft, or None when there is none or it expired (an expired one is dropped)."""
         found = self.s.drafts.get((channel, chat_id))
@@ -688,6 +685,16 @@ class MemoryUnitOfWork:
         self.signal_inbox = MemoryQueue(db, state, "signal_in")
         self.telegram_inbox = MemoryQueue(db, state, "telegram_in")
         self.signal_outbox = MemoryQueue(db, state, "signal_out")
+        return self
+
+    async def claim_turn(
+        self, channel: str, chat_id: str, update_id: str, expires_at: datetime
+    ) -> bool:
+        """Claim a chat's update as ``seen.claim`` does."""
+        return await self.seen.claim(channel, update_id, expires_at)
+
+    def locking(self, channel: str, chat_id: str) -> Self:
+        """One process, one transaction at a time: no chat waits for another."""
         return self
 
     async def commit(self) -> None:

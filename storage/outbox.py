@@ -108,7 +108,10 @@ class SqlOutbox:
                 )
             )
             entries.append(OutboxEntry(item_id, channel, lane, body, 0, now))
-        await self._raw.run_many(_PUT, rows)
+        if len(rows) == 1:
+            await self._raw.later(_PUT, *rows[0])
+        else:
+            await self._raw.run_many(_PUT, rows)
         return entries
 
     async def due_heads(self, channel: str, now: datetime, limit: int = 100) -> list[OutboxEntry]:

@@ -83,7 +83,7 @@ class SqlQueue:
 
     async def done(self, item_id: str) -> None:
         """Remove a handled item."""
-        await self._raw.run(_DONE, item_id)
+        await self._raw.later(_DONE, item_id)
 
     async def retry_at(self, item_id: str, when: datetime, attempts: int) -> None:
         """Try an item again later."""

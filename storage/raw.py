@@ -14,18 +14,24 @@ from __future__ import annotations
 import itertools
 import re
 import sqlite3
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from storage.sqlite_driver import Connection as SqliteConnection
 
 #: In a statement's text: a list of as many ``?`` as :meth:`Sql.listing` is given.
 _LIST = "(?...)"
+
+
+#: The table a write changes, from its first words.
+_WRITES = re.compile(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +40,19 @@ class Sql:
 
     sqlite: str
     postgresql: str
+    #: The table the statement writes, if it is an INSERT, UPDATE or DELETE.
+    table: str | None = None
 
     @classmethod
     def of(cls, sql: str) -> Sql:
         """The statement as written for SQLite, and numbered ``$n`` for asyncpg."""
         numbers = itertools.count(1)
-        return cls(sql, re.sub(r"\?", lambda _: f"${next(numbers)}", sql))
+        writes = _WRITES.match(sql)
+        return cls(
+            sql,
+            re.sub(r"\?", lambda _: f"${next(numbers)}", sql),
+            writes.group(1).lower() if writes else None,
+        )
 
     def listing(self, count: int) -> Sql:
         """The statement with its ``(?...)`` holding ``count`` values."""
@@ -49,6 +62,41 @@ class Sql:
 @cache
 def _listing(sqlite: str, count: int) -> Sql:
     return Sql.of(sqlite.replace(_LIST, "(" + ", ".join("?" * count) + ")"))
+
+
+@cache
+def _numbered(postgresql: str) -> int:
+    return max((int(n) for n in re.findall(r"\$(\d+)", postgresql)), default=0)
+
+
+@cache
+def _shifted(postgresql: str, by: int) -> str:
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + by}", postgresql)
+
+
+@cache
+def _together(statements: tuple[str, ...]) -> str:
+    """The last statement, with every one before it run as a WITH clause of it, numbered on."""
+    *writes, last = statements
+    if not writes:
+        return last
+    clauses, shift = [], 0
+    for number, write in enumerate(writes):
+        clauses.append(f"held{number} AS ({_shifted(write, shift)})")
+        shift += _numbered(write)
+    last = _shifted(last, shift)
+    if _with(last):  # its own WITH clauses follow the held ones
+        return "WITH " + ", ".join(clauses) + ", " + last.lstrip()[4:].lstrip()
+    return "WITH " + ", ".join(clauses) + " " + last
+
+
+def _with(postgresql: str) -> bool:
+    return postgresql.lstrip()[:5].upper() in ("WITH ", "WITH\n")
+
+
+@cache
+def _names(postgresql: str, table: str) -> bool:
+    return re.search(rf"\b{re.escape(table)}\b", postgresql, re.IGNORECASE) is not None
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -83,6 +131,8 @@ class Raw:
         session: Callable[[], AsyncSession],
         connection: AsyncConnection | None = None,
         driver: Any = None,
+        *,
+        hold: bool = False,
     ) -> None:
         self._open_session = session
         self._session: AsyncSession | None = None
@@ -92,6 +142,9 @@ class Raw:
         self._pg: Any = None
         self._offload: SqliteConnection | None = None
         self._ended = False
+        # PostgreSQL: writes held back (``later``) until a statement or the commit takes them.
+        self._hold = hold
+        self._held: list[tuple[Sql, tuple[Any, ...]]] = []
 
     @classmethod
     def over(cls, session: AsyncSession) -> Raw:
@@ -112,6 +165,7 @@ class Raw:
     def end(self) -> None:
         """Refuse every later statement, through this or through the session (committed)."""
         self._ended = True
+        self._held.clear()
         if self._session is not None:
             self._session.sync_session.bind = None
 
@@ -141,16 +195,56 @@ class Raw:
         else:  # pragma: no cover - make_engine gives every SQLite engine the driver above
             raise RuntimeError(f"no raw path for {connection.dialect.name}")
 
-    async def shared(self) -> bool:
-        """Whether other processes may share the database (PostgreSQL)."""
+    @property
+    def holds(self) -> bool:
+        """Whether this may hold writes back (a unit of work's, on a watched engine)."""
+        return self._hold
+
+    @property
+    def holding(self) -> bool:
+        """Whether writes are held back, waiting for a statement to carry them."""
+        return bool(self._held)
+
+    async def later(self, sql: Sql, *params: Any) -> None:
+        """Run a write whose row count nobody reads, in its turn among the statements.
+
+        On PostgreSQL, in a unit of work, it travels with the next statement (or the commit)
+        as a WITH clause of it: one round trip fewer each. Such clauses all see the snapshot the
+        statement began with, so a statement that names a held table is not given them: they
+        are sent on their own first. SQLAlchemy's statements on the same connection send them
+        first too (:func:`watch`).
+        """
         await self._ready()
-        return self._pg is not None
+        if self._pg is None or not self._hold or sql.table is None:
+            await self.run(sql, *params)
+            return
+        if any(held.table == sql.table for held, _ in self._held):
+            await self.flush()  # two writes to one table in one statement would miss each other
+        self._held.append((sql, params))
+
+    async def flush(self) -> None:
+        """Send the writes held back, as one statement."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        await self._pg.execute(*_carry(held))
+
+    async def _carrying(self, sql: Sql, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        # The statement, with the held writes as WITH clauses when it may carry them.
+        if not self._held:
+            return (sql.postgresql, *params)
+        main = sql.postgresql
+        if any(_names(main, held.table or "") for held, _ in self._held):
+            await self.flush()
+            return (main, *params)
+        held, self._held = self._held, []
+        return _carry([*held, (sql, params)])
 
     async def rows(self, sql: Sql, *params: Any) -> list[Sequence[Any]]:
         """The rows a statement returns."""
         await self._ready()
         if self._pg is not None:
-            return list(await self._pg.fetch(sql.postgresql, *params))
+            return list(await self._pg.fetch(*await self._carrying(sql, params)))
         values = tuple(_sqlite_value(p) for p in params)
         if self._offload is not None:
             rows: list[Sequence[Any]] = await self._offload.call(
@@ -164,7 +258,7 @@ class Raw:
         """Run a statement; the rows it changed."""
         await self._ready()
         if self._pg is not None:
-            status: str = await self._pg.execute(sql.postgresql, *params)
+            status: str = await self._pg.execute(*await self._carrying(sql, params))
             return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
         values = tuple(_sqlite_value(p) for p in params)
         if self._offload is not None:
@@ -182,6 +276,7 @@ class Raw:
             return
         await self._ready()
         if self._pg is not None:
+            await self.flush()
             await self._pg.executemany(sql.postgresql, rows)
             return
         values = [tuple(_sqlite_value(p) for p in row) for row in rows]
@@ -190,6 +285,39 @@ class Raw:
             return
         assert self._sqlite is not None
         _change_many(self._sqlite, sql, values)
+
+
+def _carry(statements: list[tuple[Sql, tuple[Any, ...]]]) -> tuple[Any, ...]:
+    # One statement's text and parameters for several (asyncpg takes them as arguments).
+    text = _together(tuple(sql.postgresql for sql, _ in statements))
+    return (text, *itertools.chain.from_iterable(params for _, params in statements))
+
+
+#: Where a unit of work's :class:`Raw` sits on its SQLAlchemy connection (``Connection.info``).
+HELD = "tipline.raw"
+
+
+def _send_held(connection: Any, *_: Any) -> None:
+    raw = connection.info.get(HELD)
+    if raw is not None and raw.holding:
+        # Inside SQLAlchemy's greenlet: its documented way to await the driver from a sync hook.
+        connection.connection.dbapi_connection.run_async(lambda _: raw.flush())
+
+
+_WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch(engine: AsyncEngine) -> None:
+    """Make every statement SQLAlchemy runs on the engine send the writes a unit of work holds
+    back on that connection first, so the ORM never sees the database without them."""
+    if engine.sync_engine not in _WATCHED:
+        event.listen(engine.sync_engine, "before_cursor_execute", _send_held)
+        _WATCHED.add(engine.sync_engine)
+
+
+def watched(engine: AsyncEngine) -> bool:
+    """Whether units of work on the engine may hold writes back (:func:`watch`)."""
+    return engine.sync_engine in _WATCHED
 
 
 def _fetch(connection: sqlite3.Connection, sql: Sql, values: tuple[Any, ...]) -> list[Any]:

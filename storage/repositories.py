@@ -50,7 +50,7 @@ from storage.index import (
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.limits import SqlChatLimitStore
-from storage.locks import hold_xact_lock, wait_xact_lock
+from storage.locks import lock_key, wait_xact_lock
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -62,7 +62,7 @@ from storage.models import (
 from storage.numbers import CaseNumbering, free_number
 from storage.outbox import SqlOutbox
 from storage.queues import SqlQueue
-from storage.raw import Raw, Sql, as_time
+from storage.raw import HELD, Raw, Sql, as_time, watched
 from storage.writer import Member, join_orm, writer_of
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,19 @@ class SqlDraftStore:
         # query and one decryption per chat and transaction; saves and deletes keep it current.
         self._states: dict[str, tuple[dict[str, Any], datetime] | None] = {}
         self._pseudonyms: dict[tuple[str, str], tuple[str, list[str]]] = {}
+        # Rows a statement of the unit of work read for this store (SqlUnitOfWork.claim_turn).
+        self._ahead: dict[str, list[Any]] = {}
+
+    def lookups(self, channel: str, chat_id: str) -> list[str]:
+        """The lookups a chat's draft may be found under."""
+        return self._pseudonym(channel, chat_id)[1]
+
+    def read_ahead(self, channel: str, chat_id: str, rows: list[Any]) -> None:
+        """The chat's draft rows as read by another statement of this transaction: the next
+        load takes them instead of asking again."""
+        pseudonym, _ = self._pseudonym(channel, chat_id)
+        if pseudonym not in self._states:
+            self._ahead[pseudonym] = rows
 
     def _pseudonym(self, channel: str, chat_id: str) -> tuple[str, list[str]]:
         # The inner hash and its lookups: computed once per chat and transaction.
@@ -110,12 +123,6 @@ class SqlDraftStore:
             lookups = DRAFT_CHAT.candidates(self._keyring, bytes.fromhex(inner))
             self._pseudonyms[key] = (inner, lookups)
         return self._pseudonyms[key]
-
-    async def lock(self, channel: str, chat_id: str) -> None:
-        """Hold the chat's lock until the transaction ends: another process's turn for the
-        same chat waits for this one to commit (PostgreSQL; SQLite has one writer anyway)."""
-        pseudonym, _ = self._pseudonym(channel, chat_id)
-        await hold_xact_lock(self._raw, f"chat:{pseudonym}")
 
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The decrypted state, or None when there is none or it has expired."""
@@ -132,7 +139,9 @@ class SqlDraftStore:
     async def _read(
         self, pseudonym: str, lookups: list[str], now: datetime
     ) -> tuple[dict[str, Any], datetime] | None:
-        found = await self._raw.rows(_LOAD_DRAFT.listing(len(lookups)), *lookups)
+        found = self._ahead.pop(pseudonym, None)
+        if found is None:
+            found = await self._raw.rows(_LOAD_DRAFT.listing(len(lookups)), *lookups)
         if not found:
             return None
         draft_id, expires, kek_id, wrapped_dek, state_ct = found[0]
@@ -159,15 +168,16 @@ class SqlDraftStore:
         pseudonym, lookups = self._pseudonym(channel, chat_id)
         known = self._known.get(pseudonym)
         expires_at = hour_up(expires_at)
-        if known is None:
-            await self.delete(channel, chat_id)
+        if known is None:  # any draft the chat has, unreadable or expired, goes
+            await self._raw.later(_DROP_CHAT_DRAFT.listing(len(lookups)), *lookups)
+        self._ahead.pop(pseudonym, None)
         self._states[pseudonym] = (copy.deepcopy(dict(state)), expires_at)
         if known is None:
             draft_id = new_id()
             dek, wrapped = self._cipher.new_dek(self.table, draft_id)
             state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
             index_ct = seal_index(self._cipher, dek, self.table, draft_id, {"chat": pseudonym})
-            await self._raw.run(
+            await self._raw.later(
                 _NEW_DRAFT,
                 draft_id,
                 lookups[0],
@@ -181,12 +191,13 @@ class SqlDraftStore:
             return
         draft_id, dek = known
         state_ct = self._cipher.encrypt(dek, self.table, draft_id, "state", _dumps(state))
-        await self._raw.run(_SAVE_DRAFT, state_ct, expires_at, draft_id)
+        await self._raw.later(_SAVE_DRAFT, state_ct, expires_at, draft_id)
 
     async def delete(self, channel: str, chat_id: str) -> bool:
         """Delete the chat's draft, if any."""
         pseudonym, lookups = self._pseudonym(channel, chat_id)
         self._known.pop(pseudonym, None)
+        self._ahead.pop(pseudonym, None)
         self._states[pseudonym] = None
         return bool(await self._raw.run(_DROP_CHAT_DRAFT.listing(len(lookups)), *lookups))
 
@@ -416,6 +427,17 @@ _CLAIM_UPDATE = Sql.of(
 
 _SEEN_BEFORE = Sql.of('SELECT 1 FROM seen_updates WHERE "key" IN (?...) LIMIT 1')
 
+# A turn's claim of its update, with the reads the turn makes next (PostgreSQL: one round trip
+# for three). The LEFT JOINs give one row when the chat has neither draft nor bucket.
+_CLAIM_TURN = Sql.of(
+    'WITH claim AS (INSERT INTO seen_updates ("key", expires_at, kek_id, inner_ct) '
+    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1) "
+    "SELECT (SELECT count(*) FROM claim), d.id, d.expires_at, d.kek_id, d.wrapped_dek, "
+    'd.state_ct, b.tokens, b."at", b.warned FROM (SELECT 1) AS one '
+    "LEFT JOIN drafts AS d ON d.chat_pseudonym IN (?...) "
+    'LEFT JOIN chat_limits AS b ON b."key" = ?'
+)
+
 
 class SqlSeenStore:
     """Keyed hashes of handled messenger updates, so a redelivered update is ignored.
@@ -430,22 +452,29 @@ class SqlSeenStore:
         self._raw = raw
         self._keyring = keyring
 
-    async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
-        """Record an update as handled; False when it already was (one statement either way,
-        two while a rotation runs)."""
+    def claim_values(
+        self, channel: str, update_id: str, expires_at: datetime
+    ) -> tuple[list[str], tuple[Any, ...]]:
+        """The lookups an update's claim may already be under (the current one first), and
+        the values of the row that claims it."""
         inner = bytes.fromhex(self._keyring.pseudonym(f"update:{channel}", update_id))
         keys = [d.hex() for d in self._keyring.lookups(inner)]
-        if len(keys) > 1 and await self._raw.rows(_SEEN_BEFORE.listing(len(keys) - 1), *keys[1:]):
-            # A rotation is re-keying: the update was recorded under the older key.
-            return False
-        claimed = await self._raw.run(
-            _CLAIM_UPDATE,
+        values = (
             keys[0],
             hour_up(expires_at),
             self._keyring.current_kek_id,
             self._keyring.seal_inner(self.table, inner),
         )
-        return claimed == 1
+        return keys, values
+
+    async def claim(self, channel: str, update_id: str, expires_at: datetime) -> bool:
+        """Record an update as handled; False when it already was (one statement either way,
+        two while a rotation runs)."""
+        keys, values = self.claim_values(channel, update_id, expires_at)
+        if len(keys) > 1 and await self._raw.rows(_SEEN_BEFORE.listing(len(keys) - 1), *keys[1:]):
+            # A rotation is re-keying: the update was recorded under the older key.
+            return False
+        return await self._raw.run(_CLAIM_UPDATE, *values) == 1
 
 
 _UPSERT: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
@@ -550,7 +579,7 @@ _KEY_STATE = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_up
 #: an integer of ours): the shared lock on the key state row, then whether it names a KEK newer
 #: than ours ("SELECT 1").
 _BEGIN_CHECKED = (
-    "BEGIN; SELECT 1 FROM key_state WHERE id = 1 FOR SHARE; "
+    "BEGIN; SELECT 1 FROM key_state WHERE id = 1 FOR SHARE; {lock}"
     "SELECT 1 FROM key_state WHERE id = 1 AND current_kek_id > {mine}"
 )
 
@@ -573,12 +602,13 @@ class _Begun:
         await self._pg.execute("ROLLBACK")
 
 
-async def _begin_checked(connection: AsyncConnection, mine: int) -> bool:
-    """Begin on PostgreSQL with the key check; False when the database names a newer KEK.
+async def _begin_checked(connection: AsyncConnection, mine: int, lock: int | None) -> bool:
+    """Begin on PostgreSQL with the key check, and take the advisory lock ``lock`` if given;
+    False when the database names a newer KEK.
 
-    BEGIN and the check were two round trips of the dozen an answer takes. A connection the
-    server dropped fails here, before anything was done, as SQLAlchemy's own first statement
-    would: invalidated, so that the unit of work tries once more on a fresh one.
+    BEGIN, the check and a chat's lock were three round trips of the dozen an answer took. A
+    connection the server dropped fails here, before anything was done, as SQLAlchemy's own
+    first statement would: invalidated, so that the unit of work tries once more on a fresh one.
     """
     fairy: Any = connection.sync_connection.connection  # type: ignore[union-attr]
     adapter, pg = fairy.dbapi_connection, fairy.driver_connection
@@ -587,7 +617,9 @@ async def _begin_checked(connection: AsyncConnection, mine: int) -> bool:
     # connection rolls back, instead of pooling it inside an aborted transaction.
     adapter._transaction = _Begun(pg)
     try:
-        status: str = await pg.execute(_BEGIN_CHECKED.format(mine=int(mine)))
+        # One simple query (it takes no parameters): both values are integers.
+        take = "" if lock is None else f"SELECT pg_advisory_xact_lock({int(lock)}); "
+        status: str = await pg.execute(_BEGIN_CHECKED.format(lock=take, mine=int(mine)))
     except Exception as exc:
         if not pg.is_closed():
             raise
@@ -626,6 +658,17 @@ class SqlUnitOfWork:
         self._keyring = keyring
         self._vault = vault
         self._numbering = numbering
+        self._chat: tuple[str, str] | None = None
+
+    def locking(self, channel: str, chat_id: str) -> Self:
+        """This unit of work, set to take the chat's lock as it begins: on PostgreSQL in the
+        round trip of BEGIN and the key check; on SQLite the one writer already serialises.
+
+        The lock's key is a hash of the chat's keyed pseudonym, never of its id: the lock table
+        shows nothing that leads back to a chat.
+        """
+        self._chat = (channel, chat_id)
+        return self
 
     async def __aenter__(self) -> Self:
         """Begin and check the key state; repositories are built as they are first used.
@@ -638,16 +681,25 @@ class SqlUnitOfWork:
         engine: AsyncEngine = self._sessions.kw["bind"]
         self._member: Member | None = None
         self._driver: Any = None
+        chat, self._chat = self._chat, None  # for this entry only
         if engine.dialect.name == "sqlite":
             await self._join(engine)
         else:
+            lock = None if chat is None else lock_key(f"chat:{self._keyring.pseudonym(*chat)}")
             try:
-                await self._begin(engine)
+                await self._begin(engine, lock)
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
-                await self._begin(engine)  # the pool has dropped that connection
-        self._raw = Raw(self._open_session, self._connection, self._driver)
+                await self._begin(engine, lock)  # the pool has dropped that connection
+        self._raw = Raw(
+            self._open_session,
+            self._connection,
+            self._driver,
+            hold=self._member is None and watched(engine),
+        )
+        if self._raw.holds:
+            self._connection.info[HELD] = self._raw
         # One cipher per transaction: it keeps KEK contexts for its life (storage/crypto.py).
         self._cipher = RecordCipher(self._keyring)
         for name in _REPOSITORIES:  # a unit of work may be entered again: none from the last
@@ -665,13 +717,13 @@ class SqlUnitOfWork:
             await member.close(exc)
             raise
 
-    async def _begin(self, engine: AsyncEngine) -> None:
+    async def _begin(self, engine: AsyncEngine, lock: int | None) -> None:
         self._connection = connection = await engine.connect()
         # asyncpg's connection, for the plain statements too (storage/raw.py): found once here.
         self._driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
         try:
             await connection.begin()  # SQLAlchemy's side only: asyncpg's begins below
-            if await _begin_checked(connection, self._keyring.current_kek_id):
+            if await _begin_checked(connection, self._keyring.current_kek_id, lock):
                 return
             await self._check_keys()  # a rotation published a newer KEK: reload, or refuse
         except BaseException:
@@ -796,11 +848,32 @@ class SqlUnitOfWork:
                 self._raw.end()  # the group's connection is another's from now on
                 await self._member.close(exc)
             else:
+                self._connection.info.pop(HELD, None)
                 await self._connection.close()
+
+    async def claim_turn(
+        self, channel: str, chat_id: str, update_id: str, expires_at: datetime
+    ) -> bool:
+        """Claim a chat's update as ``seen.claim`` does; on PostgreSQL the same statement
+        reads the chat's draft and bucket, which the turn asks for next."""
+        keys, values = self.seen.claim_values(channel, update_id, expires_at)
+        if self._member is not None or len(keys) > 1:
+            # SQLite, where a statement is a call and not a round trip; or a rotation re-keying.
+            return await self.seen.claim(channel, update_id, expires_at)
+        drafts, limits = self.drafts, self.limits
+        lookups = drafts.lookups(channel, chat_id)
+        rows = await self._raw.rows(
+            _CLAIM_TURN.listing(len(lookups)), *values, *lookups, limits.key(channel, chat_id)
+        )
+        drafts.read_ahead(channel, chat_id, [row[1:6] for row in rows if row[1] is not None])
+        limits.read_ahead(channel, chat_id, [row[6:9] for row in rows[:1] if row[6] is not None])
+        return bool(rows[0][0])
 
     async def commit(self) -> None:
         """Commit the transaction (with whatever the ORM holds back); on SQLite, return once
         the group it joined is on disk."""
+        # Writes held back were done before whatever the ORM still holds (storage/raw.py).
+        await self._raw.flush()
         session = self._raw.session_opened
         if session is not None and session.in_transaction():
             await session.commit()

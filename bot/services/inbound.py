@@ -173,16 +173,17 @@ class InboundService:
         now = self._clock()
         out = Outgoing()
         lock = False
-        async with self._uow() as uow:
-            # First of all (so no two transactions wait on each other's rows): the chat's turns
-            # go one at a time, whichever process handles them.
-            await uow.drafts.lock(inbound.channel, inbound.chat)
+        # First of all (so no two transactions wait on each other's rows): the chat's turns go
+        # one at a time, whichever process handles them.
+        async with self._uow().locking(inbound.channel, inbound.chat) as uow:
             if inbound.inbox_id is not None:
                 inbox = uow.telegram_inbox if inbound.channel == "telegram" else uow.signal_inbox
                 await inbox.done(inbound.inbox_id)
             if (
                 inbound.update_id is not None
-                and not await uow.seen.claim(inbound.channel, inbound.update_id, now + SEEN_TTL)
+                and not await uow.claim_turn(
+                    inbound.channel, inbound.chat, inbound.update_id, now + SEEN_TTL
+                )
             ) or await self._intake.stale(uow, inbound.channel, inbound.chat, inbound.order, now):
                 await uow.commit()
                 return Handled(duplicate=True)

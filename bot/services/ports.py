@@ -188,11 +188,6 @@ class AuditProblem:
 class DraftStore(Protocol):
     """Encrypted drafts of conversations in progress, found by chat."""
 
-    async def lock(self, channel: str, chat_id: str) -> None:
-        """Hold the chat's lock until the transaction ends (other processes' turns for the
-        same chat wait), so each chat's updates are applied one at a time."""
-        ...
-
     async def load(self, channel: str, chat_id: str, now: datetime) -> dict[str, Any] | None:
         """The draft state of a chat, or None (none, or expired)."""
         ...
@@ -446,6 +441,20 @@ class UnitOfWork(Protocol):
 
     async def commit(self) -> None:
         """Make the transaction's writes durable."""
+        ...
+
+    async def claim_turn(
+        self, channel: str, chat_id: str, update_id: str, expires_at: datetime
+    ) -> bool:
+        """Claim an update of a chat's turn as ``seen.claim`` does (False: handled before).
+        Storage may read in the same round trip what a turn reads next: the chat's draft and
+        rate-limit bucket."""
+        ...
+
+    def locking(self, channel: str, chat_id: str) -> Self:
+        """This unit of work, set to hold the chat's lock from its first statement until it
+        ends (other processes' turns for the same chat wait), so each chat's updates are
+        applied one at a time."""
         ...
 
     async def __aenter__(self) -> Self:
