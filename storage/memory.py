@@ -557,7 +557,9 @@ class MemoryOutbox(_Stores):
         due = [e for e in heads.values() if e.channel == channel and e.due_at <= now]
         return sorted(due, key=lambda e: e.id)[:limit]
 
-    async def claim(self, item_id: str, now: datetime, until: datetime) -> bool:
+    async def claim(
+        self, item_id: str, now: datetime, until: datetime, screen_of: str | None = None
+    ) -> bool:
         """Take a due lane head for delivery until ``until``."""
         entry = self.s.outbox.get(item_id)
         if entry is None or entry.due_at > now:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 from bot.services.ports import OutboxEntry, ScreenEntry
 from storage import slices
 from storage.codec import _dumps, _loads, new_id
-from storage.crypto import DecryptionError, RecordCipher
+from storage.crypto import DecryptionError, RecordCipher, WrappedKey
 from storage.index import LANE, hour_up, seal_index
 from storage.keyring import Keyring
 from storage.models import OutboxItem, Screen
@@ -37,6 +37,19 @@ _PUT = Sql.of(
     "payload_ct, index_ct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DONE = Sql.of("DELETE FROM outbox WHERE id IN (?...)")
+# With several processes every delivery is claimed first, and most read their chat's screen.
+_CLAIM = Sql.of(
+    "UPDATE outbox SET due_at = ? WHERE id = ? AND due_at <= ? AND NOT EXISTS "
+    "(SELECT 1 FROM outbox AS earlier WHERE earlier.lane = outbox.lane AND earlier.id < outbox.id)"
+)
+_SCREEN = Sql.of("SELECT id, kek_id, wrapped_dek, refs_ct FROM screens WHERE lane = ?")
+# PostgreSQL: the claim and the screen in one round trip (SQLite has no UPDATE in a WITH).
+_CLAIM_SHOWING = Sql.of(
+    "WITH taken AS (UPDATE outbox SET due_at = ? WHERE id = ? AND due_at <= ? AND NOT EXISTS "
+    "(SELECT 1 FROM outbox AS earlier WHERE earlier.lane = outbox.lane AND earlier.id < outbox.id) "
+    "RETURNING 1) SELECT (SELECT count(*) FROM taken), s.id, s.kek_id, s.wrapped_dek, s.refs_ct "
+    "FROM (SELECT 1) AS one LEFT JOIN screens AS s ON s.lane = ?"
+)
 
 
 class SqlOutbox:
@@ -50,6 +63,8 @@ class SqlOutbox:
         self._cipher = cipher
         self._raw = raw
         self._lanes: dict[tuple[str, str], str] = {}
+        # Screens read by a claim, for the ``screen`` call that follows it.
+        self._ahead: dict[str, list[Any]] = {}
 
     def lane(self, channel: str, chat: str) -> str:
         """The lookup that orders one chat's messages, under the current KEK's index key."""
@@ -142,18 +157,17 @@ class SqlOutbox:
             return None  # its KEK is gone: it can never be sent; purge removes it
         return OutboxEntry(row.id, row.channel, row.lane, payload, row.attempts, row.due_at)
 
-    async def claim(self, item_id: str, now: datetime, until: datetime) -> bool:
+    async def claim(
+        self, item_id: str, now: datetime, until: datetime, screen_of: str | None = None
+    ) -> bool:
         """Take a due lane head for delivery until ``until`` (one statement: of several
-        processes, one gets it; the others see it as not due, or wait and then see that)."""
-        earlier = exists().where(and_(_HEAD.lane == OutboxItem.lane, _HEAD.id < OutboxItem.id))
-        statement = (
-            update(OutboxItem)
-            .where(OutboxItem.id == item_id, OutboxItem.due_at <= now, ~earlier)
-            .values(due_at=until)
-            .execution_options(synchronize_session=False)
-        )
-        result = await self._raw.session.execute(statement)
-        return bool(getattr(result, "rowcount", 0))
+        processes, one gets it; the others see it as not due, or wait and then see that).
+        On PostgreSQL the same statement reads the screen of lane ``screen_of``, if given."""
+        if screen_of is None or not await self._raw.postgresql():
+            return await self._raw.run(_CLAIM, until, item_id, now) == 1
+        rows = await self._raw.rows(_CLAIM_SHOWING, until, item_id, now, screen_of)
+        self._ahead[screen_of] = [row[1:] for row in rows if row[1] is not None]
+        return bool(rows[0][0])
 
     async def done(self, item_ids: Sequence[str]) -> None:
         """Forget delivered items."""
@@ -177,14 +191,15 @@ class SqlOutbox:
 
     async def screen(self, lane: str) -> list[str]:
         """Refs of the bot's messages still on a chat's screen, oldest first."""
-        row = (
-            await self._raw.session.execute(select(Screen).where(Screen.lane == lane))
-        ).scalar_one_or_none()
-        if row is None:
+        rows = self._ahead.pop(lane, None)
+        if rows is None:
+            rows = await self._raw.rows(_SCREEN, lane)
+        if not rows:
             return []
+        screen_id, kek_id, wrapped, refs_ct = rows[0]
         try:
-            dek = self._cipher.row_dek(self.screen_table, row)
-            data = _loads(self._cipher.decrypt(dek, self.screen_table, row.id, "refs", row.refs_ct))
+            dek = self._cipher.unwrap(self.screen_table, screen_id, WrappedKey(kek_id, wrapped))
+            data = _loads(self._cipher.decrypt(dek, self.screen_table, screen_id, "refs", refs_ct))
         except DecryptionError:
             return []
         refs = data.get("refs")
@@ -202,6 +217,7 @@ class SqlOutbox:
     ) -> None:
         """Replace what a chat's screen holds (an empty list forgets the chat); the chat id is
         kept inside the ciphertext, for the deletion job."""
+        self._ahead.pop(lane, None)
         await self._raw.session.execute(delete(Screen).where(Screen.lane == lane))
         if not refs:
             return

@@ -195,6 +195,11 @@ class Raw:
         else:  # pragma: no cover - make_engine gives every SQLite engine the driver above
             raise RuntimeError(f"no raw path for {connection.dialect.name}")
 
+    async def postgresql(self) -> bool:
+        """Whether the statements run on PostgreSQL (else SQLite)."""
+        await self._ready()
+        return self._pg is not None
+
     @property
     def holds(self) -> bool:
         """Whether this may hold writes back (a unit of work's, on a watched engine)."""

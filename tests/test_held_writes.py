@@ -163,3 +163,30 @@ async def test_an_expired_draft_read_with_the_claim_is_gone(
         await u.commit()
     async with uow(db, keyring) as u:
         assert await u.session.scalar(select(func.count()).select_from(Draft)) == 0
+
+
+async def test_a_claim_reads_the_screen_of_its_lane_in_the_same_statement(
+    db: AsyncEngine, keyring: Keyring, trips: list[str]
+) -> None:
+    async with uow(db, keyring) as u:
+        first, second = await u.outbox.put_many(
+            [("telegram", "5", {"n": 1}), ("telegram", "5", {"n": 2})], START, LATER
+        )
+        await u.outbox.set_screen(first.lane, ["11@1"], LATER, channel="telegram", chat="5")
+        await u.commit()
+    async with uow(db, keyring) as u:
+        trips.clear()
+        # The second waits behind the first: not claimed, whatever it read.
+        assert not await u.outbox.claim(second.id, START, LATER, screen_of=second.lane)
+        assert await u.outbox.claim(first.id, START, LATER, screen_of=first.lane)
+        assert await u.outbox.screen(first.lane) == ["11@1"]
+        if db.dialect.name == "postgresql":
+            assert len(trips) == 2, trips  # each claim read the screen with it
+        await u.commit()
+    async with uow(db, keyring) as u:
+        assert not await u.outbox.claim(first.id, START, LATER)  # taken until LATER
+        await u.outbox.done([first.id])
+        await u.outbox.set_screen(first.lane, ["11@1", "12@2"], LATER, channel="telegram", chat="5")
+        assert await u.outbox.claim(second.id, START, LATER, screen_of=second.lane)
+        assert await u.outbox.screen(second.lane) == ["11@1", "12@2"]
+        await u.commit()

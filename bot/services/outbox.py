@@ -46,8 +46,9 @@ MAX_BACKOFF = 600.0
 #: it sends it; one that dies meanwhile leaves it to another after that (sent again, as after
 #: any crash).
 CLAIM_LEASE = timedelta(seconds=60)
-#: ... and a process whose claim failed looks at the outbox again after this many seconds;
-CLAIM_RETRY = 0.2
+#: ... and a process whose claim failed looks at the outbox again after this many seconds (an
+#: earlier item of the chat, sent by another process, is being removed: that takes milliseconds);
+CLAIM_RETRY = 0.05
 #: ... where items younger than this are left to the process that wrote them (it sends them
 #: at once): taking them too only makes the two race for them.
 FRESH = timedelta(seconds=1)
@@ -285,6 +286,11 @@ class OutboxSender:
         self._wake = asyncio.Event()
         #: Lanes a round passed over because they were busy (see ``flush``).
         self._skipped: set[str] = set()
+        #: Items whose claim failed, by lane, tried again at the next round (soon) until they
+        #: are no longer fresh: then any process's round finds them (``flush``).
+        self._parked: dict[str, list[OutboxEntry]] = {}
+        self._park_until: dict[str, float] = {}
+        self._unclaimed: set[str] = set()
         self._completions: list[tuple[_Completion, asyncio.Future[None]]] = []
         self._completing: asyncio.Task[None] | None = None
         #: Items delivered and items that failed for now (tests, benchmarks, status).
@@ -327,8 +333,17 @@ class OutboxSender:
         # A lane busy now (a turn delivering its own items) is looked at again when it frees:
         # whatever was written to it meanwhile would otherwise wait for the next round.
         self._skipped.update(h.lane for h in heads if h.lane in busy)
-        heads = [h for h in heads if h.lane not in busy and h.id not in self._recent]
-        results = await asyncio.gather(*(self.deliver([h]) for h in heads))
+        # Fresh items are left out of ``heads`` (FRESH): those this process wrote and could not
+        # claim yet go again here, not a second later.
+        parked = list(self._parked.values())
+        self._parked.clear()
+        since = asyncio.get_running_loop().time()
+        self._park_until = {i: t for i, t in self._park_until.items() if t > since}
+        waiting = {items[0].lane for items in parked}
+        heads = [h for h in heads if h.lane not in busy | waiting and h.id not in self._recent]
+        results = await asyncio.gather(
+            *(self.deliver([h]) for h in heads), *(self.deliver(items) for items in parked)
+        )
         return sum(results)
 
     # ---- delivery ------------------------------------------------------------------------
@@ -361,13 +376,32 @@ class OutboxSender:
     async def _lane(self, lane: str, items: list[OutboxEntry]) -> int:
         async with self._hold(lane):
             done = 0
-            for item in items:
+            for index, item in enumerate(items):
                 if item.id in self._recent:
                     continue
                 if not await self._one(item):
+                    if item.id in self._unclaimed:
+                        self._unclaimed.discard(item.id)
+                        self._park(lane, items[index:])
                     break  # the rest of the lane waits behind it
+                self._park_until.pop(item.id, None)
                 done += 1
             return done
+
+    def _park(self, lane: str, items: list[OutboxEntry]) -> None:
+        # Another process has the item, or an earlier item of its chat is pending there (being
+        # removed, most often): look again soon, and only at this lane while it is fresh.
+        loop = asyncio.get_running_loop()
+        until = self._park_until.setdefault(items[0].id, loop.time() + FRESH.total_seconds())
+        if until > loop.time():
+            self._parked[lane] = items
+            delay = CLAIM_RETRY
+        else:  # no longer fresh: every process's rounds see it now
+            self._park_until.pop(items[0].id, None)
+            delay = CLAIM_RETRY + FRESH.total_seconds()
+        if not self._retrying:
+            self._retrying = True
+            loop.call_later(delay, self._retry)
 
     async def _screen(self, lane: str) -> list[OnScreen]:
         if lane in self._screens:
@@ -486,13 +520,7 @@ class OutboxSender:
         now = self._clock()
         shows = clear or track or sweep or bool(dismiss)
         if self.shared and not await self._claim(item, now, shows):
-            # Another process has it, or an earlier item of its chat is pending there: look
-            # again soon (that process does not know this item waits behind its own).
-            if not self._retrying:
-                self._retrying = True
-                asyncio.get_running_loop().call_later(
-                    CLAIM_RETRY + FRESH.total_seconds(), self._retry
-                )
+            self._unclaimed.add(item.id)  # the lane parks it (``_park``)
             return False
         due, tag = self._deadline(now, payload), str(payload.get("tag", ""))
         before = await self._screen(item.lane) if shows else []
@@ -579,7 +607,8 @@ class OutboxSender:
     async def _claim(self, item: OutboxEntry, now: datetime, screen: bool) -> bool:
         """Take the item for this process, and read its chat's screen as it stands."""
         async with self._uow() as uow:
-            if not await uow.outbox.claim(item.id, now, now + CLAIM_LEASE):
+            lane = item.lane if screen else None
+            if not await uow.outbox.claim(item.id, now, now + CLAIM_LEASE, screen_of=lane):
                 return False
             refs = await uow.outbox.screen(item.lane) if screen else None
             await uow.commit()

@@ -344,9 +344,12 @@ class OutboxStore(Protocol):
         """The oldest item of each of the channel's lanes, where that item is due."""
         ...
 
-    async def claim(self, item_id: str, now: datetime, until: datetime) -> bool:
+    async def claim(
+        self, item_id: str, now: datetime, until: datetime, screen_of: str | None = None
+    ) -> bool:
         """Take a due item that heads its lane for delivery until ``until`` (it is not due for
-        anyone else meanwhile); False when it is not due, not its lane's head, or gone."""
+        anyone else meanwhile); False when it is not due, not its lane's head, or gone. Given
+        ``screen_of``, storage may read that lane's screen in the same round trip."""
         ...
 
     async def done(self, item_ids: Sequence[str]) -> None:
