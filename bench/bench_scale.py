@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -65,7 +66,7 @@ async def act(fake: FakeBotApi, chat: int, kind: str, value: str) -> None:
         await fake.press(chat, fake.last_question(chat).message_id, value)
 
 
-async def run(processes: int, reporters: int, rounds: int, url: str) -> Measured:
+async def run(processes: int, reporters: int, rounds: int, url: str, warm: int = 3) -> Measured:
     """Rates and CPU for every reporter giving every answer, cold and warm."""
     with tempfile.TemporaryDirectory() as tmp:
         async with fleet(Path(tmp), url, processes) as crew:
@@ -77,7 +78,7 @@ async def run(processes: int, reporters: int, rounds: int, url: str) -> Measured
                     raise SystemExit(f"tipline did not start:\n{crew.logs()[-3000:]}")
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)  # start-up jobs settle
-            return await _measure(crew, fake, reporters, rounds)
+            return await _measure(crew, fake, reporters, rounds, warm)
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,16 @@ async def _rounds(crew: Fleet, fake: FakeBotApi, chats: list[int], rounds: int) 
             await asyncio.sleep(0.005)
 
 
-async def _measure(crew: Fleet, fake: FakeBotApi, reporters: int, rounds: int) -> Measured:
+async def _measure(
+    crew: Fleet, fake: FakeBotApi, reporters: int, rounds: int, warm: int
+) -> Measured:
     pids = [p.pid for p in crew.procs if p is not None]
     passes = []
     # A cold pass (each process opens its pooled connections and prepares its statements as
     # the answers come: one-time costs that grow with the processes), then the same answers
-    # from other reporters, warm: the steady cost of an answer.
-    for first_chat in (920_000, 910_000):
+    # from other reporters, warm, ``warm`` times: the steady cost of an answer is the median
+    # pass's (this machine's speed drifts by half within seconds).
+    for first_chat in range(900_000, 900_000 + (warm + 1) * 10_000, 10_000):
         chats = [first_chat + i for i in range(reporters)]
         cpu_before, began = cpu_seconds(pids), time.perf_counter()
         await _rounds(crew, fake, chats, rounds)
@@ -123,21 +127,24 @@ async def _measure(crew: Fleet, fake: FakeBotApi, reporters: int, rounds: int) -
     if "Traceback" in crew.logs() or " ERROR " in crew.logs():
         raise SystemExit(f"tipline failed:\n{crew.logs()[-3000:]}")
     answers = reporters * rounds
-    (cold, cold_cpu), (warm, warm_cpu) = passes
+    (cold, cold_cpu), *warm_passes = passes
+    elapsed = statistics.median(seconds for seconds, _ in warm_passes)
+    cpu = statistics.median(used for _, used in warm_passes)
     return Measured(
-        answers / warm, 1000 * warm_cpu / answers, answers / cold, 1000 * cold_cpu / answers
+        answers / elapsed, 1000 * cpu / answers, answers / cold, 1000 * cold_cpu / answers
     )
 
 
-async def main(url: str, reporters: int, rounds: int, counts: list[int]) -> None:
+async def main(url: str, reporters: int, rounds: int, counts: list[int], warm: int = 3) -> None:
     print(f"reporters x rounds: {reporters} x {rounds}, PostgreSQL, webhook behind a proxy")
     results = {}
     for n in counts:
-        results[n] = m = await run(n, reporters, rounds, url)
+        results[n] = m = await run(n, reporters, rounds, url, warm)
         label = f"{n} process{'es' if n > 1 else ''}"
         print(
             f"{label:>11}: {m.rate:6.1f} answers/s, {m.cpu:5.2f} CPU ms/answer warm "
-            f"(cold first pass: {m.cold_rate:6.1f} answers/s, {m.cold_cpu:5.2f} ms)"
+            f"(median of {warm}; cold first pass: {m.cold_rate:6.1f} answers/s, "
+            f"{m.cold_cpu:5.2f} ms)"
         )
     base = results[counts[0]]
     warm = ", ".join(f"{results[n].cpu / base.cpu:.2f}" for n in counts)
@@ -152,6 +159,8 @@ if __name__ == "__main__":
     parser.add_argument("--reporters", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=len(ROUNDS))
     parser.add_argument("--processes", default="1,2,3")
+    parser.add_argument("--warm", type=int, default=3, help="warm passes (median reported)")
     args = parser.parse_args()
     counts = [int(n) for n in args.processes.split(",")]
-    asyncio.run(main(args.database_url, args.reporters, min(args.rounds, len(ROUNDS)), counts))
+    rounds = min(args.rounds, len(ROUNDS))
+    asyncio.run(main(args.database_url, args.reporters, rounds, counts, max(1, args.warm)))

@@ -334,7 +334,7 @@ if __name__ == "__main__":
         "--no-breakdown", action="store_true", help="skip the run on the memory stores"
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="turns of echo bot and tipline (median reported)"
+        "--repeat", type=int, default=5, help="turns of echo bot and tipline (median reported)"
     )
     args = parser.parse_args()
     rounds = min(args.rounds, len(ROUNDS))

@@ -698,8 +698,11 @@ class SqlUnitOfWork:
             self._driver,
             hold=self._member is None and watched(engine),
         )
+        # Kept: an invalidated connection (a cancelled or dropped statement) refuses ``info``.
+        self._info: dict[Any, Any] | None = None
         if self._raw.holds:
-            self._connection.info[HELD] = self._raw
+            self._info = self._connection.info
+            self._info[HELD] = self._raw
         # One cipher per transaction: it keeps KEK contexts for its life (storage/crypto.py).
         self._cipher = RecordCipher(self._keyring)
         for name in _REPOSITORIES:  # a unit of work may be entered again: none from the last
@@ -848,8 +851,11 @@ class SqlUnitOfWork:
                 self._raw.end()  # the group's connection is another's from now on
                 await self._member.close(exc)
             else:
-                self._connection.info.pop(HELD, None)
-                await self._connection.close()
+                try:
+                    if self._info is not None:
+                        self._info.pop(HELD, None)
+                finally:
+                    await self._connection.close()
 
     async def claim_turn(
         self, channel: str, chat_id: str, update_id: str, expires_at: datetime
@@ -877,10 +883,10 @@ class SqlUnitOfWork:
         session = self._raw.session_opened
         if session is not None and session.in_transaction():
             await session.commit()
+        # Nothing of this unit of work may touch the connection again (one use case, one
+        # transaction): on SQLite it passes to the next unit of work of the group.
+        self._raw.end()
         if self._member is not None:
-            # The group's connection passes to the next unit of work: nothing of this one may
-            # touch it again (one use case, one transaction).
-            self._raw.end()
             await self._member.commit()
         else:
             await self._connection.commit()

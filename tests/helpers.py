@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bot.domain.engine import DraftState, Engine
 from bot.domain.messages import (
@@ -134,3 +135,11 @@ class TiplineProcess:
         _, err = await asyncio.wait_for(self.proc.communicate(), 30)
         self.returncode = self.proc.returncode
         self.logs = err.decode()
+
+
+async def keep_chat(
+    u: Any, channel: str, chat: str, state: Mapping[str, Any], until: datetime, bucket: Any
+) -> None:
+    """Give a chat a draft and a rate-limit bucket in unit of work ``u`` (not committed)."""
+    await u.drafts.save(channel, chat, state, until)
+    await u.limits.put(channel, chat, bucket)

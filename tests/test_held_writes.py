@@ -19,6 +19,7 @@ from storage.models import ChatLimit, Draft
 from storage.raw import Sql, _together
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
+from tests.helpers import keep_chat
 
 LATER = START + timedelta(hours=5)
 
@@ -64,12 +65,10 @@ async def test_held_writes_are_kept_by_the_commit_and_dropped_without_it(
     db: AsyncEngine, keyring: Keyring
 ) -> None:
     async with uow(db, keyring) as u:
-        await u.limits.put("telegram", "1", Bucket(2.0, START, False))
-        await u.drafts.save("telegram", "1", {"step": 1}, LATER)
+        await keep_chat(u, "telegram", "1", {"step": 1}, LATER, Bucket(2.0, START, False))
         await u.commit()
     async with uow(db, keyring) as u:
-        await u.limits.put("telegram", "2", Bucket(1.0, START, True))
-        await u.drafts.save("telegram", "2", {"step": 1}, LATER)
+        await keep_chat(u, "telegram", "2", {"step": 1}, LATER, Bucket(1.0, START, True))
         # no commit: rolled back, held or not
     async with uow(db, keyring) as u:
         assert await u.limits.get("telegram", "1") == Bucket(2.0, START, False)
@@ -84,8 +83,7 @@ async def test_every_later_statement_sees_what_was_held_back(
     async with uow(db, keyring) as u:
         # A new draft: the delete of any old one and the insert touch one table, so the
         # second sends the first; then an update of the row just inserted.
-        await u.drafts.save("signal", "u1", {"step": 1}, LATER)
-        await u.limits.put("signal", "u1", Bucket(3.0, START, False))
+        await keep_chat(u, "signal", "u1", {"step": 1}, LATER, Bucket(3.0, START, False))
         # SQLAlchemy's statements (the ORM here) see the held writes.
         assert await u.session.scalar(select(func.count()).select_from(ChatLimit)) == 1
         assert await u.session.scalar(select(func.count()).select_from(Draft)) == 1
@@ -126,8 +124,7 @@ async def test_a_turn_claims_its_update_and_reads_its_chat_in_one_statement(
     db: AsyncEngine, keyring: Keyring, trips: list[str]
 ) -> None:
     async with uow(db, keyring) as u:
-        await u.drafts.save("telegram", "5", {"step": 4}, LATER)
-        await u.limits.put("telegram", "5", Bucket(1.5, START, True))
+        await keep_chat(u, "telegram", "5", {"step": 4}, LATER, Bucket(1.5, START, True))
         await u.commit()
     async with uow(db, keyring).locking("telegram", "5") as u:
         trips.clear()
@@ -136,8 +133,7 @@ async def test_a_turn_claims_its_update_and_reads_its_chat_in_one_statement(
         assert await u.limits.get("telegram", "5") == Bucket(1.5, START, True)
         if db.dialect.name == "postgresql":
             assert len(trips) == 1, trips  # the claim, the draft and the bucket
-        await u.drafts.save("telegram", "5", {"step": 5}, LATER)
-        await u.limits.put("telegram", "5", Bucket(0.5, START, True))
+        await keep_chat(u, "telegram", "5", {"step": 5}, LATER, Bucket(0.5, START, True))
         await u.commit()
         if db.dialect.name == "postgresql":
             assert len(trips) == 3, trips  # then the writes together, and COMMIT

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 
 from bot.domain.messages import Notice
 from bot.services.clock import FrozenClock
-from bot.services.outbox import OutboxSender, Outgoing, Shown
+from bot.services.outbox import FRESH, PARK_TRIES, OutboxSender, Outgoing, Shown
 from bot.services.ports import OutboxEntry
 from storage.memory import MemoryDatabase, MemoryUnitOfWork
 from tests.conftest import START
@@ -117,3 +118,46 @@ async def test_an_item_written_to_a_busy_lane_goes_out_when_the_lane_frees() -> 
     stop.set()
     await loop
     assert gate.sent == [("lawyer", "delivered"), ("lawyer", "device changed")]
+
+
+async def test_an_item_whose_claim_failed_goes_again_soon_behind_its_lane_and_not_for_ever() -> (
+    None
+):
+    db, clock, screen = MemoryDatabase(), FrozenClock(START), Screen()
+    sender = OutboxSender("telegram", db.uow, screen, clock, shared=True)
+    out = Outgoing()
+    out.show("telegram", "7", [Notice("first")], clear=False, track=False)
+    out.show("telegram", "7", [Notice("second")], clear=False, track=False)
+    async with db.uow() as unit:
+        first, second = await out.write(unit, clock())
+        # Another process holds the first (claimed, and sending it).
+        assert await unit.outbox.claim(first.id, clock(), clock() + timedelta(seconds=60))
+        await unit.commit()
+    assert await sender.deliver([second]) == 0  # waits behind the first: parked
+    assert await sender.flush() == 0  # tried again (fresh: no round of heads finds it)
+    async with db.uow() as unit:  # the other process has sent the first and removed it
+        await unit.outbox.done([first.id])
+        await unit.commit()
+    assert await sender.flush() == 1
+    assert screen.sent == [("7", "second")]
+
+    # One that can never be claimed (another process took it) is tried a second's worth, or
+    # until its deadline, and then left to the rounds every process makes.
+    out = Outgoing()
+    out.show("telegram", "8", [Notice("third")], clear=False, track=False)
+    async with db.uow() as unit:
+        (third,) = await out.write(unit, clock())
+        assert await unit.outbox.claim(third.id, clock(), clock() + timedelta(seconds=60))
+        await unit.commit()
+    assert await sender.deliver([third]) == 0
+    tries = 0
+    while await sender.flush() == 0 and sender.parked and tries < 100:
+        tries += 1
+    assert not sender.parked and tries <= PARK_TRIES
+    # Its deadline is set when it is first parked, never pushed back by a try.
+    assert await sender.deliver([third]) == 0 and sender.parked
+    clock.advance(FRESH * 0.6)
+    assert await sender.flush() == 0 and sender.parked
+    clock.advance(FRESH * 0.6)
+    assert await sender.flush() == 0 and not sender.parked
+    assert screen.sent == [("7", "second")]

@@ -15,6 +15,7 @@ from storage.keyring import Keyring
 from storage.models import AuditEntry, Case, ChatLimit, Draft, StatCounter
 from storage.repositories import SqlUnitOfWork
 from tests.conftest import START
+from tests.helpers import keep_chat
 
 #: On the hour: expiry times at rest are whole hours (rounded up).
 LATER = START.replace(minute=0) + timedelta(hours=1)
@@ -95,8 +96,7 @@ async def test_a_rate_limit_row_holds_no_chat_id_and_links_to_nothing_else(
     db: AsyncEngine, keyring: Keyring
 ) -> None:
     async with uow(db, keyring) as u:
-        await u.drafts.save("telegram", "987654321", {"step": 1}, LATER)
-        await u.limits.put("telegram", "987654321", Bucket(3.0, START, False))
+        await keep_chat(u, "telegram", "987654321", {"step": 1}, LATER, Bucket(3.0, START, False))
         await u.commit()
     async with uow(db, keyring) as u:
         key = (await u.session.execute(select(ChatLimit.key))).scalar_one()

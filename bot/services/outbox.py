@@ -42,6 +42,8 @@ SCREEN_TTL = timedelta(hours=48)
 #: The latest deadline a message on a reporter's screen gets: deleted inside Telegram's window.
 MAX_KEEP = SCREEN_TTL - timedelta(hours=1)
 MAX_BACKOFF = 600.0
+#: Items younger than this many seconds are left to the process that wrote them (FRESH below).
+FRESH_SECONDS = 1.0
 #: With several processes on one database, a process takes a lane's head for this long before
 #: it sends it; one that dies meanwhile leaves it to another after that (sent again, as after
 #: any crash).
@@ -49,9 +51,11 @@ CLAIM_LEASE = timedelta(seconds=60)
 #: ... and a process whose claim failed looks at the outbox again after this many seconds (an
 #: earlier item of the chat, sent by another process, is being removed: that takes milliseconds);
 CLAIM_RETRY = 0.05
+#: ... at most this many times while it is fresh (a second's worth).
+PARK_TRIES = round(FRESH_SECONDS / CLAIM_RETRY)
 #: ... where items younger than this are left to the process that wrote them (it sends them
 #: at once): taking them too only makes the two race for them.
-FRESH = timedelta(seconds=1)
+FRESH = timedelta(seconds=FRESH_SECONDS)
 
 Shown = Question | Notice
 
@@ -286,10 +290,11 @@ class OutboxSender:
         self._wake = asyncio.Event()
         #: Lanes a round passed over because they were busy (see ``flush``).
         self._skipped: set[str] = set()
-        #: Items whose claim failed, by lane, tried again at the next round (soon) until they
-        #: are no longer fresh: then any process's round finds them (``flush``).
+        #: Items whose claim failed, by lane, tried again at the next round (soon) until the
+        #: lane's deadline, set when it was first parked, or its last try: then any process's
+        #: round finds them.
         self._parked: dict[str, list[OutboxEntry]] = {}
-        self._park_until: dict[str, float] = {}
+        self._park_until: dict[str, tuple[datetime, int]] = {}
         self._unclaimed: set[str] = set()
         self._completions: list[tuple[_Completion, asyncio.Future[None]]] = []
         self._completing: asyncio.Task[None] | None = None
@@ -298,6 +303,11 @@ class OutboxSender:
         self.deferred = 0
 
     # ---- running -------------------------------------------------------------------------
+
+    @property
+    def parked(self) -> int:
+        """Lanes whose item is to be tried again at the next round (tests, status)."""
+        return len(self._parked)
 
     def wake(self) -> None:
         """Look at the outbox now (something was written that no caller delivers itself)."""
@@ -333,16 +343,19 @@ class OutboxSender:
         # A lane busy now (a turn delivering its own items) is looked at again when it frees:
         # whatever was written to it meanwhile would otherwise wait for the next round.
         self._skipped.update(h.lane for h in heads if h.lane in busy)
-        # Fresh items are left out of ``heads`` (FRESH): those this process wrote and could not
-        # claim yet go again here, not a second later.
-        parked = list(self._parked.values())
-        self._parked.clear()
-        since = asyncio.get_running_loop().time()
-        self._park_until = {i: t for i, t in self._park_until.items() if t > since}
-        waiting = {items[0].lane for items in parked}
-        heads = [h for h in heads if h.lane not in busy | waiting and h.id not in self._recent]
+        heads = [h for h in heads if h.lane not in busy and h.id not in self._recent]
+        # Fresh items are left out of ``heads`` (FRESH): those this process could not claim yet
+        # go again here, not a second later, unless their lane has a head due (it goes first).
+        clock = self._clock()
+        self._park_until = {lane: d for lane, d in self._park_until.items() if d[0] > clock}
+        parked, self._parked = self._parked, {}
+        retry = [
+            items
+            for lane, items in parked.items()
+            if lane in self._park_until and lane not in busy and all(h.lane != lane for h in heads)
+        ]
         results = await asyncio.gather(
-            *(self.deliver([h]) for h in heads), *(self.deliver(items) for items in parked)
+            *(self.deliver([h]) for h in heads), *(self.deliver(items) for items in retry)
         )
         return sum(results)
 
@@ -384,24 +397,27 @@ class OutboxSender:
                         self._unclaimed.discard(item.id)
                         self._park(lane, items[index:])
                     break  # the rest of the lane waits behind it
-                self._park_until.pop(item.id, None)
+                self._park_until.pop(lane, None)
                 done += 1
             return done
 
     def _park(self, lane: str, items: list[OutboxEntry]) -> None:
         # Another process has the item, or an earlier item of its chat is pending there (being
-        # removed, most often): look again soon, and only at this lane while it is fresh.
-        loop = asyncio.get_running_loop()
-        until = self._park_until.setdefault(items[0].id, loop.time() + FRESH.total_seconds())
-        if until > loop.time():
-            self._parked[lane] = items
+        # removed, most often): look again soon, until the lane's deadline (never renewed).
+        now = self._clock()
+        until, tries = self._park_until.get(lane, (now + FRESH, 0))
+        if until > now and tries < PARK_TRIES:
+            self._park_until[lane] = (until, tries + 1)
+            known = {item.id: item for item in self._parked.get(lane, [])}
+            known.update((item.id, item) for item in items)
+            self._parked[lane] = [known[key] for key in sorted(known)]
             delay = CLAIM_RETRY
-        else:  # no longer fresh: every process's rounds see it now
-            self._park_until.pop(items[0].id, None)
+        else:  # every process's rounds see it now
+            self._park_until.pop(lane, None)
             delay = CLAIM_RETRY + FRESH.total_seconds()
         if not self._retrying:
             self._retrying = True
-            loop.call_later(delay, self._retry)
+            asyncio.get_running_loop().call_later(delay, self._retry)
 
     async def _screen(self, lane: str) -> list[OnScreen]:
         if lane in self._screens:
