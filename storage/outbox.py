@@ -44,10 +44,10 @@ _CLAIM = Sql.of(
 )
 _SCREEN = Sql.of("SELECT id, kek_id, wrapped_dek, refs_ct FROM screens WHERE lane = ?")
 # PostgreSQL: the claim and the screen in one round trip (SQLite has no UPDATE in a WITH).
+# (Composed of this module's constants only: no value is ever formatted into SQL.)
 _CLAIM_SHOWING = Sql.of(
-    "WITH taken AS (UPDATE outbox SET due_at = ? WHERE id = ? AND due_at <= ? AND NOT EXISTS "
-    "(SELECT 1 FROM outbox AS earlier WHERE earlier.lane = outbox.lane AND earlier.id < outbox.id) "
-    "RETURNING 1) SELECT (SELECT count(*) FROM taken), s.id, s.kek_id, s.wrapped_dek, s.refs_ct "
+    f"WITH taken AS ({_CLAIM.sqlite} RETURNING 1) "  # noqa: S608
+    "SELECT (SELECT count(*) FROM taken), s.id, s.kek_id, s.wrapped_dek, s.refs_ct "
     "FROM (SELECT 1) AS one LEFT JOIN screens AS s ON s.lane = ?"
 )
 

@@ -205,11 +205,6 @@ class Raw:
         return self._pg is not None
 
     @property
-    def holds(self) -> bool:
-        """Whether this may hold writes back (a unit of work's, on a watched engine)."""
-        return self._hold
-
-    @property
     def holding(self) -> bool:
         """Whether writes are held back, waiting for a statement to carry them."""
         return bool(self._held)

@@ -428,10 +428,10 @@ _CLAIM_UPDATE = Sql.of(
 _SEEN_BEFORE = Sql.of('SELECT 1 FROM seen_updates WHERE "key" IN (?...) LIMIT 1')
 
 # A turn's claim of its update, with the reads the turn makes next (PostgreSQL: one round trip
-# for three). The LEFT JOINs give one row when the chat has neither draft nor bucket.
+# for three). The LEFT JOINs give one row when the chat has neither draft nor bucket. Composed
+# of this module's constants only: no value is ever formatted into SQL.
 _CLAIM_TURN = Sql.of(
-    'WITH claim AS (INSERT INTO seen_updates ("key", expires_at, kek_id, inner_ct) '
-    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1) "
+    f"WITH claim AS ({_CLAIM_UPDATE.sqlite} RETURNING 1) "  # noqa: S608
     "SELECT (SELECT count(*) FROM claim), d.id, d.expires_at, d.kek_id, d.wrapped_dek, "
     'd.state_ct, b.tokens, b."at", b.warned FROM (SELECT 1) AS one '
     "LEFT JOIN drafts AS d ON d.chat_pseudonym IN (?...) "
@@ -692,15 +692,11 @@ class SqlUnitOfWork:
                 if not exc.connection_invalidated:
                     raise
                 await self._begin(engine, lock)  # the pool has dropped that connection
-        self._raw = Raw(
-            self._open_session,
-            self._connection,
-            self._driver,
-            hold=self._member is None and watched(engine),
-        )
+        hold = self._member is None and watched(engine)
+        self._raw = Raw(self._open_session, self._connection, self._driver, hold=hold)
         # Kept: an invalidated connection (a cancelled or dropped statement) refuses ``info``.
         self._info: dict[Any, Any] | None = None
-        if self._raw.holds:
+        if hold:
             self._info = self._connection.info
             self._info[HELD] = self._raw
         # One cipher per transaction: it keeps KEK contexts for its life (storage/crypto.py).
