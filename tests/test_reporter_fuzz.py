@@ -97,6 +97,14 @@ async def stored(world: World) -> tuple[int, int]:
     return int(cases), int(messages)
 
 
+async def kept(world: World) -> tuple[set[str], set[str]]:
+    """The ids of every stored case and case message."""
+    async with world.db.connect() as conn:
+        cases = set((await conn.execute(select(Case.id))).scalars())
+        messages = set((await conn.execute(select(CaseMessage.id))).scalars())
+    return cases, messages
+
+
 def confirmations(world: World) -> list[str]:
     """Every confirmation button ever shown (to replay it anywhere)."""
     found = []
@@ -135,7 +143,7 @@ action = st.tuples(
 async def test_any_order_of_new_buttons_and_commands_is_calm_and_loses_nothing(
     world: World, actions: list[tuple[str, tuple[str, str]]], replay: bool
 ) -> None:
-    before = await stored(world)
+    before = await kept(world)
     for address, (kind, value) in actions:
         channel = address.partition(":")[0]
         if kind == "press":
@@ -152,7 +160,10 @@ async def test_any_order_of_new_buttons_and_commands_is_calm_and_loses_nothing(
             shown = await world.say(address, value, hint="en")
         for message in shown:
             assert calm(message.text), (channel, value, message.text)
-    assert await stored(world) == before, "nothing stored is lost"
+    # Examples share the world, so typed numbers on a numbered channel may walk a new report
+    # through to its submission: a case added is fine, one lost is not.
+    cases, messages = await kept(world)
+    assert cases >= before[0] and messages >= before[1], "nothing stored is lost"
 
 
 @FAST
