@@ -1,8 +1,8 @@
 """A fake Telegram Bot API on 127.0.0.1 that behaves like the real one where tipline relies on it.
 
-It follows the Bot API's wire format: form-urlencoded (or multipart) requests whose nested
-values are JSON strings, ``{"ok": true, "result": ...}`` answers with full Message objects,
-``getUpdates`` offsets that confirm (and drop) earlier updates, ``deleteMessage`` rules and error
+It follows the Bot API's wire format: JSON, form-urlencoded or multipart requests (a nested
+value may come as a JSON string, which the real server parses in a JSON body too), ``{"ok":
+true, "result": ...}`` answers with full Message objects, ``getUpdates`` offsets that confirm (and drop) earlier updates, ``deleteMessage`` rules and error
 texts (48 hours, "message to delete not found"), 429 with ``parameters.retry_after``, and webhook
 delivery with ``X-Telegram-Bot-Api-Secret-Token``. With ``webhook_retry`` an update stays queued
 until the webhook answers 2xx and is retried in order, as the real Bot API does.

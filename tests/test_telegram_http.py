@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import NetworkError
 
 from bot.channels.telegram_http import AiohttpRequest
@@ -18,10 +18,12 @@ async def test_messages_and_uploads_reach_the_bot_api() -> None:
     await fake.text(4242, "/start")  # the chat exists once its user wrote to the bot
     try:
         async with Bot(TOKEN, base_url=f"{root}/bot", request=AiohttpRequest(2)) as bot:
-            sent = await bot.send_message(4242, "Salam, dünya ✓")
+            keys = InlineKeyboardMarkup([[InlineKeyboardButton("Bəli ✓", callback_data="c:yes")]])
+            sent = await bot.send_message(4242, "Salam, dünya ✓", reply_markup=keys)
             await bot.send_document(4242, b"%PDF-1.7 evidence", filename="case.pdf", caption="c1")
-        assert sent.text == "Salam, dünya ✓"
-        assert ("sendMessage", {"chat_id": "4242", "text": "Salam, dünya ✓"}) in [
+        assert sent.text == "Salam, dünya ✓" and sent.reply_markup == keys
+        # A JSON body (numbers stay numbers), as the Bot API takes for a method without files.
+        assert ("sendMessage", {"chat_id": 4242, "text": "Salam, dünya ✓"}) in [
             (m, {k: p[k] for k in ("chat_id", "text") if k in p}) for m, p in fake.calls
         ]
         (document,) = fake.documents

@@ -7,8 +7,9 @@ else on a reporter's answer; aiohttp's client does the same work in far fewer Py
 
 from __future__ import annotations
 
+import json
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -21,7 +22,7 @@ from telegram.request import BaseRequest, RequestData
 
 __all__ = ["AiohttpRequest"]
 
-_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+_JSON = {"Content-Type": "application/json"}
 
 
 class AiohttpRequest(BaseRequest):
@@ -103,7 +104,6 @@ class AiohttpRequest(BaseRequest):
         if session is None or session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
         files = request_data.multipart_data if request_data else None
-        fields = request_data.json_parameters if request_data else None
         read = self._read if isinstance(read_timeout, DefaultValue) else read_timeout
         connect = self._connect if isinstance(connect_timeout, DefaultValue) else connect_timeout
         pool = self._pool if isinstance(pool_timeout, DefaultValue) else pool_timeout
@@ -111,14 +111,15 @@ class AiohttpRequest(BaseRequest):
             write_timeout = self._media_write if files else self._write
         data: Any = None
         headers = None
-        if fields and not files:
-            # Encoded here: aiohttp wraps a dict in a multipart-capable form that draws a random
-            # boundary for every request, a measurable share of an answer's CPU.
-            data = urlencode(fields).encode()
-            headers = _FORM
+        if request_data and not files:
+            # A JSON body, as the Bot API accepts for every method without a file: half the CPU
+            # of url-encoding (which escapes every byte of a non-Latin text), and no form, whose
+            # random boundary per request aiohttp would draw.
+            data = json.dumps(request_data.parameters).encode()
+            headers = _JSON
         if files:
             form = aiohttp.FormData()
-            for name, value in (fields or {}).items():
+            for name, value in request_data.json_parameters.items():  # type: ignore[union-attr]
                 form.add_field(name, value)
             for name, (filename, content, mime) in files.items():
                 form.add_field(name, content, filename=filename, content_type=mime)
