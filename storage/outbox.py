@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import aliased
 
 from bot.services.ports import OutboxEntry, ScreenEntry
@@ -43,6 +43,16 @@ _CLAIM = Sql.of(
     "(SELECT 1 FROM outbox AS earlier WHERE earlier.lane = outbox.lane AND earlier.id < outbox.id)"
 )
 _SCREEN = Sql.of("SELECT id, kek_id, wrapped_dek, refs_ct FROM screens WHERE lane = ?")
+# Most deliveries change their chat's screen: one statement (the row takes a new id, since its
+# ciphertext is bound to the id).
+_SET_SCREEN = Sql.of(
+    "INSERT INTO screens (id, lane, expires_at, channel, check_at, kek_id, wrapped_dek, index_ct, "
+    "refs_ct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (lane) DO UPDATE SET "
+    "id = excluded.id, expires_at = excluded.expires_at, channel = excluded.channel, "
+    "check_at = excluded.check_at, kek_id = excluded.kek_id, wrapped_dek = excluded.wrapped_dek, "
+    "index_ct = excluded.index_ct, refs_ct = excluded.refs_ct"
+)
+_FORGET_SCREEN = Sql.of("DELETE FROM screens WHERE lane = ?")
 # PostgreSQL: the claim and the screen in one round trip (SQLite has no UPDATE in a WITH).
 # (Composed of this module's constants only: no value is ever formatted into SQL.)
 _CLAIM_SHOWING = Sql.of(
@@ -218,8 +228,8 @@ class SqlOutbox:
         """Replace what a chat's screen holds (an empty list forgets the chat); the chat id is
         kept inside the ciphertext, for the deletion job."""
         self._ahead.pop(lane, None)
-        await self._raw.session.execute(delete(Screen).where(Screen.lane == lane))
         if not refs:
+            await self._raw.later(_FORGET_SCREEN, lane)
             return
         screen_id = new_id()
         dek, wrapped = self._cipher.new_dek(self.screen_table, screen_id)
@@ -230,20 +240,18 @@ class SqlOutbox:
         if chat is not None and channel is not None:
             inner = {"lane": self._inner(channel, chat).hex()}
             index = seal_index(self._cipher, dek, self.screen_table, screen_id, inner)
-        await self._raw.session.execute(
-            insert(Screen).values(
-                id=screen_id,
-                lane=lane,
-                expires_at=hour_up(expires_at),
-                index_ct=index,
-                channel=channel,
-                check_at=check_at,
-                kek_id=wrapped.kek_id,
-                wrapped_dek=wrapped.wrapped,
-                refs_ct=self._cipher.encrypt(
-                    dek, self.screen_table, screen_id, "refs", _dumps(data)
-                ),
-            )
+        refs_ct = self._cipher.encrypt(dek, self.screen_table, screen_id, "refs", _dumps(data))
+        await self._raw.later(
+            _SET_SCREEN,
+            screen_id,
+            lane,
+            hour_up(expires_at),
+            channel,
+            check_at,
+            wrapped.kek_id,
+            wrapped.wrapped,
+            index,
+            refs_ct,
         )
 
     async def due_screens(
