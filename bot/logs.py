@@ -28,13 +28,12 @@ RAW_UPDATE = "[payload]"
 QUIET_LOGGERS = (
     "httpx",
     "httpcore",
-    "aiohttp.client",
+    "aiohttp",
     "sqlalchemy",
     "aiosqlite",
     "asyncpg",
     "alembic",
     "telegram",
-    "tornado",
 )
 
 

@@ -99,6 +99,8 @@ def test_frozen() -> None:
         ("HEALTH_ADDR", "8081", "TIPLINE_HEALTH_ADDR: must be HOST:PORT"),
         ("HEALTH_ADDR", "127.0.0.1:99999", "TIPLINE_HEALTH_ADDR"),
         ("PROFILE", "lenient", "TIPLINE_PROFILE"),
+        ("TELEGRAM_WEBHOOK_SECRET", "", "TIPLINE_TELEGRAM_WEBHOOK_SECRET: must be 1-256"),
+        ("TELEGRAM_WEBHOOK_SECRET", "no spaces", "TIPLINE_TELEGRAM_WEBHOOK_SECRET"),
     ],
 )
 def test_bad_values_are_one_clear_line(

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from telegram import InputFile, Update
+from telegram import InputFile
 from telegram._utils.defaultvalue import DEFAULT_NONE
 
 # PTB's own alias for its timeout parameters, to override get_updates with the same signature.
@@ -30,6 +30,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.channels.telegram_http import AiohttpRequest
 from bot.channels.telegram_polling import WatchedPollingRequest, polling_error_callback
+from bot.channels.telegram_webhook import WebhookServer
 from bot.domain.messages import (
     Choose,
     Done,
@@ -70,6 +71,8 @@ MAX_CAPTION = 1024
 #: Updates handled at once across chats (each chat's own updates still go one at a time):
 #: enough to keep the Bot API's round trips overlapping for many reporters at once.
 MAX_CONCURRENT_UPDATES = 16
+#: Deliveries Telegram may have open at once to one webhook (the Bot API's default).
+WEBHOOK_CONNECTIONS = 40
 #: Connections to the Bot API: enough to overlap the round trips of many chats at once.
 CONNECTION_POOL_SIZE = 8
 DEFAULT_API = "https://api.telegram.org"
@@ -486,11 +489,12 @@ Handle = Callable[[JSONDict, str], None]
 class DurableUpdates(asyncio.Queue[object]):
     """PTB's update queue, where an update is stored (encrypted) before it is handled.
 
-    PTB confirms updates to Telegram with the next ``getUpdates`` offset, and answers a webhook
-    delivery with 200, as soon as they are queued, long before their turn commits: a crash in
-    between lost them for good. Handed to the channel only once stored, an update survives any
-    crash; it leaves the inbox in the transaction of its own turn, and a restart handles what
-    is left. PTB's own dispatch never sees an update: the channel handles the stored form.
+    PTB confirms updates to Telegram with the next ``getUpdates`` offset as soon as they are
+    queued, long before their turn commits (and so did its webhook server, with its 200): a
+    crash in between lost them for good. Handed to the channel only once stored, an update
+    survives any crash; it leaves the inbox in the transaction of its own turn, and a restart
+    handles what is left. PTB's own dispatch never sees an update: the channel handles the
+    stored form. Webhook deliveries come here from bot/channels/telegram_webhook.py.
 
     Updates are stored in batches, one transaction for all that arrived while the last one
     committed: a poll's updates together, concurrent webhook deliveries together. A webhook
@@ -509,10 +513,8 @@ class DurableUpdates(asyncio.Queue[object]):
 
     async def put(self, item: object) -> None:
         """Store an update, then hand it to the channel (anything else is queued for PTB)."""
-        if isinstance(item, Received):
+        if isinstance(item, Received):  # a poll's update, or a webhook delivery
             form = stored_form(item.data)
-        elif isinstance(item, Update):  # a webhook delivery, which PTB has parsed
-            form = stored_form(item.to_dict())
         else:
             await super().put(item)
             return
@@ -620,15 +622,21 @@ class TelegramChannel:
             await self.drain()
             updater = app.updater
             assert updater is not None
+            server = None
             if self._webhook is not None:
-                await updater.start_webhook(
-                    listen=self._webhook.listen,
-                    port=self._webhook.port,
-                    url_path=self._webhook.path,
-                    webhook_url=self._webhook.url,
-                    secret_token=self._webhook.secret,
-                    allowed_updates=ALLOWED_UPDATES,
-                )
+                hook = self._webhook
+                server = WebhookServer(hook.path, hook.secret, self._delivered)
+                await server.start(hook.listen, hook.port)  # listening before Telegram is told
+                try:
+                    await app.bot.set_webhook(
+                        url=hook.url,
+                        secret_token=hook.secret,
+                        allowed_updates=ALLOWED_UPDATES,
+                        max_connections=WEBHOOK_CONNECTIONS,
+                    )
+                except BaseException:
+                    await server.stop()
+                    raise
             else:
                 await updater.start_polling(
                     timeout=self._poll_timeout,
@@ -637,7 +645,10 @@ class TelegramChannel:
                 )
             log.info("telegram channel running (%s)", "webhook" if self._webhook else "polling")
             await stop.wait()
-            await updater.stop()
+            if server is not None:
+                await server.stop()
+            else:
+                await updater.stop()
             await self._order.join()
             await app.stop()
             await sender
@@ -648,6 +659,10 @@ class TelegramChannel:
         for item in items:
             await self._one(item.payload, item.id)
         return len(items)
+
+    async def _delivered(self, update: JSONDict) -> None:
+        # A webhook delivery, as Telegram sent it: returns once stored (DurableUpdates, wait).
+        await self._updates.put(Received(update["update_id"], update))
 
     def _received(self, form: JSONDict, item_id: str) -> None:
         chat = chat_of(form)
