@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -187,17 +188,19 @@ class Raw:
             await session.flush()
         if self._sqlite is not None or self._pg is not None or self._offload is not None:
             return
-        connection = self._connection or await self.session.connection()
-        driver: Any = self._driver or (await connection.get_raw_connection()).driver_connection
+        driver: Any = self._driver
+        if driver is None:
+            connection = self._connection or await self.session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
         if isinstance(driver, SqliteConnection):
             if driver.offload:
                 self._offload = driver
             else:
                 self._sqlite = driver.raw
-        elif connection.dialect.name == "postgresql":
+        elif isinstance(driver, asyncpg.Connection):
             self._pg = driver
         else:  # pragma: no cover - make_engine gives every SQLite engine the driver above
-            raise RuntimeError(f"no raw path for {connection.dialect.name}")
+            raise RuntimeError(f"no raw path for {type(driver).__name__}")
 
     async def postgresql(self) -> bool:
         """Whether the statements run on PostgreSQL (else SQLite)."""

@@ -14,6 +14,7 @@ from typing import Any, Self
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
@@ -602,30 +603,22 @@ class _Begun:
         await self._pg.execute("ROLLBACK")
 
 
-async def _begin_checked(connection: AsyncConnection, mine: int, lock: int | None) -> bool:
+async def _begin_checked(fairy: Any, mine: int, lock: int | None) -> bool:
     """Begin on PostgreSQL with the key check, and take the advisory lock ``lock`` if given;
     False when the database names a newer KEK.
 
     BEGIN, the check and a chat's lock were three round trips of the dozen an answer took. A
     connection the server dropped fails here, before anything was done, as SQLAlchemy's own
-    first statement would: invalidated, so that the unit of work tries once more on a fresh one.
+    first statement would (the unit of work then tries once more on a fresh one).
     """
-    fairy: Any = connection.sync_connection.connection  # type: ignore[union-attr]
     adapter, pg = fairy.dbapi_connection, fairy.driver_connection
     # SQLAlchemy's asyncpg adapter keeps its transaction here (pinned: sqlalchemy < 2.2). Set
     # first: if the check fails after BEGIN (a timeout, a cancelled query), closing the
     # connection rolls back, instead of pooling it inside an aborted transaction.
     adapter._transaction = _Begun(pg)
-    try:
-        # One simple query (it takes no parameters): both values are integers.
-        take = "" if lock is None else f"SELECT pg_advisory_xact_lock({int(lock)}); "
-        status: str = await pg.execute(_BEGIN_CHECKED.format(lock=take, mine=int(mine)))
-    except Exception as exc:
-        if not pg.is_closed():
-            raise
-        adapter._transaction = None
-        await connection.invalidate(exc)
-        raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
+    # One simple query (it takes no parameters): both values are integers.
+    take = "" if lock is None else f"SELECT pg_advisory_xact_lock({int(lock)}); "
+    status: str = await pg.execute(_BEGIN_CHECKED.format(lock=take, mine=int(mine)))
     return status != "SELECT 1"
 
 
@@ -659,6 +652,8 @@ class SqlUnitOfWork:
         self._vault = vault
         self._numbering = numbering
         self._chat: tuple[str, str] | None = None
+        #: PostgreSQL: the pool's connection this unit of work holds (``_begin``).
+        self._fairy: Any = None
 
     def locking(self, channel: str, chat_id: str) -> Self:
         """This unit of work, set to take the chat's lock as it begins: on PostgreSQL in the
@@ -679,8 +674,10 @@ class SqlUnitOfWork:
         every transaction.
         """
         engine: AsyncEngine = self._sessions.kw["bind"]
+        self._engine = engine
         self._member: Member | None = None
         self._driver: Any = None
+        self._sa: AsyncConnection | None = None
         chat, self._chat = self._chat, None  # for this entry only
         if engine.dialect.name == "sqlite":
             await self._join(engine)
@@ -693,11 +690,11 @@ class SqlUnitOfWork:
                     raise
                 await self._begin(engine, lock)  # the pool has dropped that connection
         hold = self._member is None and watched(engine)
-        self._raw = Raw(self._open_session, self._connection, self._driver, hold=hold)
+        self._raw = Raw(self._open_session, self._sa, self._driver, hold=hold)
         # Kept: an invalidated connection (a cancelled or dropped statement) refuses ``info``.
         self._info: dict[Any, Any] | None = None
         if hold:
-            self._info = self._connection.info
+            self._info = self._fairy.info  # the pooled connection's: SQLAlchemy's hook reads it
             self._info[HELD] = self._raw
         # One cipher per transaction: it keeps KEK contexts for its life (storage/crypto.py).
         self._cipher = RecordCipher(self._keyring)
@@ -709,7 +706,7 @@ class SqlUnitOfWork:
         # SQLite: the process's write transaction, shared with the units of work waiting with
         # this one, each in its own savepoint, made durable by one COMMIT (storage/writer.py).
         self._member = member = await writer_of(engine).join()
-        self._connection, self._driver = member.connection, member.driver
+        self._sa, self._driver = member.connection, member.driver
         try:
             await self._check_keys()
         except BaseException as exc:
@@ -717,17 +714,50 @@ class SqlUnitOfWork:
             raise
 
     async def _begin(self, engine: AsyncEngine, lock: int | None) -> None:
-        self._connection = connection = await engine.connect()
-        # asyncpg's connection, for the plain statements too (storage/raw.py): found once here.
-        self._driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        # The pool's connection itself: SQLAlchemy's Connection around it (its construction,
+        # events, transaction objects and a greenlet hop each way) cost a unit of work more CPU
+        # than a round trip, and a turn needs it only if it reaches the ORM (``_connection``).
+        self._fairy = fairy = await engine.raw_connection()
+        self._driver = fairy.driver_connection
+        self._sa = None
         try:
-            await connection.begin()  # SQLAlchemy's side only: asyncpg's begins below
-            if await _begin_checked(connection, self._keyring.current_kek_id, lock):
+            if await _begin_checked(fairy, self._keyring.current_kek_id, lock):
                 return
             await self._check_keys()  # a rotation published a newer KEK: reload, or refuse
-        except BaseException:
-            await connection.close()
+        except BaseException as exc:
+            dropped = self._driver.is_closed()
+            await self._close_pg()
+            if dropped:  # by the server (a restart): out of the pool, and tried once more
+                raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
             raise
+
+    @property
+    def _connection(self) -> AsyncConnection:
+        # SQLAlchemy's side of the transaction, for the ORM and the rare paths: on PostgreSQL
+        # made on first use around the pooled connection, already in the transaction begun on
+        # asyncpg (``begin`` sends nothing: SQLAlchemy's adapter holds ``_Begun``).
+        if self._sa is None:
+            connection = Connection(self._engine.sync_engine, connection=self._fairy)
+            connection.begin()
+            self._sa = AsyncConnection(self._engine, connection)
+        return self._sa
+
+    async def _close_pg(self) -> None:
+        # Back to the pool. SQLAlchemy's Connection ends what is left: a transaction not
+        # committed (rolled back), a connection the server dropped (invalidated). A committed
+        # one needs nothing: the pool's reset finds no transaction to roll back.
+        adapter = self._fairy.dbapi_connection
+        try:
+            if self._driver.is_closed():
+                adapter._transaction = None  # nothing to roll back on a connection that is gone
+                await self._connection.invalidate()
+                await self._connection.close()
+            elif self._sa is not None or adapter._transaction is not None:
+                await self._connection.close()
+            else:
+                self._fairy.close()
+        finally:
+            self._sa = None
 
     def _open_session(self) -> AsyncSession:
         if self._member is not None:
@@ -851,7 +881,7 @@ class SqlUnitOfWork:
                     if self._info is not None:
                         self._info.pop(HELD, None)
                 finally:
-                    await self._connection.close()
+                    await self._close_pg()
 
     async def claim_turn(
         self, channel: str, chat_id: str, update_id: str, expires_at: datetime
@@ -884,8 +914,12 @@ class SqlUnitOfWork:
         self._raw.end()
         if self._member is not None:
             await self._member.commit()
+        elif self._sa is not None:
+            await self._sa.commit()
         else:
-            await self._connection.commit()
+            adapter = self._fairy.dbapi_connection
+            begun, adapter._transaction = adapter._transaction, None
+            await begun.commit()
 
 
 #: The repositories a unit of work builds on first use.
