@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.util import greenlet_spawn
 
 from bot.services.ports import (
     AttachmentContent,
@@ -755,7 +756,9 @@ class SqlUnitOfWork:
             elif self._sa is not None or adapter._transaction is not None:
                 await self._connection.close()
             else:
-                self._fairy.close()
+                # In SQLAlchemy's greenlet: a pool past its size closes what comes back, and
+                # closing awaits the driver (pinned: sqlalchemy < 2.2).
+                await greenlet_spawn(self._fairy.close)
         finally:
             self._sa = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -68,3 +69,33 @@ async def test_a_failure_after_begin_does_not_leave_the_connection_in_a_dead_tra
         await uow.commit()
     async with SqlUnitOfWork(sessions, keyring) as uow:
         assert not await uow.seen.claim("telegram", "1", START)
+
+
+async def test_a_connection_past_the_pool_size_is_closed_when_it_comes_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A unit of work holds the pool's connection itself (not SQLAlchemy's Connection): one
+    # opened past the pool's size is closed on return, which awaits the driver.
+    assert PG_URL is not None
+    engine = make_engine(PG_URL, pool_size=1, max_overflow=1)
+    await reset_postgres(engine)
+    await migrate.upgrade(engine)
+    keyring = Keyring.generate(START)
+    sessions = make_session_factory(engine)
+    try:
+        with caplog.at_level(logging.ERROR):
+            async with SqlUnitOfWork(sessions, keyring) as first:
+                async with SqlUnitOfWork(sessions, keyring) as second:
+                    assert await second.seen.claim("telegram", "2", START)
+                    await second.commit()
+                assert await first.seen.claim("telegram", "1", START)
+                await first.commit()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        pool = engine.sync_engine.pool
+        assert pool.checkedout() == 0 and pool.overflow() <= 0  # type: ignore[attr-defined]
+        async with SqlUnitOfWork(sessions, keyring) as uow:
+            assert not await uow.seen.claim("telegram", "1", START)
+            assert not await uow.seen.claim("telegram", "2", START)
+    finally:
+        await reset_postgres(engine)
+        await engine.dispose()
