@@ -2,10 +2,13 @@
 
 It follows the Bot API's wire format: JSON, form-urlencoded or multipart requests (a nested
 value may come as a JSON string, which the real server parses in a JSON body too), ``{"ok":
-true, "result": ...}`` answers with full Message objects, ``getUpdates`` offsets that confirm (and drop) earlier updates, ``deleteMessage`` rules and error
-texts (48 hours, "message to delete not found"), 429 with ``parameters.retry_after``, and webhook
-delivery with ``X-Telegram-Bot-Api-Secret-Token``. With ``webhook_retry`` an update stays queued
-until the webhook answers 2xx and is retried in order, as the real Bot API does.
+true, "result": ...}`` answers with full Message objects, ``getUpdates`` offsets that confirm
+(and drop) earlier updates, ``deleteMessage`` rules and error texts (48 hours, "message to
+delete not found"), 429 with ``parameters.retry_after``, callback query ids that
+``answerCallbackQuery`` must name, and webhook delivery with ``X-Telegram-Bot-Api-Secret-Token``,
+whose 2xx answer may carry one Bot API call (``method`` and its parameters), which it makes.
+With ``webhook_retry`` an update stays queued until the webhook answers 2xx and is retried in
+order, as the real Bot API does.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ class FakeBotApi:
     webhook_statuses: list[int] = field(default_factory=list)
     delete_failures: int = 0
     edits: int = 0
+    #: Button presses sent to the bot, and those it answered (its spinner stopped), by query id.
+    presses: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
+    #: Bot API calls the bot made in its answer to a webhook delivery (as Telegram allows).
+    replied: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
     runner: web.AppRunner | None = None
     port: int = 0
@@ -309,6 +317,13 @@ class FakeBotApi:
         return self._ok(message)
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
+        query = str(params.get("callback_query_id", ""))
+        if query not in self.presses:
+            return self._error(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        self.answered.append(query)
         return self._ok(True)
 
     async def _m_getFile(self, params: dict[str, Any]) -> web.Response:
@@ -358,9 +373,22 @@ class FakeBotApi:
                 session.post(self.webhook_url, data=json.dumps(update), headers=headers) as r,
             ):
                 self.webhook_statuses.append(r.status)
+                await self._reply_call(r)
         else:
             self.updates.append(update)
             self._new_update.set()
+
+    async def _reply_call(self, response: aiohttp.ClientResponse) -> None:
+        """Make the Bot API call a 2xx webhook answer carries (``method`` and its parameters,
+        as JSON), as Telegram does; its result goes nowhere."""
+        if not 200 <= response.status < 300 or response.content_type != "application/json":
+            return
+        params = await response.json()
+        method = params.pop("method", None) if isinstance(params, dict) else None
+        handler = getattr(self, f"_m_{method}", None) if isinstance(method, str) else None
+        if handler is not None:
+            self.replied.append((str(method), params))
+            await handler(params)
 
     async def _webhook_loop(self) -> None:
         """Deliver queued updates one at a time, oldest first, until the webhook answers 2xx."""
@@ -380,6 +408,7 @@ class FakeBotApi:
                 try:
                     async with session.post(url, data=json.dumps(update), headers=headers) as r:
                         status = r.status
+                        await self._reply_call(r)
                 except (aiohttp.ClientError, TimeoutError):
                     self.webhook_unreachable += 1
                 if status:
@@ -423,6 +452,7 @@ class FakeBotApi:
             "message": message,
         }
         update = self._update(callback_query=query)
+        self.presses.append(str(query["id"]))
         await self._deliver(update)
         return update
 

@@ -72,21 +72,29 @@ class RoundRobin:
         self._next += 1
         return port
 
-    async def _forward(self, port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
+    async def _forward(
+        self, port: int, path: str, body: bytes, headers: dict[str, str]
+    ) -> web.Response:
+        """The backend's answer, passed back whole (it may carry a Bot API call)."""
         assert self._session is not None
         self.forwarded += 1
         for _ in range(50):  # a process still starting: try the next one
             try:
                 url = f"http://127.0.0.1:{port}{path}"
                 async with self._session.post(url, data=body, headers=headers) as response:
-                    await response.read()
+                    answer = await response.read()
                     if response.status < 500:
-                        return response.status
+                        kind = response.headers.get("Content-Type")
+                        return web.Response(
+                            status=response.status,
+                            body=answer,
+                            headers={"Content-Type": kind} if kind else None,
+                        )
             except aiohttp.ClientError:
                 pass
             port = self._pick()
             await asyncio.sleep(0.1)
-        return 502
+        return web.Response(status=502)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -105,18 +113,18 @@ class RoundRobin:
                 return web.Response(status=200)
             self.reverse.discard(chat)
             self.reversed += 1
-            status = await self._forward(self._pick(), path, body, headers)
-            await self._forward(self._pick(), *held)
-            return web.Response(status=status)
+            answer = await self._forward(self._pick(), path, body, headers)
+            await self._forward(self._pick(), *held)  # its answer went out when it was held
+            return answer
         if self.duplicate and self.rng.random() < self.duplicate:
             self.duplicated += 1
             first, second = self._pick(), self._pick()
-            statuses = await asyncio.gather(
+            answers = await asyncio.gather(
                 self._forward(first, path, body, headers),
                 self._forward(second, path, body, headers),
             )
-            return web.Response(status=min(statuses))
-        return web.Response(status=await self._forward(self._pick(), path, body, headers))
+            return min(answers, key=lambda a: a.status)
+        return await self._forward(self._pick(), path, body, headers)
 
 
 def _chat_of(body: bytes) -> int | None:

@@ -97,6 +97,8 @@ def receipt_code(tg: TelegramHarness, chat: int = CHAT) -> str:
 async def test_full_report_clears_the_chat_as_it_goes(tg: TelegramHarness) -> None:
     await play(tg, full_report("zebra42") + ENDING)
     assert await tg.cases() == 1
+    # Every button's spinner was stopped (answerCallbackQuery), each press once.
+    assert tg.fake.presses and tg.fake.answered == tg.fake.presses
     code = receipt_code(tg)
     visible = tg.fake.visible(CHAT)
     # only the final message stays: the receipt, what happens next, "I have written it down"
@@ -341,6 +343,11 @@ async def test_webhook_mode_with_secret_token(tmp_path: Path) -> None:
         await play(harness, full_report("x") + ENDING)
         assert await harness.cases() == 1
         assert set(harness.fake.webhook_statuses) == {200}
+        # Each press is answered in the answer to its delivery: no request of the bot's own.
+        fake = harness.fake
+        assert fake.presses and fake.answered == fake.presses
+        assert [m for m, _ in fake.replied] == ["answerCallbackQuery"] * len(fake.presses)
+        assert "answerCallbackQuery" not in [m for m, _ in fake.calls]
         update = {
             "update_id": 1,
             "message": {

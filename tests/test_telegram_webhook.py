@@ -100,3 +100,26 @@ async def test_a_delivery_is_answered_only_once_stored_and_500_when_storing_fail
 def test_a_webhook_without_a_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="secret"):
         WebhookServer("hook", "", Store().accept)
+
+
+async def test_the_answer_carries_the_call_accept_returns() -> None:
+    port = _port()
+    call = {"method": "answerCallbackQuery", "callback_query_id": "5"}
+
+    async def accept(update: dict[str, Any]) -> dict[str, Any] | None:
+        return call if "callback_query" in update else None
+
+    server = WebhookServer("hook", SECRET, accept)
+    await server.start("127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}/hook"
+    good = {"Content-Type": "application/json", SECRET_HEADER: SECRET}
+    press = {"update_id": 8, "callback_query": {"id": "5", "data": "c:yes"}}
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=json.dumps(press), headers=good) as r:
+                assert r.status == 200 and r.content_type == "application/json"
+                assert await r.json() == call
+            async with session.post(url, data=json.dumps(UPDATE), headers=good) as r:
+                assert r.status == 200 and await r.read() == b""
+    finally:
+        await server.stop()

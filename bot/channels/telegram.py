@@ -660,9 +660,16 @@ class TelegramChannel:
             await self._one(item.payload, item.id)
         return len(items)
 
-    async def _delivered(self, update: JSONDict) -> None:
+    async def _delivered(self, update: JSONDict) -> JSONDict | None:
         # A webhook delivery, as Telegram sent it: returns once stored (DurableUpdates, wait).
         await self._updates.put(Received(update["update_id"], update))
+        query = update.get("callback_query")
+        if isinstance(query, dict) and isinstance(query.get("id"), str):
+            # The button's spinner stops with the answer to the delivery (a call Telegram makes
+            # on our behalf): no request of our own. Stored first, so a crash before this answer
+            # leaves the delivery to come again, and be answered then.
+            return {"method": "answerCallbackQuery", "callback_query_id": query["id"]}
+        return None
 
     def _received(self, form: JSONDict, item_id: str) -> None:
         chat = chat_of(form)
@@ -689,7 +696,7 @@ class TelegramChannel:
 
     async def _handle(self, form: JSONDict, chat_id: str, inbox_id: str | None) -> None:
         query = form.get("callback_query")
-        if query is None:
+        if query is None or self._webhook is not None:  # a webhook's press is answered already
             await self._handle_update(form, chat_id, inbox_id)
             return
         # The button's spinner stops while the press is handled, not one round trip before.
