@@ -30,7 +30,7 @@ from storage.index import (
     seal_index,
 )
 from storage.keyring import Keyring, KeyVault
-from storage.locks import exclusive
+from storage.locks import exclusive, hold_key_state
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -202,6 +202,7 @@ class Maintenance:
 
     async def _publish(self, session: AsyncSession) -> None:
         """Make the current KEK the one every process must use (waits for open writers)."""
+        await hold_key_state(await session.connection())
         await session.execute(
             update(KeyState)
             .where(KeyState.id == 1)

@@ -52,7 +52,7 @@ from storage.index import (
 from storage.keyring import Keyring, KeyringError, KeyVault
 from storage.lawyers import SqlAssignmentStore, SqlLawyerStore
 from storage.limits import SqlChatLimitStore
-from storage.locks import lock_key, wait_xact_lock
+from storage.locks import KEY_STATE, lock_key, wait_xact_lock
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -577,11 +577,14 @@ class KeyringOutOfDate(KeyringError):
 _KEY_STATE = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_update(read=True)
 
 
-#: BEGIN and the key check in one round trip (a simple query: no parameters, the one value is
-#: an integer of ours): the shared lock on the key state row, then whether it names a KEK newer
-#: than ours ("SELECT 1").
+#: BEGIN and the key check in one round trip (a simple query: no parameters, the values are
+#: integers of ours): the key state's lock, shared (a rotation publishing a new KEK takes it
+#: alone, :data:`storage.locks.KEY_STATE`), then whether the state names a KEK newer than ours
+#: ("SELECT 1"; a statement after the lock reads what any publish before it committed). An
+#: advisory lock, not a shared row lock: every transaction share-locking the one row made
+#: PostgreSQL write that lock and a new multixact into the row each time.
 _BEGIN_CHECKED = (
-    "BEGIN; SELECT 1 FROM key_state WHERE id = 1 FOR SHARE; {lock}"
+    "BEGIN; SELECT pg_advisory_xact_lock_shared({keys}); {lock}"
     "SELECT 1 FROM key_state WHERE id = 1 AND current_kek_id > {mine}"
 )
 
@@ -619,7 +622,7 @@ async def _begin_checked(fairy: Any, mine: int, lock: int | None) -> bool:
     adapter._transaction = _Begun(pg)
     # One simple query (it takes no parameters): both values are integers.
     take = "" if lock is None else f"SELECT pg_advisory_xact_lock({int(lock)}); "
-    status: str = await pg.execute(_BEGIN_CHECKED.format(lock=take, mine=int(mine)))
+    status: str = await pg.execute(_BEGIN_CHECKED.format(keys=KEY_STATE, lock=take, mine=int(mine)))
     return status != "SELECT 1"
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.domain.engine import Engine
@@ -184,6 +185,39 @@ async def test_a_bot_with_an_old_keyring_writes_nothing_after_a_rotation(
         await write()
     async with db.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(Draft))).scalar_one() == 0
+
+
+async def test_a_rotation_publishes_only_once_open_writers_have_committed(
+    db: AsyncEngine, vault: KeyVault, secret: KeyFile
+) -> None:
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite: one writer at a time; the keyring file is the published state")
+    bot_vault = KeyringFile(vault.file.path).open(secret)  # another process, same keyring
+    sessions = make_session_factory(db)
+
+    async def publish_waiting() -> bool:
+        async with db.connect() as conn:
+            waiting = await conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            )
+            return bool(waiting.scalar_one())
+
+    async with SqlUnitOfWork(sessions, bot_vault.keyring, bot_vault) as u:
+        # Its key check is done: KEK 1 is current, and this transaction writes under it.
+        await u.drafts.save("telegram", "open", {"a": 1}, START + timedelta(hours=1))
+        rotation = asyncio.create_task(Maintenance(db, vault).rotate(START))
+        for _ in range(500):  # until the rotation waits for this transaction (bounded)
+            if await publish_waiting():
+                break
+            await asyncio.sleep(0.01)
+        assert not rotation.done() and await publish_waiting()
+        await u.commit()
+    await rotation
+    # Written under KEK 1 before the publish, re-wrapped by the rotation: readable with KEK 2.
+    async with db.connect() as conn:
+        assert set((await conn.execute(select(Draft.kek_id))).scalars()) == {2}
+    async with SqlUnitOfWork(sessions, vault.keyring, vault) as u:
+        assert await u.drafts.load("telegram", "open", START) == {"a": 1}
 
 
 async def test_key_status_counts_records(db: AsyncEngine, vault: KeyVault) -> None:
