@@ -6,12 +6,15 @@ answer (answer the button press and replace the question in place, or delete a t
 replace the question) plus one encrypted transaction; the echo bot makes one call and stores
 nothing. The echo bot runs twice: with PTB's defaults (one update at a time), and set up as our
 channel is (updates of different chats at once, a small connection pool), which costs it CPU
-that the defaults do not spend. Then the bot's memory per open conversation is measured with
+that the defaults do not spend. Each bot first takes a warm-up pass (the same answers from
+other reporters, not measured): a long-running bot has its connections open and its
+statements prepared, which a fresh one does as the first answers come (``--cold`` measures
+that pass instead). Then the bot's memory per open conversation is measured with
 tracemalloc after 3, 10 and 40 answers (the fake runs in its own process, so all that is traced
 is the bot's): state lives in the database, so it must not grow with the answers.
 
 Run: python bench/bench_telegram.py [--reporters 40 --rounds 12 --database-url URL --no-memory
---no-breakdown]
+--no-breakdown --cold]
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ async def ours(
     checkpoints: tuple[int, ...] = (),
     *,
     storage: bool = True,
+    warm: bool = True,
 ) -> Run:
     """Seconds and CPU for every reporter to give every answer, answers given, and memory at
     checkpoints.
@@ -146,9 +150,11 @@ async def ours(
         gc.collect()
         gc.freeze()
         await harness.start_all()
-        chats = [900_000 + i for i in range(reporters)]
         channel = harness.channel
         assert channel is not None
+        if warm:
+            await _warm_up(remote, lambda: channel.handled, reporters, rounds)
+        chats = [900_000 + i for i in range(reporters)]
         if checkpoints:
             tracemalloc.start()
         began, cpu = time.perf_counter(), time.process_time()
@@ -167,6 +173,17 @@ async def ours(
     return Run(elapsed, reporters * len(rounds), cpu, traced)
 
 
+async def _warm_up(
+    remote: RemoteFake, handled: Any, reporters: int, rounds: list[tuple[str, str]]
+) -> None:
+    """The same answers from other reporters, not measured."""
+    chats = [800_000 + i for i in range(reporters)]
+    for kind, value in rounds:
+        target = handled() + reporters
+        await remote.act(chats, kind, value)
+        await until(lambda t=target: handled() >= t, limit=600)
+
+
 def _remote_start(remote: RemoteFake) -> Any:
     async def start() -> str:
         return remote.start()
@@ -174,7 +191,7 @@ def _remote_start(remote: RemoteFake) -> Any:
     return start
 
 
-async def echo(reporters: int, rounds: int, *, configured: bool) -> Run:
+async def echo(reporters: int, rounds: int, *, configured: bool, warm: bool = True) -> Run:
     """A bare echo bot: PTB's defaults, or (``configured``) PTB set up as tipline's channel."""
     fake = RemoteFake()
     root = fake.start()
@@ -208,6 +225,8 @@ async def echo(reporters: int, rounds: int, *, configured: bool) -> Run:
             await app.stop()
 
     task = asyncio.create_task(run())
+    if warm:
+        await _warm_up(fake, lambda: handled, reporters, ROUNDS[:rounds])
     chats = [900_000 + i for i in range(reporters)]
     began, cpu = time.perf_counter(), time.process_time()
     for kind, value in ROUNDS[:rounds]:
@@ -248,9 +267,9 @@ async def memory(reporters: int) -> dict[int, float]:
     first run warms the caches that would otherwise fill during the first measurement.
     """
     marks = (3, 10, 40)
-    await ours(reporters, LONG[:3])
-    few = (await ours(reporters, LONG, checkpoints=marks)).traced
-    many = (await ours(2 * reporters, LONG, checkpoints=marks)).traced
+    await ours(reporters, LONG[:3], warm=False)
+    few = (await ours(reporters, LONG, checkpoints=marks, warm=False)).traced
+    many = (await ours(2 * reporters, LONG, checkpoints=marks, warm=False)).traced
     return {n: (many[n] - few[n]) / reporters for n in marks}
 
 
@@ -267,21 +286,23 @@ async def main(
     breakdown: bool,
     measure_memory: bool,
     repeat: int = 3,
+    warm: bool = True,
 ) -> None:
     # The echo bot and tipline take turns, and the median of each pair's ratio is reported: on a
     # shared machine the speed drifts by half within minutes, which one pair alone reads as a
     # difference between the bots.
     pairs: list[tuple[Run, Run]] = []
     for _ in range(repeat):
-        bare = await echo(reporters, rounds, configured=False)
-        pairs.append((bare, await ours(reporters, ROUNDS[:rounds], database_url)))
-    echo_same = await echo(reporters, rounds, configured=True)
+        bare = await echo(reporters, rounds, configured=False, warm=warm)
+        pairs.append((bare, await ours(reporters, ROUNDS[:rounds], database_url, warm=warm)))
+    echo_same = await echo(reporters, rounds, configured=True, warm=warm)
     ratios = sorted(mine.rate / bare.rate for bare, mine in pairs)
     ratio = statistics.median(ratios)
     echo_bare = _median_run([bare for bare, _ in pairs])
     mine = _median_run([m for _, m in pairs])
     target = TARGET_POSTGRES if database_url else TARGET_SQLITE
-    print(f"reporters x rounds:        {reporters} x {rounds}, {repeat} turns each")
+    passes = "after a warm-up pass" if warm else "cold: no warm-up pass"
+    print(f"reporters x rounds:        {reporters} x {rounds}, {repeat} turns each, {passes}")
     print(f"database:                  {'PostgreSQL' if database_url else 'SQLite (default)'}")
     print(
         f"bare PTB echo bot:         {echo_bare.rate:.1f} answers/s, "
@@ -304,7 +325,7 @@ async def main(
     if breakdown:
         # The memory stores snapshot their whole state per transaction (for rollback), which
         # grows with the run: this line says more about them than about the channel at scale.
-        bare = await ours(reporters, ROUNDS[:rounds], storage=False)
+        bare = await ours(reporters, ROUNDS[:rounds], storage=False, warm=warm)
         print(
             f"breakdown: the same channel on the memory stores (no database, no encryption): "
             f"{bare.rate:.1f} answers/s, {bare.cpu_ms:.2f} ms CPU/answer, "
@@ -336,6 +357,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--repeat", type=int, default=5, help="turns of echo bot and tipline (median reported)"
     )
+    parser.add_argument(
+        "--cold", action="store_true", help="measure the first pass of fresh bots (no warm-up)"
+    )
     args = parser.parse_args()
     rounds = min(args.rounds, len(ROUNDS))
     asyncio.run(
@@ -346,5 +370,6 @@ if __name__ == "__main__":
             breakdown=not args.no_breakdown,
             measure_memory=not args.no_memory,
             repeat=max(1, args.repeat),
+            warm=not args.cold,
         )
     )
