@@ -325,7 +325,8 @@ async def main(
     if breakdown:
         # The memory stores snapshot their whole state per transaction (for rollback), which
         # grows with the run: this line says more about them than about the channel at scale.
-        bare = await ours(reporters, ROUNDS[:rounds], storage=False, warm=warm)
+        # Cold: a warm-up pass would double the state those snapshots copy.
+        bare = await ours(reporters, ROUNDS[:rounds], storage=False, warm=False)
         print(
             f"breakdown: the same channel on the memory stores (no database, no encryption): "
             f"{bare.rate:.1f} answers/s, {bare.cpu_ms:.2f} ms CPU/answer, "
