@@ -74,6 +74,9 @@ SAMPLE_ROWS: dict[str, list[str]] = {
     "0011": [
         "INSERT INTO chat_limits (key, tokens, at, warned) VALUES ('k1', 2.5, :t, true)",
     ],
+    "0012": [
+        "UPDATE key_state SET current_kek_id = current_kek_id",  # through the trigger
+    ],
 }
 PARAMS = {
     "t": datetime(2026, 11, 2, tzinfo=UTC).replace(tzinfo=None),
