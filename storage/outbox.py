@@ -15,7 +15,7 @@ from bot.services.ports import OutboxEntry, ScreenEntry
 from storage import slices
 from storage.codec import _dumps, _loads, new_id
 from storage.crypto import DecryptionError, RecordCipher, WrappedKey
-from storage.index import LANE, hour_up, seal_index
+from storage.index import LANE, floor_hour, hour_up, seal_index
 from storage.keyring import Keyring
 from storage.models import OutboxItem, Screen
 from storage.raw import Raw, Sql
@@ -247,7 +247,7 @@ class SqlOutbox:
             lane,
             hour_up(expires_at),
             channel,
-            check_at,
+            None if check_at is None else floor_hour(check_at),  # as the column's type did
             wrapped.kek_id,
             wrapped.wrapped,
             index,

@@ -580,11 +580,12 @@ _KEY_STATE = select(KeyState.current_kek_id).where(KeyState.id == 1).with_for_up
 #: BEGIN and the key check in one round trip (a simple query: no parameters, the values are
 #: integers of ours): the key state's lock, shared (a rotation publishing a new KEK takes it
 #: alone, :data:`storage.locks.KEY_STATE`), then whether the state names a KEK newer than ours
-#: ("SELECT 1"; a statement after the lock reads what any publish before it committed). An
-#: advisory lock, not a shared row lock: every transaction share-locking the one row made
-#: PostgreSQL write that lock and a new multixact into the row each time.
+#: ("SELECT 1"; a statement after the lock reads what any publish before it committed, which
+#: holds in READ COMMITTED, named so whatever the server's default). An advisory lock, not a
+#: shared row lock: every transaction share-locking the one row made PostgreSQL write that
+#: lock and a new multixact into the row each time.
 _BEGIN_CHECKED = (
-    "BEGIN; SELECT pg_advisory_xact_lock_shared({keys}); {lock}"
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock_shared({keys}); {lock}"
     "SELECT 1 FROM key_state WHERE id = 1 AND current_kek_id > {mine}"
 )
 
@@ -729,7 +730,7 @@ class SqlUnitOfWork:
                 return
             await self._check_keys()  # a rotation published a newer KEK: reload, or refuse
         except BaseException as exc:
-            dropped = self._driver.is_closed()
+            dropped = isinstance(exc, Exception) and self._driver.is_closed()
             await self._close_pg()
             if dropped:  # by the server (a restart): out of the pool, and tried once more
                 raise DBAPIError(None, None, exc, connection_invalidated=True) from exc
@@ -756,7 +757,13 @@ class SqlUnitOfWork:
                 adapter._transaction = None  # nothing to roll back on a connection that is gone
                 await self._connection.invalidate()
                 await self._connection.close()
-            elif self._sa is not None or adapter._transaction is not None:
+            elif self._driver.is_in_transaction() or adapter._transaction is not None:
+                # Not committed (or a COMMIT that never went out): rolled back, never pooled
+                # holding its locks or its writes.
+                if adapter._transaction is None:
+                    adapter._transaction = _Begun(self._driver)
+                await self._connection.close()
+            elif self._sa is not None:
                 await self._connection.close()
             else:
                 # In SQLAlchemy's greenlet: a pool past its size closes what comes back, and
@@ -924,8 +931,12 @@ class SqlUnitOfWork:
             await self._sa.commit()
         else:
             adapter = self._fairy.dbapi_connection
-            begun, adapter._transaction = adapter._transaction, None
-            await begun.commit()
+            try:
+                await adapter._transaction.commit()
+            finally:
+                # Ended unless the COMMIT never went out (then ``_close_pg`` rolls back).
+                if not self._driver.is_in_transaction():
+                    adapter._transaction = None
 
 
 #: The repositories a unit of work builds on first use.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from typing import Any
 
@@ -121,5 +122,36 @@ async def test_the_answer_carries_the_call_accept_returns() -> None:
                 assert await r.json() == call
             async with session.post(url, data=json.dumps(UPDATE), headers=good) as r:
                 assert r.status == 200 and await r.read() == b""
+    finally:
+        await server.stop()
+
+
+async def test_a_secret_header_that_is_not_utf8_is_refused_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, port = Store(), _port()
+    server = WebhookServer("hook", SECRET, store.accept)
+    await server.start("127.0.0.1", port)
+    body = json.dumps(UPDATE).encode()
+    request = (
+        b"POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + SECRET_HEADER.encode()
+        + b": \xff\xfe"
+        + SECRET.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+            writer.close()
+            await writer.wait_closed()
+        assert status_line.split()[1] == b"403"
+        assert store.kept == [] and not caplog.records
     finally:
         await server.stop()

@@ -69,7 +69,8 @@ class WebhookServer:
             await runner.cleanup()
 
     async def _post(self, request: web.Request) -> web.Response:
-        token = request.headers.get(SECRET_HEADER, "").encode()
+        # Header bytes that are not UTF-8 come as surrogates: kept, so they compare unequal.
+        token = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(token, self._secret):
             return web.Response(status=403)
         if request.content_type != "application/json":
