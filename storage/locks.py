@@ -33,15 +33,9 @@ def lock_key(name: str) -> int:
 
 
 #: The key state's lock: shared by every unit of work from its key check to its commit, taken
-#: alone by a rotation publishing a new KEK (so that none writes under a KEK about to go).
+#: alone by whatever updates key_state, a rotation publishing a new KEK (a trigger, migration
+#: 0012), so that none writes under a KEK about to go.
 KEY_STATE = lock_key("key-state")
-
-
-async def hold_key_state(connection: AsyncConnection) -> None:
-    """Hold the key state's lock alone until the transaction ends (PostgreSQL), waiting for
-    every unit of work that checked the key state before."""
-    if shared(connection):
-        await connection.execute(_XACT_LOCK, {"key": KEY_STATE})
 
 
 def shared(connection: AsyncConnection) -> bool:

@@ -30,7 +30,7 @@ from storage.index import (
     seal_index,
 )
 from storage.keyring import Keyring, KeyVault
-from storage.locks import exclusive, hold_key_state
+from storage.locks import exclusive
 from storage.models import (
     Attachment,
     AuditEntry,
@@ -201,8 +201,8 @@ class Maintenance:
     # ---- rotation ------------------------------------------------------------------------
 
     async def _publish(self, session: AsyncSession) -> None:
-        """Make the current KEK the one every process must use (waits for open writers)."""
-        await hold_key_state(await session.connection())
+        """Make the current KEK the one every process must use (on PostgreSQL the update waits
+        for open writers: migration 0012's trigger takes the key state's lock alone)."""
         await session.execute(
             update(KeyState)
             .where(KeyState.id == 1)

@@ -757,13 +757,15 @@ class SqlUnitOfWork:
                 adapter._transaction = None  # nothing to roll back on a connection that is gone
                 await self._connection.invalidate()
                 await self._connection.close()
-            elif self._driver.is_in_transaction() or adapter._transaction is not None:
-                # Not committed (or a COMMIT that never went out): rolled back, never pooled
-                # holding its locks or its writes.
-                if adapter._transaction is None:
+            elif (
+                self._sa is not None
+                or adapter._transaction is not None
+                or self._driver.is_in_transaction()
+            ):
+                if adapter._transaction is None and self._driver.is_in_transaction():
+                    # A COMMIT that never went out: rolled back, never pooled holding its locks
+                    # or its writes.
                     adapter._transaction = _Begun(self._driver)
-                await self._connection.close()
-            elif self._sa is not None:
                 await self._connection.close()
             else:
                 # In SQLAlchemy's greenlet: a pool past its size closes what comes back, and

@@ -117,9 +117,9 @@ class AiohttpRequest(BaseRequest):
             # random boundary per request aiohttp would draw.
             data = json.dumps(request_data.parameters).encode()
             headers = _JSON
-        if files:
+        if request_data and files:
             form = aiohttp.FormData()
-            for name, value in request_data.json_parameters.items():  # type: ignore[union-attr]
+            for name, value in request_data.json_parameters.items():
                 form.add_field(name, value)
             for name, (filename, content, mime) in files.items():
                 form.add_field(name, content, filename=filename, content_type=mime)

@@ -1,11 +1,10 @@
 """On PostgreSQL, whatever changes the key state first takes the key state's lock alone.
 
 A unit of work's key check holds that advisory lock, shared, until it commits (it held a shared
-row lock on ``key_state`` before: storage/repositories.py). A rotation publishing a new KEK
-takes the lock alone before it updates the row (storage/locks.py ``hold_key_state``); this
-trigger makes every update of the row do so too, so a process of an earlier version, which
-publishes with a plain UPDATE, still waits for the units of work that checked the key state
-before it. Nothing on SQLite: one writer at a time, and the keyring file is the published state.
+row lock on ``key_state`` before: storage/repositories.py). A rotation publishes a new KEK by
+updating the row, and this trigger makes every such update take the lock alone first, so it
+waits for the units of work that checked the key state before it: a process of an earlier
+version, which publishes with the same plain UPDATE, included. Nothing on SQLite: one writer at a time, and the keyring file is the published state.
 
 Revision ID: 0012
 Revises: 0011
